@@ -1,0 +1,180 @@
+"""Typed configuration of the engine: dataclasses, presets and source recipes.
+
+Every output directory gets the resolved config (``run.json``) so a shard can
+always be traced back to the exact settings that made it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DecodeConfig:
+    frames: int = 16              # frames sampled uniformly over each video
+    max_side: int = 384           # working resolution: longest side, pixels
+    max_source_pixels: int = 64_000_000   # decompression-bomb guard (per image / frame)
+    max_media_bytes: int = 2_000_000_000  # larger files are refused, not read
+    min_side: int = 16            # smaller media are refused as degenerate
+
+
+@dataclass
+class KeyframeConfig:
+    hue_bins: int = 16
+    sat_bins: int = 4
+    luma_bins: int = 16
+    threshold: float = 0.30       # histogram distance that starts a new clip
+    cut_threshold: float = 0.60   # distance of a hard scene cut: tracks never cross it
+    max_gap: int = 8              # force a keyframe after this many frames
+
+
+@dataclass
+class SegmenterConfig:
+    name: str = "classical"       # classical | directsam | sam | trajtok
+    checkpoint: str | None = None
+    min_area: float = 0.0015      # regions smaller than this share of the frame are absorbed
+    max_regions: int = 128
+    # classical: superpixels merged by colour similarity
+    superpixels: int = 400
+    compactness: float = 12.0
+    merge_threshold: float = 14.0  # mean-colour distance (Lab) below which regions merge
+
+
+@dataclass
+class TrackerConfig:
+    name: str = "flow"            # flow | sam2
+    checkpoint: str | None = None
+    consistency: float = 1.5      # forward-backward flow error (px) that marks occlusion
+    min_area: float = 0.0005      # tracked masks smaller than this share are dropped
+
+
+@dataclass
+class MergeConfig:
+    iou_threshold: float = 0.5    # keyframe regions inherit an id only above this IoU
+
+
+@dataclass
+class OutputConfig:
+    samples_per_shard: int = 64
+    prefix: str = "traj"
+
+
+@dataclass
+class FilterConfig:
+    min_coverage: float = 0.8
+    min_objects: int = 10
+
+
+@dataclass
+class SourceConfig:
+    name: str = "local"
+    format: str = "folder"        # folder | video2dataset | img2dataset | panda_csv
+    path: str = ""
+    csv: str | None = None        # panda_csv: metadata CSV beside a folder of clips
+    description: str = ""
+
+
+@dataclass
+class AnnotateConfig:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    limit: int | None = None
+
+    def model_hash(self) -> str:
+        """Hash of everything that changes the labels (not paths or limits)."""
+        d = to_dict(self)
+        for k in ("source", "limit", "output"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU, no weights: runs anywhere.
+    "cpu": {},
+    # The papers' labeller: DirectSAM keyframes tracked by SAM2, at full model resolution.
+    "gpu": {"decode": {"max_side": 1024}, "segmenter": {"name": "directsam"},
+            "tracker": {"name": "sam2"}},
+}
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _update(obj: Any, values: dict[str, Any], where: str) -> None:
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    for k, v in values.items():
+        if k not in names:
+            raise ValueError(f"unknown config key {where}{k!r} (expected one of {sorted(names)})")
+        cur = getattr(obj, k)
+        if dataclasses.is_dataclass(cur):
+            if not isinstance(v, dict):
+                raise ValueError(f"config key {where}{k} must be a mapping")
+            _update(cur, v, f"{where}{k}.")
+        else:
+            setattr(obj, k, v)
+
+
+def from_dict(cls: type, values: dict[str, Any]) -> Any:
+    obj = cls()
+    _update(obj, values, "")
+    return obj
+
+
+def build_annotate_config(preset: str = "cpu", **overrides: Any) -> AnnotateConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} (choose from {sorted(PRESETS)})")
+    cfg = from_dict(AnnotateConfig, PRESETS[preset])
+    _update(cfg, {k: v for k, v in overrides.items() if v is not None}, "")
+    return cfg
+
+
+# ---------------------------------------------------------------- recipes
+def manifest_dirs() -> list[Path]:
+    """Where source recipes live: $TRAJTOK_MANIFESTS, the source tree, the install prefix."""
+    dirs = []
+    if os.environ.get("TRAJTOK_MANIFESTS"):
+        dirs.append(Path(os.environ["TRAJTOK_MANIFESTS"]))
+    dirs.append(Path(__file__).resolve().parent.parent / "manifests")
+    dirs.append(Path(sys.prefix) / "share" / "trajtok" / "manifests")
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_sources() -> list[str]:
+    return sorted({p.stem for d in manifest_dirs() for p in d.glob("*.yaml")})
+
+
+def load_source(name_or_path: str, input_path: str | None = None) -> SourceConfig:
+    """A recipe by name (``manifests/NAME.yaml``) or by path; ``input_path`` overrides its path."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        found = [d / f"{name_or_path}.yaml" for d in manifest_dirs() if (d / f"{name_or_path}.yaml").is_file()]
+        if not found:
+            raise ValueError(f"unknown source {name_or_path!r} (available: {', '.join(available_sources())})")
+        path = found[0]
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe {path} is not a mapping")
+    data.setdefault("name", path.stem)
+    src = from_dict(SourceConfig, data)
+    if input_path:
+        src.path = str(input_path)
+    if src.format not in SOURCE_FORMATS:
+        raise ValueError(f"recipe {path}: unknown format {src.format!r} (expected one of {SOURCE_FORMATS})")
+    return src
+
+
+SOURCE_FORMATS = ("folder", "video2dataset", "img2dataset", "panda_csv")
