@@ -1,6 +1,140 @@
-"""Command-line entry points (filled in below)."""
+"""The two command-line apps, ``trajdata`` and ``trajtok``: parse, call, print. Nothing else."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
 import typer
-trajdata = typer.Typer()
-trajtok_app = typer.Typer()
-def trajdata_main(): trajdata()
-def trajtok_main(): trajtok_app()
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+trajdata = typer.Typer(help="Trajectory pseudo-label data engine.", no_args_is_help=True,
+                       pretty_exceptions_enable=False, add_completion=False)
+trajtok_app = typer.Typer(help="Train and evaluate TrajTok trajectory segmenters.", no_args_is_help=True,
+                          pretty_exceptions_enable=False, add_completion=False)
+
+# Errors a user can fix: one line, exit code 2, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotImplementedError, PermissionError, RuntimeError)
+
+
+def friendly(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            if os.environ.get("TRAJTOK_DEBUG"):
+                raise
+            console.print(f"[red]error:[/red] {e}", highlight=False)
+            raise typer.Exit(2)
+    return wrapper
+
+
+def progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+# ------------------------------------------------------------------ trajdata
+@trajdata.command()
+@friendly
+def synth(out: Path = typer.Argument(..., help="Output directory (media/, wds/, gt/)."),
+          videos: int = typer.Option(6, help="Number of videos."),
+          images: int = typer.Option(4, help="Number of still images."),
+          seed: int = typer.Option(0, help="Random seed; same seed, same bytes.")):
+    """Write a sample corpus with ground-truth trajectories."""
+    from dataengine.synth import make_corpus
+
+    with console.status("writing synthetic corpus"):
+        summary = make_corpus(out, videos=videos, images=images, seed=seed)
+    console.print(f"wrote {videos} videos and {images} images to {out} (media/, wds/, gt/)")
+    return summary
+
+
+@trajdata.command()
+@friendly
+def annotate(source: str = typer.Option("local", help="Source recipe name in manifests/ (or a recipe .yaml path)."),
+             input: Optional[str] = typer.Option(None, "--input", help="Override the recipe's input path."),
+             output: Path = typer.Option(..., help="Output directory for shards and manifest."),
+             gpus: float = typer.Option(0, help="GPUs for the labelling stage."),
+             gpu_fraction: float = typer.Option(1.0, help="GPUs per labelling actor (0.5 packs two per GPU)."),
+             cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all)."),
+             address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of starting one."),
+             segmenter: str = typer.Option("classical", help="classical | directsam | sam | trajtok"),
+             tracker: str = typer.Option("flow", help="flow | sam2"),
+             checkpoint: Optional[str] = typer.Option(None, help="Segmenter checkpoint (directory or file)."),
+             frames: int = typer.Option(16, help="Frames sampled uniformly per video."),
+             max_side: int = typer.Option(384, help="Working resolution: longest side in pixels."),
+             samples_per_shard: int = typer.Option(64, help="Input samples per output shard."),
+             limit: Optional[int] = typer.Option(None, help="Stop after this many input samples."),
+             resume: bool = typer.Option(False, help="Skip finished shards, retry errors."),
+             ray: bool = typer.Option(True, help="--no-ray runs in-process (debugging)."),
+             preset: str = typer.Option("cpu", help="Config preset (cpu | gpu).")):
+    """Label videos and images with trajectory masks and write shards + manifest."""
+    from dataengine.config import build_annotate_config, load_source
+    from pipelines.annotate import Resources, annotate as run
+
+    cfg = build_annotate_config(
+        preset, source=vars(load_source(source, input)), limit=limit,
+        decode={"frames": frames, "max_side": max_side},
+        segmenter={"name": segmenter, "checkpoint": checkpoint}, tracker={"name": tracker},
+        output={"samples_per_shard": samples_per_shard})
+    res = Resources(cpus=cpus, gpus=gpus, gpu_fraction=gpu_fraction, address=address)
+    with progress() as bar:
+        task = bar.add_task("annotating", total=limit)
+        totals = run(cfg, str(output), res, resume=resume, use_ray=ray,
+                     on_progress=lambda n, total: bar.update(task, completed=n, total=total))
+    by = ", ".join(f"{v} {k}" for k, v in sorted(totals["by_status"].items()))
+    console.print(f"annotated {totals['samples']} samples ({by}) -> {output}")
+
+
+@trajdata.command("filter")
+@friendly
+def filter_cmd(input: Path = typer.Argument(..., help="An annotate output directory."),
+               output: Path = typer.Option(..., help="Output directory for kept samples."),
+               min_coverage: float = typer.Option(0.8, help="Minimum mean mask coverage."),
+               min_objects: int = typer.Option(10, help="Minimum number of trajectories.")):
+    """Keep samples with enough coverage and trajectories (no model runs)."""
+    from dataengine.config import FilterConfig
+    from dataengine.filtering import filter_dataset
+
+    with progress() as bar:
+        task = bar.add_task("filtering", total=None)
+        totals = filter_dataset(input, output, FilterConfig(min_coverage, min_objects),
+                                on_part=lambda n, total: bar.update(task, completed=n, total=total))
+    by = ", ".join(f"{v} {k}" for k, v in sorted(totals["by_status"].items()) if v)
+    console.print(f"filtered {totals['samples']} samples ({by}) -> {output}")
+
+
+@trajdata.command()
+@friendly
+def validate(directory: Path = typer.Argument(..., help="A shard + manifest directory.")):
+    """Check every shard, member, RLE mask and manifest row; exit 1 on problems."""
+    from dataengine.validate import validate_dataset
+
+    with progress() as bar:
+        task = bar.add_task("validating", total=None)
+        problems = validate_dataset(directory, on_shard=lambda n, t: bar.update(task, completed=n, total=t))
+    for p in problems[:200]:
+        console.print(f"[red]problem:[/red] {p}", highlight=False)
+    if problems:
+        console.print(f"{len(problems)} problems in {directory}")
+        raise typer.Exit(1)
+    console.print(f"{directory}: valid")
+
+
+def trajdata_main() -> None:
+    trajdata()
+
+
+def trajtok_main() -> None:
+    trajtok_app()
+
+
+if __name__ == "__main__":
+    sys.exit(trajdata_main())

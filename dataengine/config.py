@@ -44,7 +44,7 @@ class SegmenterConfig:
     max_regions: int = 128
     # classical: superpixels merged by colour similarity
     superpixels: int = 400
-    compactness: float = 12.0
+    compactness: float = 10.0
     merge_threshold: float = 14.0  # mean-colour distance (Lab) below which regions merge
 
 

@@ -1,0 +1,174 @@
+"""Decode media bytes into a few frames at working resolution.
+
+Videos: decord from bytes (fast seeking), PyAV as the fallback; frames are
+sampled uniformly and only the sampled ones are kept, so memory is bounded by
+the number of sampled frames at working resolution, never by video length.
+Images: Pillow, with the pixel count checked *before* the pixels are decoded
+(decompression-bomb guard).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .config import DecodeConfig
+
+
+class DecodeError(Exception):
+    """The media cannot be decoded; the message is the manifest reason."""
+
+
+@dataclass
+class DecodedMedia:
+    frames: np.ndarray          # [T, h, w, 3] uint8 RGB at working resolution
+    frame_indices: list[int]    # indices into the decoded source
+    timestamps: list[float]     # seconds
+    width: int                  # source size
+    height: int
+    fps: float
+    n_source_frames: int
+    media_type: str             # "video" | "image"
+
+
+def working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Scale so the longest side is at most ``max_side``; never upscale."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def sample_indices(n_frames: int, n_samples: int) -> list[int]:
+    """Uniformly spread, strictly increasing frame indices."""
+    if n_frames <= 0:
+        return []
+    if n_samples <= 0 or n_samples >= n_frames:
+        return list(range(n_frames))
+    return sorted({int(round(x)) for x in np.linspace(0, n_frames - 1, n_samples)})
+
+
+def _check_size(width: int, height: int, cfg: DecodeConfig, what: str) -> None:
+    if width * height > cfg.max_source_pixels:
+        raise DecodeError(f"{what} too large: {width}x{height} exceeds {cfg.max_source_pixels} pixels")
+    if min(width, height) < cfg.min_side:
+        raise DecodeError(f"{what} too small: {width}x{height} (minimum side {cfg.min_side} px)")
+
+
+def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (frame.shape[1], frame.shape[0]) == size:
+        return np.ascontiguousarray(frame)
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
+def decode_image(data: bytes, cfg: DecodeConfig) -> DecodedMedia:
+    try:
+        img = Image.open(io.BytesIO(data))
+        width, height = img.size
+    except Exception as e:  # Pillow raises many types for bad bytes
+        raise DecodeError(f"not a decodable image ({type(e).__name__}: {e})") from None
+    _check_size(width, height, cfg, "image")
+    try:
+        # Pillow's own bomb guard would warn or raise on a huge image; ours ran above.
+        with np.errstate(all="ignore"):
+            img.load()
+        rgb = _to_rgb(img)
+    except Exception as e:
+        raise DecodeError(f"corrupt image data ({type(e).__name__}: {e})") from None
+    size = working_size(width, height, cfg.max_side)
+    return DecodedMedia(_resize(rgb, size)[None], [0], [0.0], width, height, 0.0, 1, "image")
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grey: scale the actual range to 8 bits instead of clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+        grey = arr.astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "P", "PA"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img)
+    return np.asarray(img.convert("RGB"))
+
+
+def decode_video(data: bytes, n_samples: int, cfg: DecodeConfig) -> DecodedMedia:
+    if not data:
+        raise DecodeError("empty file")
+    try:
+        return _decode_decord(data, n_samples, cfg)
+    except DecodeError:
+        raise
+    except Exception as first:
+        try:
+            return _decode_pyav(data, n_samples, cfg)
+        except DecodeError:
+            raise
+        except Exception as e:
+            raise DecodeError(f"not a decodable video (decord: {_short(first)}; pyav: {_short(e)})") from None
+
+
+def _short(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+
+
+def _decode_decord(data: bytes, n_samples: int, cfg: DecodeConfig) -> DecodedMedia:
+    import decord
+
+    vr = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
+    n = len(vr)
+    if n == 0:
+        raise DecodeError("video has no frames")
+    first = vr[0].asnumpy()
+    height, width = first.shape[:2]
+    _check_size(width, height, cfg, "video")
+    fps = float(vr.get_avg_fps() or 0.0)
+    idx = sample_indices(n, n_samples)
+    size = working_size(width, height, cfg.max_side)
+    # One frame at a time keeps peak memory at one full-resolution frame.
+    frames = np.stack([_resize(vr[i].asnumpy(), size) for i in idx])
+    timestamps = [i / fps if fps > 0 else 0.0 for i in idx]
+    return DecodedMedia(frames, idx, timestamps, width, height, fps, n, "video")
+
+
+def _decode_pyav(data: bytes, n_samples: int, cfg: DecodeConfig) -> DecodedMedia:
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        if not container.streams.video:
+            raise DecodeError("file has no video stream")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        _check_size(width, height, cfg, "video")
+        fps = float(stream.average_rate or 0.0)
+        # Count packets first (no decoding) so sampling is uniform over the real length.
+        n = sum(1 for p in container.demux(stream) if p.size > 0)
+    if n == 0:
+        raise DecodeError("video has no frames")
+    wanted = set(sample_indices(n, n_samples))
+    size = working_size(width, height, cfg.max_side)
+    frames, idx = [], []
+    with av.open(io.BytesIO(data)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                frames.append(_resize(frame.to_ndarray(format="rgb24"), size))
+                idx.append(i)
+            if i >= max(wanted):
+                break
+    if not frames:
+        raise DecodeError("video has no decodable frames")
+    timestamps = [i / fps if fps > 0 else 0.0 for i in idx]
+    return DecodedMedia(np.stack(frames), idx, timestamps, width, height, fps, n, "video")
+
+
+def decode_media(data: bytes, media_type: str, cfg: DecodeConfig) -> DecodedMedia:
+    if len(data) == 0:
+        raise DecodeError("empty file")
+    if media_type == "image":
+        return decode_image(data, cfg)
+    if media_type == "video":
+        return decode_video(data, cfg.frames, cfg)
+    raise DecodeError(f"unsupported media type {media_type!r}")

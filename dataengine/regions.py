@@ -1,0 +1,64 @@
+"""Small helpers over integer label maps shared by segmenters and trackers."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.segmentation import relabel_sequential
+
+
+def fill_unlabelled(labels: np.ndarray) -> np.ndarray:
+    """Give every 0 pixel the label of the nearest labelled pixel (a panoptic partition)."""
+    holes = labels == 0
+    if not holes.any() or holes.all():
+        return labels
+    _, (iy, ix) = ndimage.distance_transform_edt(holes, return_indices=True)
+    return labels[iy, ix]
+
+
+def drop_small(labels: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Zero regions with fewer than ``min_pixels`` pixels."""
+    counts = np.bincount(labels.ravel())
+    small = counts < min_pixels
+    small[0] = False
+    if not small.any():
+        return labels
+    out = labels.copy()
+    out[small[labels]] = 0
+    return out
+
+
+def keep_largest(labels: np.ndarray, max_regions: int) -> np.ndarray:
+    """Zero all but the ``max_regions`` largest regions (ties broken by id, deterministic)."""
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    ids = np.nonzero(counts)[0]
+    if len(ids) <= max_regions:
+        return labels
+    order = ids[np.lexsort((ids, -counts[ids]))]
+    keep = np.zeros(len(counts), dtype=bool)
+    keep[order[:max_regions]] = True
+    out = labels.copy()
+    out[~keep[labels]] = 0
+    return out
+
+
+def consecutive(labels: np.ndarray) -> np.ndarray:
+    """Relabel to 1..n keeping 0 as 0."""
+    return relabel_sequential(labels.astype(np.int32))[0].astype(np.int32)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IoU between every nonzero id of ``a`` and of ``b`` (same shape). Returns (ids_a, ids_b, iou)."""
+    ids_a = np.unique(a[a != 0])
+    ids_b = np.unique(b[b != 0])
+    if len(ids_a) == 0 or len(ids_b) == 0:
+        return ids_a, ids_b, np.zeros((len(ids_a), len(ids_b)))
+    # Index 0 is background, 1..n the sorted ids, so one bincount gives all intersections.
+    ia = np.where(a.ravel() != 0, np.searchsorted(ids_a, a.ravel()) + 1, 0)
+    ib = np.where(b.ravel() != 0, np.searchsorted(ids_b, b.ravel()) + 1, 0)
+    na, nb = len(ids_a) + 1, len(ids_b) + 1
+    joint = np.bincount(ia * nb + ib, minlength=na * nb).reshape(na, nb)
+    area_a = joint.sum(axis=1)[1:, None]
+    area_b = joint.sum(axis=0)[None, 1:]
+    inter = joint[1:, 1:]
+    return ids_a, ids_b, inter / np.maximum(area_a + area_b - inter, 1)

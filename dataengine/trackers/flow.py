@@ -1,0 +1,47 @@
+"""The CPU default tracker: dense optical flow warps the label map frame to frame.
+
+For each step t -> t+1 OpenCV's DIS flow is computed both ways. Each pixel of
+t+1 looks up its label at t through the backward flow (nearest neighbour, so
+ids are never blended). Where forward and backward flow disagree by more than
+``consistency`` pixels the pixel is occluded or newly revealed and stays 0
+until the next keyframe segments it; pixels that come from outside the frame
+are 0 too.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..config import TrackerConfig
+from ..regions import drop_small
+
+
+class FlowTracker:
+    name = "flow"
+
+    def __init__(self, cfg: TrackerConfig):
+        self.cfg = cfg
+        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+    def track(self, frames: np.ndarray, labels0: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(frames),) + labels0.shape, dtype=np.int32)
+        out[0] = labels0
+        if len(frames) == 1:
+            return out
+        h, w = labels0.shape
+        grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)
+        min_pixels = max(1, int(self.cfg.min_area * h * w))
+        grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+        for t in range(len(frames) - 1):
+            backward = self.dis.calc(grey[t + 1], grey[t], None)
+            forward = self.dis.calc(grey[t], grey[t + 1], None)
+            src = grid + backward
+            # float32 carries ids exactly up to 2**24; INTER_NEAREST never blends two ids.
+            warped = cv2.remap(out[t].astype(np.float32), src[..., 0], src[..., 1], cv2.INTER_NEAREST,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.int32)
+            fwd_at_src = cv2.remap(forward, src[..., 0], src[..., 1], cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            error = np.linalg.norm(backward + fwd_at_src, axis=-1)
+            warped[error > self.cfg.consistency] = 0
+            out[t + 1] = drop_small(warped, min_pixels)
+        return out

@@ -1,0 +1,1 @@
+"""Ray Data assembly of the engine's stages. Nothing but wiring lives here."""

@@ -1,0 +1,84 @@
+"""``trajdata annotate``: sources -> decode (CPU tasks) -> label (actor pool) -> encode -> shards.
+
+The driver lists the source lazily, feeds Ray Data one wave of samples at a
+time (bounded driver memory for any dataset size), and writes shards as their
+chunks complete. The label stage is an actor pool: one model set per actor,
+``--gpus`` GPUs split into ``gpus / gpu_fraction`` actors.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from dataengine.annotate import encode_row, label_row, read_and_decode, ref_to_row, run_local, sample_meta
+from dataengine.config import AnnotateConfig
+from dataengine.labeller import Labeller
+from dataengine.sources import list_samples
+from dataengine.writer import DatasetWriter
+
+
+@dataclass
+class Resources:
+    cpus: int | None = None          # local Ray only; None = all cores
+    gpus: float = 0.0                # GPUs for the label stage
+    gpu_fraction: float = 1.0        # GPUs per label actor (0.5 packs two per GPU)
+    label_actors: int | None = None  # CPU-only: number of label actors
+    address: str | None = None
+    object_store_mb: int = 1024
+    wave: int = 2048                 # samples handed to Ray Data at a time
+
+
+class LabelActor:
+    """One segmenter + tracker per actor, built once and reused for every sample."""
+
+    def __init__(self, cfg: AnnotateConfig, device: str):
+        self.labeller = Labeller(cfg, device)
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        return label_row(row, self.labeller)
+
+
+def _ray_stream(rows: list[dict[str, Any]], cfg: AnnotateConfig, res: Resources):
+    import ray.data
+
+    device = "cuda" if res.gpus > 0 else "cpu"
+    if res.gpus > 0:
+        actors = max(1, int(res.gpus / res.gpu_fraction))
+        label_args = {"num_gpus": res.gpu_fraction, "num_cpus": 1}
+    else:
+        actors = res.label_actors or max(1, (res.cpus or 2) // 2)
+        label_args = {"num_cpus": 1}
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    ds = ds.map(read_and_decode, fn_kwargs={"cfg": cfg}, num_cpus=1, max_retries=3)
+    ds = ds.map(LabelActor, fn_constructor_kwargs={"cfg": cfg, "device": device}, concurrency=actors,
+                max_restarts=3, max_task_retries=3, **label_args)
+    ds = ds.map(encode_row, fn_kwargs={"cfg": cfg}, num_cpus=1, max_retries=3)
+    yield from ds.iter_rows()
+
+
+def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = None, resume: bool = False,
+             use_ray: bool = True, on_progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
+    """Run the whole annotate job; returns totals (also written to ``OUTPUT/run.json``)."""
+    res = resources or Resources()
+    # Fail before any work is scheduled when a backend cannot be built (e.g. missing checkpoint).
+    labeller = Labeller(cfg)
+    writer = DatasetWriter(output, cfg, resume=resume, meta_fn=lambda row: sample_meta(row, cfg))
+    refs = writer.plan(list_samples(cfg.source, limit=cfg.limit))
+    done = 0
+    if use_ray:
+        from .runtime import init_ray
+        init_ray(res.address, res.cpus, res.gpus, res.object_store_mb)
+        del labeller  # actors build their own
+    while True:
+        wave = list(itertools.islice(refs, res.wave))
+        if not wave:
+            break
+        stream = (_ray_stream([ref_to_row(r) for r in wave], cfg, res) if use_ray
+                  else run_local(wave, cfg, labeller))
+        for row in stream:
+            writer.add(row)
+            done += 1
+            if on_progress:
+                on_progress(done, None if not writer.listing_done else sum(writer.expected.values()))
+    return writer.close()

@@ -1,0 +1,37 @@
+"""Starting or joining Ray with settings that work on a laptop and on a cluster."""
+from __future__ import annotations
+
+import logging
+import os
+
+
+def init_ray(address: str | None = None, cpus: int | None = None, gpus: float | None = None,
+             object_store_mb: int = 1024) -> None:
+    # Ray 2.60 refuses to start here without these; neither affects a cluster that is joined.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        return
+    # A local Ray: capped object store (a 24 GiB box otherwise gives it 30 %), no dashboard,
+    # bound to loopback.
+    ray.init(num_cpus=cpus or os.cpu_count(), num_gpus=int(gpus or 0),
+             object_store_memory=object_store_mb * 2**20, include_dashboard=False,
+             log_to_driver=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False       # the CLI draws its own bar
+    ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = True  # chunks complete in turn: bounded driver buffer
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
