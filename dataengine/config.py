@@ -54,6 +54,7 @@ class TrackerConfig:
     checkpoint: str | None = None
     consistency: float = 1.5      # forward-backward flow error (px) that marks occlusion
     min_area: float = 0.0005      # tracked masks smaller than this share are dropped
+    fill_colour_distance: float = 12.0  # Lab distance for filling a hole from the nearest track (0: off)
 
 
 @dataclass

@@ -6,13 +6,18 @@ from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
 
-def fill_unlabelled(labels: np.ndarray) -> np.ndarray:
-    """Give every 0 pixel the label of the nearest labelled pixel (a panoptic partition)."""
+def nearest_label(labels: np.ndarray) -> np.ndarray:
+    """The label of the nearest labelled pixel, for every pixel (labelled ones keep theirs)."""
     holes = labels == 0
     if not holes.any() or holes.all():
         return labels
     _, (iy, ix) = ndimage.distance_transform_edt(holes, return_indices=True)
     return labels[iy, ix]
+
+
+def fill_unlabelled(labels: np.ndarray) -> np.ndarray:
+    """Give every 0 pixel the label of the nearest labelled pixel (a panoptic partition)."""
+    return nearest_label(labels)
 
 
 def drop_small(labels: np.ndarray, min_pixels: int) -> np.ndarray:

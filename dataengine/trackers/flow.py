@@ -5,7 +5,9 @@ t+1 looks up its label at t through the backward flow (nearest neighbour, so
 ids are never blended). Where forward and backward flow disagree by more than
 ``consistency`` pixels the pixel is occluded or newly revealed and stays 0
 until the next keyframe segments it; pixels that come from outside the frame
-are 0 too.
+are 0 too. Holes are then filled from the nearest track only where the
+pixel's colour matches that track's mean colour: strips revealed by a pan and
+flow speckle get their obvious owner, while new content stays unlabelled.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import cv2
 import numpy as np
 
 from ..config import TrackerConfig
-from ..regions import drop_small
+from ..regions import drop_small, nearest_label
 
 
 class FlowTracker:
@@ -43,5 +45,24 @@ class FlowTracker:
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             error = np.linalg.norm(backward + fwd_at_src, axis=-1)
             warped[error > self.cfg.consistency] = 0
-            out[t + 1] = drop_small(warped, min_pixels)
+            warped = drop_small(warped, min_pixels)
+            if self.cfg.fill_colour_distance > 0:
+                warped = self.fill_matching_colour(warped, frames[t + 1])
+            out[t + 1] = warped
         return out
+
+    def fill_matching_colour(self, labels: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        holes = labels == 0
+        if not holes.any() or holes.all():
+            return labels
+        lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+        flat = labels.ravel()
+        counts = np.bincount(flat, minlength=1).astype(np.float32)
+        means = np.stack([np.bincount(flat, weights=lab[:, c], minlength=len(counts)) for c in range(3)], axis=1)
+        means /= np.maximum(counts, 1)[:, None]
+        candidate = nearest_label(labels).ravel()
+        distance = np.linalg.norm(lab - means[candidate], axis=1)
+        fill = holes.ravel() & (distance <= self.cfg.fill_colour_distance)
+        out = flat.copy()
+        out[fill] = candidate[fill]
+        return out.reshape(labels.shape)

@@ -1,0 +1,149 @@
+"""The engine end to end on the project's synthetic corpus: local runner and Ray, filter, validate."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dataengine import manifest
+from dataengine.config import FilterConfig, build_annotate_config, load_source
+from dataengine.filtering import filter_dataset
+from dataengine.metrics import trajectory_recall
+from dataengine.shards import list_shards, read_dataset
+from dataengine.synth import make_corpus
+from dataengine.validate import validate_dataset
+from pipelines.annotate import Resources, annotate
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    make_corpus(out, videos=3, images=2, seed=7)
+    return out
+
+
+def config(media: Path, **kw):
+    return build_annotate_config(source=vars(load_source("local", str(media))), output={"samples_per_shard": 3}, **kw)
+
+
+def digests(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in list_shards(directory)}
+
+
+@pytest.fixture(scope="module")
+def local_run(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    totals = annotate(config(corpus / "media"), str(out), use_ray=False)
+    return out, totals
+
+
+def test_every_input_once_and_valid(corpus, local_run):
+    out, totals = local_run
+    inputs = sorted(p.stem for p in (corpus / "media").iterdir() if p.suffix in (".mp4", ".jpg"))
+    rows = manifest.read_manifest(out).to_pylist()
+    assert sorted(r["key"] for r in rows) == inputs
+    assert {r["status"] for r in rows} == {"ok"}, [r["reason"] for r in rows]
+    assert totals["samples"] == len(inputs)
+    assert validate_dataset(out) == []
+    for r in rows:
+        assert r["n_trajectories"] > 0 and 0.5 < r["coverage"] <= 1.0
+
+
+def _gt_by_key(corpus):
+    return {s.key: s for s in read_dataset(corpus / "gt", with_media=False)}
+
+
+def test_recall_against_ground_truth_and_no_trajectory_spans_a_cut(corpus, local_run):
+    out, _ = local_run
+    gt = _gt_by_key(corpus)
+    recalls, cut_checked = [], False
+    for pred in read_dataset(out, with_media=False):
+        if pred.meta["media_type"] != "video":
+            continue
+        plab = pred.labels
+        g = gt[pred.key]
+        glab = g.labels[pred.traj["frame_indices"]]
+        glab = np.stack([cv2.resize(f, plab.shape[:0:-1], interpolation=cv2.INTER_NEAREST) for f in glab])
+        recalls.append(trajectory_recall(glab, plab)["recall_at_0.5"])
+        for cut in g.meta["scene_cuts"]:
+            before = [p for p, f in enumerate(pred.traj["frame_indices"]) if f < cut]
+            after = [p for p, f in enumerate(pred.traj["frame_indices"]) if f >= cut]
+            ids_before = set(np.unique(plab[before])) - {0}
+            ids_after = set(np.unique(plab[after])) - {0}
+            assert not ids_before & ids_after
+            assert after[0] in pred.meta["scene_cuts"]
+            cut_checked = True
+    assert cut_checked
+    assert np.mean(recalls) >= 0.6, recalls
+
+
+def test_filter_keeps_or_explains_every_row(local_run, tmp_path):
+    out, _ = local_run
+    rows = {r["key"]: r for r in manifest.read_manifest(out).to_pylist()}
+    threshold = sorted(r["n_trajectories"] for r in rows.values())[len(rows) // 2]
+    totals = filter_dataset(out, tmp_path / "f", FilterConfig(min_coverage=0.0, min_objects=threshold))
+    frows = {r["key"]: r for r in manifest.read_manifest(tmp_path / "f").to_pylist()}
+    assert frows.keys() == rows.keys()
+    for k, r in frows.items():
+        if rows[k]["n_trajectories"] >= threshold:
+            assert r["status"] == "ok"
+        else:
+            assert r["status"] == "filtered" and r["reason"] == f"trajectories {rows[k]['n_trajectories']} < {threshold}"
+    assert 0 < totals["by_status"]["filtered"] < len(rows)
+    kept = {s.key for s in read_dataset(tmp_path / "f", with_media=False)}
+    assert kept == {k for k, r in frows.items() if r["status"] == "ok"}
+    assert validate_dataset(tmp_path / "f") == []
+
+
+def test_resume_redoes_only_missing_chunk_with_same_bytes(corpus, local_run, tmp_path):
+    out, _ = local_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "manifest" / "part-000001.parquet").unlink()
+    (copy / "traj-000001.tar").unlink()
+    first_part = (copy / "manifest" / "part-000000.parquet").stat().st_mtime_ns
+    annotate(config(corpus / "media"), str(copy), use_ray=False, resume=True)
+    assert digests(copy) == digests(out)
+    assert (copy / "manifest" / "part-000000.parquet").stat().st_mtime_ns == first_part
+    assert validate_dataset(copy) == []
+
+
+def test_refuses_to_overwrite_without_resume(corpus, local_run):
+    out, _ = local_run
+    with pytest.raises(RuntimeError, match="--resume"):
+        annotate(config(corpus / "media"), str(out), use_ray=False)
+
+
+def test_bad_files_are_error_rows_and_good_ones_survive(corpus, tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(corpus / "media" / "video_000.mp4", media / "good.mp4")
+    (media / "empty.mp4").write_bytes(b"")
+    (media / "text.mp4").write_text("this is not a video\n" * 20)
+    (media / "random.jpg").write_bytes(np.random.default_rng(0).bytes(5000))
+    out = tmp_path / "out"
+    annotate(config(media), str(out), use_ray=False)
+    rows = {r["key"]: r for r in manifest.read_manifest(out).to_pylist()}
+    assert rows["good"]["status"] == "ok"
+    for k in ("empty", "text", "random"):
+        assert rows[k]["status"] == "error" and rows[k]["reason"], k
+    assert "empty" in rows["empty"]["reason"]
+    assert validate_dataset(out) == []
+
+
+def test_ray_pipeline_two_cpus_is_byte_identical_across_runs(corpus, local_run, tmp_path):
+    out_local, _ = local_run
+    res = Resources(cpus=2, object_store_mb=256)
+    try:
+        annotate(config(corpus / "media"), str(tmp_path / "a"), res)
+        annotate(config(corpus / "media"), str(tmp_path / "b"), res)
+    finally:
+        from pipelines.runtime import shutdown_ray
+        shutdown_ray()
+    assert digests(tmp_path / "a") == digests(tmp_path / "b") == digests(out_local)
+    assert len(manifest.read_manifest(tmp_path / "a")) == len(manifest.read_manifest(out_local))
+    assert validate_dataset(tmp_path / "a") == []
