@@ -46,12 +46,13 @@ def progress() -> Progress:
 def synth(out: Path = typer.Argument(..., help="Output directory (media/, wds/, gt/)."),
           videos: int = typer.Option(6, help="Number of videos."),
           images: int = typer.Option(4, help="Number of still images."),
-          seed: int = typer.Option(0, help="Random seed; same seed, same bytes.")):
+          seed: int = typer.Option(0, help="Random seed; same seed, same bytes."),
+          overwrite: bool = typer.Option(False, help="Replace an existing corpus in OUT.")):
     """Write a sample corpus with ground-truth trajectories."""
     from dataengine.synth import make_corpus
 
     with console.status("writing synthetic corpus"):
-        summary = make_corpus(out, videos=videos, images=images, seed=seed)
+        summary = make_corpus(out, videos=videos, images=images, seed=seed, overwrite=overwrite)
     console.print(f"wrote {videos} videos and {images} images to {out} (media/, wds/, gt/)")
     return summary
 
@@ -126,6 +127,22 @@ def validate(directory: Path = typer.Argument(..., help="A shard + manifest dire
         console.print(f"{len(problems)} problems in {directory}")
         raise typer.Exit(1)
     console.print(f"{directory}: valid")
+
+
+@trajdata.command("eval")
+@friendly
+def eval_cmd(pred: Path = typer.Option(..., help="Predicted trajectory shards (annotate output)."),
+             gt: Path = typer.Option(..., help="Ground-truth trajectory shards (e.g. synth OUT/gt)."),
+             json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON.")):
+    """Class-agnostic STQ / VEQ / VPQ and trajectory recall of predictions against ground truth."""
+    from dataengine.evaluate import evaluate_dirs, format_table
+
+    with console.status("evaluating"):
+        result = evaluate_dirs(pred, gt)
+    Console().print(format_table(result))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2, default=float))
+        console.print(f"wrote {json_out}")
 
 
 def trajdata_main() -> None:

@@ -49,11 +49,14 @@ def _ray_stream(rows: list[dict[str, Any]], cfg: AnnotateConfig, res: Resources)
     else:
         actors = res.label_actors or max(1, (res.cpus or 2) // 2)
         label_args = {"num_cpus": 1}
+    # One row per block: a slow or failed sample never holds up a whole block. A worker
+    # that dies is retried by Ray Data's defaults (tasks and actors retry without limit);
+    # a sample that fails by itself comes back as an error row.
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    ds = ds.map(read_and_decode, fn_kwargs={"cfg": cfg}, num_cpus=1, max_retries=3)
-    ds = ds.map(LabelActor, fn_constructor_kwargs={"cfg": cfg, "device": device}, concurrency=actors,
-                max_restarts=3, max_task_retries=3, **label_args)
-    ds = ds.map(encode_row, fn_kwargs={"cfg": cfg}, num_cpus=1, max_retries=3)
+    ds = ds.map(read_and_decode, fn_kwargs={"cfg": cfg}, num_cpus=1)
+    ds = ds.map(LabelActor, fn_constructor_kwargs={"cfg": cfg, "device": device},
+                compute=ray.data.ActorPoolStrategy(size=actors), **label_args)
+    ds = ds.map(encode_row, fn_kwargs={"cfg": cfg}, num_cpus=1)
     yield from ds.iter_rows()
 
 
