@@ -87,3 +87,20 @@ def test_labeller_keeps_ids_through_clips_and_never_across_cut():
         m = render_scene(t)[1] == 1
         assert np.bincount(labels[t][m]).argmax() == rid
     assert out.merges and all(len(m["matched"]) > 0 for m in out.merges)
+
+
+def test_colour_rag_matches_skimage_rag_mean_color():
+    from skimage import color, graph
+    from skimage.segmentation import slic
+
+    from dataengine.segmenters.classical import colour_rag
+
+    rgb, _ = render_scene(2)
+    lab = color.rgb2lab(rgb)
+    sp = slic(rgb, n_segments=200, compactness=10, start_label=1, channel_axis=-1)
+    ref, ours = graph.rag_mean_color(lab, sp, mode="distance"), colour_rag(lab, sp)
+    edges = lambda g: {tuple(sorted(e)): round(w, 9) for *e, w in g.edges(data="weight")}  # noqa: E731
+    assert edges(ref) == edges(ours)
+    for n in ref.nodes:
+        assert ref.nodes[n]["pixel count"] == ours.nodes[n]["pixel count"]
+        assert np.allclose(ref.nodes[n]["mean color"], ours.nodes[n]["mean color"])
