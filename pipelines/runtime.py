@@ -11,19 +11,17 @@ def init_ray(address: str | None = None, cpus: int | None = None, gpus: float | 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        return
-    # A local Ray: capped object store (a 24 GiB box otherwise gives it 30 %), no dashboard,
-    # bound to loopback.
-    ray.init(num_cpus=cpus or os.cpu_count(), num_gpus=int(gpus or 0),
-             object_store_memory=object_store_mb * 2**20, include_dashboard=False,
-             log_to_driver=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
     import ray.data
 
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        else:
+            # A local Ray: capped object store (by default it takes 30 % of RAM), no dashboard,
+            # bound to loopback.
+            ray.init(num_cpus=cpus or os.cpu_count(), num_gpus=int(gpus or 0),
+                     object_store_memory=object_store_mb * 2**20, include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False       # the CLI draws its own bar
     ctx.print_on_execution_start = False
