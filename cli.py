@@ -139,7 +139,8 @@ def eval_cmd(pred: Path = typer.Option(..., help="Predicted trajectory shards (a
 
     with console.status("evaluating"):
         result = evaluate_dirs(pred, gt)
-    Console().print(format_table(result))
+    # Wide enough for every column when printed to a file or CI log.
+    Console(width=None if sys.stdout.isatty() else 160).print(format_table(result))
     if json_out:
         json_out.write_text(json.dumps(result, indent=2, default=float))
         console.print(f"wrote {json_out}")

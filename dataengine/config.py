@@ -171,7 +171,10 @@ def load_source(name_or_path: str, input_path: str | None = None) -> SourceConfi
         raise ValueError(f"recipe {path} is not a mapping")
     data.setdefault("name", path.stem)
     src = from_dict(SourceConfig, data)
-    if input_path:
+    if input_path and str(input_path).lower().endswith(".csv") and src.format in ("video2dataset", "panda_csv"):
+        # A Panda-70M metadata CSV: clips are looked up in the CSV's own folder.
+        src.format, src.csv, src.path = "panda_csv", str(input_path), ""
+    elif input_path:
         src.path = str(input_path)
     if src.format not in SOURCE_FORMATS:
         raise ValueError(f"recipe {path}: unknown format {src.format!r} (expected one of {SOURCE_FORMATS})")

@@ -1,0 +1,50 @@
+"""Config dataclasses, presets and the source recipes shipped in manifests/."""
+import pytest
+
+from dataengine.config import (SOURCE_FORMATS, AnnotateConfig, available_sources, build_annotate_config,
+                               from_dict, load_source, to_dict)
+
+
+def test_every_shipped_recipe_loads_and_is_valid():
+    names = available_sources()
+    assert {"local", "panda", "cc3m", "cc12m", "datacomp"} <= set(names)
+    for name in names:
+        src = load_source(name)
+        assert src.name == name and src.format in SOURCE_FORMATS and src.path
+
+
+def test_a_new_source_is_just_a_yaml_file(tmp_path, monkeypatch):
+    (tmp_path / "mysource.yaml").write_text("format: img2dataset\npath: /data/laion\n")
+    monkeypatch.setenv("TRAJTOK_MANIFESTS", str(tmp_path))
+    src = load_source("mysource")
+    assert (src.name, src.format, src.path) == ("mysource", "img2dataset", "/data/laion")
+    assert load_source(str(tmp_path / "mysource.yaml"), "/other").path == "/other"
+
+
+def test_bad_recipes_and_keys_fail_with_clear_messages(tmp_path):
+    with pytest.raises(ValueError, match="unknown source 'nope'"):
+        load_source("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("format: tiktok\npath: x\n")
+    with pytest.raises(ValueError, match="unknown format 'tiktok'"):
+        load_source(str(bad))
+    bad.write_text("format: folder\npaht: x\n")
+    with pytest.raises(ValueError, match="unknown config key 'paht'"):
+        load_source(str(bad))
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_annotate_config("huge")
+
+
+def test_panda_csv_input_switches_to_the_csv_reader():
+    src = load_source("panda", "/data/panda/meta.csv")
+    assert (src.format, src.csv, src.path) == ("panda_csv", "/data/panda/meta.csv", "")
+
+
+def test_config_round_trips_and_hash_ignores_paths():
+    cfg = build_annotate_config("gpu", decode={"frames": 8})
+    assert cfg.segmenter.name == "directsam" and cfg.decode.frames == 8 and cfg.decode.max_side == 1024
+    again = from_dict(AnnotateConfig, to_dict(cfg))
+    assert again == cfg and again.model_hash() == cfg.model_hash()
+    moved = build_annotate_config("gpu", decode={"frames": 8}, source={"path": "/elsewhere"}, limit=3)
+    assert moved.model_hash() == cfg.model_hash()
+    assert build_annotate_config("gpu", decode={"frames": 9}).model_hash() != cfg.model_hash()
