@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import webdataset as wds
-
 from . import trajformat
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -59,6 +57,9 @@ def write_shard(path: str | Path, samples: list[ShardSample]) -> int:
     """Write ``samples`` atomically to ``path``; returns bytes written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Imported here: webdataset pulls in torch (~700 MB, seconds), which readers never need.
+    import webdataset as wds
+
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         writer = wds.TarWriter(f, encoder=False, mtime=0, user="trajtok", group="trajtok", mode=0o644)
