@@ -66,22 +66,24 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
              gpu_fraction: float = typer.Option(1.0, help="GPUs per labelling actor (0.5 packs two per GPU)."),
              cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all)."),
              address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of starting one."),
-             segmenter: str = typer.Option("classical", help="classical | directsam | sam | trajtok"),
-             tracker: str = typer.Option("flow", help="flow | sam2"),
+             segmenter: Optional[str] = typer.Option(None, help="classical (default) | directsam | sam | trajtok"),
+             tracker: Optional[str] = typer.Option(None, help="flow (default) | sam2"),
              checkpoint: Optional[str] = typer.Option(None, help="Segmenter checkpoint (directory or file)."),
-             frames: int = typer.Option(16, help="Frames sampled uniformly per video."),
-             max_side: int = typer.Option(384, help="Working resolution: longest side in pixels."),
-             samples_per_shard: int = typer.Option(64, help="Input samples per output shard."),
+             frames: Optional[int] = typer.Option(None, help="Frames sampled uniformly per video [default: 16]."),
+             max_side: Optional[int] = typer.Option(None, help="Working resolution: longest side in pixels [default: 384]."),
+             samples_per_shard: Optional[int] = typer.Option(None, help="Input samples per output shard [default: 64]."),
              limit: Optional[int] = typer.Option(None, help="Stop after this many input samples."),
              resume: bool = typer.Option(False, help="Skip finished shards, retry errors."),
              ray: bool = typer.Option(True, help="--no-ray runs in-process (debugging)."),
-             preset: str = typer.Option("cpu", help="Config preset (cpu | gpu).")):
+             preset: str = typer.Option("cpu", help="Config preset (cpu | gpu)."),
+             config: Optional[Path] = typer.Option(None, help="YAML of config overrides (any AnnotateConfig key, "
+                                                                 "e.g. keyframes: {threshold: 0.3}); flags win.")):
     """Label videos and images with trajectory masks and write shards + manifest."""
     from dataengine.config import build_annotate_config, load_source
     from pipelines.annotate import Resources, annotate as run
 
     cfg = build_annotate_config(
-        preset, source=vars(load_source(source, input)), limit=limit,
+        preset, config, source=vars(load_source(source, input)), limit=limit,
         decode={"frames": frames, "max_side": max_side},
         segmenter={"name": segmenter, "checkpoint": checkpoint}, tracker={"name": tracker},
         output={"samples_per_shard": samples_per_shard})

@@ -135,11 +135,31 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
     return obj
 
 
-def build_annotate_config(preset: str = "cpu", **overrides: Any) -> AnnotateConfig:
+def _prune_none(values: dict[str, Any]) -> dict[str, Any]:
+    """Drop unset (None) options, recursively: an option not given keeps the lower layer's value."""
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, dict):
+            v = _prune_none(v)
+            if v:
+                out[k] = v
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def build_annotate_config(preset: str = "cpu", config_file: str | Path | None = None,
+                          **overrides: Any) -> AnnotateConfig:
+    """Layers, lowest first: dataclass defaults, the preset, a YAML file, explicit overrides."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r} (choose from {sorted(PRESETS)})")
     cfg = from_dict(AnnotateConfig, PRESETS[preset])
-    _update(cfg, {k: v for k, v in overrides.items() if v is not None}, "")
+    if config_file:
+        data = yaml.safe_load(Path(config_file).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {config_file} is not a mapping")
+        _update(cfg, data, "")
+    _update(cfg, _prune_none(overrides), "")
     return cfg
 
 

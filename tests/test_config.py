@@ -48,3 +48,14 @@ def test_config_round_trips_and_hash_ignores_paths():
     moved = build_annotate_config("gpu", decode={"frames": 8}, source={"path": "/elsewhere"}, limit=3)
     assert moved.model_hash() == cfg.model_hash()
     assert build_annotate_config("gpu", decode={"frames": 9}).model_hash() != cfg.model_hash()
+
+
+def test_config_file_layers_between_preset_and_flags(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("keyframes: {threshold: 0.5, max_gap: 3}\ndecode: {frames: 4}\n")
+    cfg = build_annotate_config("cpu", f, decode={"frames": 8, "max_side": None})
+    assert cfg.keyframes.threshold == 0.5 and cfg.keyframes.max_gap == 3
+    assert cfg.decode.frames == 8 and cfg.decode.max_side == 384  # flag wins; unset flag keeps default
+    f.write_text("keyframes: {treshold: 0.5}\n")
+    with pytest.raises(ValueError, match="keyframes.'treshold'|unknown config key keyframes"):
+        build_annotate_config("cpu", f)
