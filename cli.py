@@ -116,6 +116,45 @@ def filter_cmd(input: Path = typer.Argument(..., help="An annotate output direct
 
 @trajdata.command()
 @friendly
+def stats(directory: Path = typer.Argument(..., help="An annotate or filter output directory."),
+          plot: Optional[Path] = typer.Option(None, help="Also write a figure of the statistics (.png)."),
+          json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON.")):
+    """Counts by status and reason, distributions and stage times, from the manifest alone."""
+    from dataengine.stats import collect, plot as plot_stats, tables
+
+    result = collect(directory)
+    for table in tables(result):
+        Console().print(table)
+    if plot:
+        plot_stats(result, plot)
+        console.print(f"wrote {plot}")
+    if json_out:
+        json_out.write_text(json.dumps(result.summary(), indent=2))
+        console.print(f"wrote {json_out}")
+
+
+@trajdata.command()
+@friendly
+def show(directory: Path = typer.Argument(..., help="A shard + manifest directory (or one shard .tar)."),
+         key: str = typer.Argument(..., help="Sample key, e.g. video_001 (the manifest's `key` column)."),
+         out: Optional[Path] = typer.Option(None, help="Output .png (frame grid), .gif or .mp4 [default: KEY.png]."),
+         gt: Optional[Path] = typer.Option(None, help="Ground-truth shards (e.g. synth OUT/gt): drawn beside."),
+         fps: float = typer.Option(4.0, help="Frames per second of a .gif / .mp4."),
+         max_frames: int = typer.Option(16, help="Most frames in a .png grid; keyframes and cuts always kept (0 = all)."),
+         columns: int = typer.Option(0, help="Columns of a .png grid (0 = about square)."),
+         scale: int = typer.Option(0, help="Integer upscaling of the masks for display (0 = auto).")):
+    """Draw one sample's trajectories over its frames."""
+    from dataengine.visualize import show as render
+
+    out = out or Path(f"{key}.png")
+    with console.status(f"rendering {key}"):
+        info = render(directory, key, out, gt=gt, fps=fps, max_frames=max_frames, columns=columns, scale=scale)
+    console.print(f"wrote {out} ({info['width']}x{info['height']} px, {info['frames']} frame(s); "
+                  f"{info['trajectories']} trajectories over {info['labelled_frames']} labelled frames)")
+
+
+@trajdata.command()
+@friendly
 def validate(directory: Path = typer.Argument(..., help="A shard + manifest directory.")):
     """Check every shard, member, RLE mask and manifest row; exit 1 on problems."""
     from dataengine.validate import validate_dataset
@@ -146,6 +185,77 @@ def eval_cmd(pred: Path = typer.Option(..., help="Predicted trajectory shards (a
     if json_out:
         json_out.write_text(json.dumps(result, indent=2, default=float))
         console.print(f"wrote {json_out}")
+
+
+# ------------------------------------------------------------------ trajtok
+@trajtok_app.command("train-segmenter")
+@friendly
+def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: directory, tar, or glob."),
+                        output: Path = typer.Option(..., help="Run directory (checkpoints, log.jsonl, tb/)."),
+                        preset: str = typer.Option("tiny", help="tiny (one CPU, minutes) | paper (224 px, 16 frames)."),
+                        resume: bool = typer.Option(False, help="Continue from OUTPUT/last.safetensors."),
+                        max_steps: Optional[int] = typer.Option(None, help="Schedule length (default: the preset's)."),
+                        batch_size: Optional[int] = typer.Option(None, help="Per-process batch size."),
+                        lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 1e-3)."),
+                        workers: Optional[int] = typer.Option(None, help="Data loader workers per process."),
+                        backbone_checkpoint: Optional[Path] = typer.Option(
+                            None, help="Local ConvNeXt weights (safetensors / torch file) for the patch encoder."),
+                        seed: int = typer.Option(0, help="Random seed.")):
+    """Train the TrajTok segmenter on trajectory shards (CPU, or GPUs under torchrun)."""
+    from trajtok.train import train_segmenter
+
+    summary = train_segmenter(data, output, preset=preset, resume=resume, max_steps=max_steps,
+                              batch_size=batch_size, lr=lr, num_workers=workers, seed=seed,
+                              backbone_checkpoint=backbone_checkpoint)
+    if summary.get("rank", 0) == 0:
+        console.print(f"trained to step {summary['step']} -> {summary['checkpoint']}")
+
+
+@trajtok_app.command("eval-segmenter")
+@friendly
+def eval_segmenter_cmd(checkpoint: Path = typer.Option(..., help="A segmenter .safetensors checkpoint."),
+                       data: str = typer.Option(..., help="Trajectory shards with reference masks."),
+                       limit: Optional[int] = typer.Option(None, help="Evaluate at most this many samples."),
+                       json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON.")):
+    """Score a trained segmenter against the shards' masks (same metrics as `trajdata eval`)."""
+    from dataengine.metrics import evaluate_sequences
+    from trajtok.evaluate import predict_samples
+
+    keys, pairs, errors = [], [], 0
+    with progress() as bar:
+        task = bar.add_task("segmenting", total=limit)
+        for key, gt, pred in predict_samples(checkpoint, data, limit=limit):
+            bar.advance(task)
+            if gt is None:
+                errors += 1
+                continue
+            keys.append(key)
+            pairs.append((gt, pred))
+    if not pairs:
+        raise ValueError(f"no decodable samples in {data}")
+    result = evaluate_sequences(pairs)
+    result["samples"], result["errors"] = len(pairs), errors
+    for row, key in zip(result.get("per_sequence", []), keys):
+        row["key"] = key
+    summary = {k: result[k] for k in ("STQ", "AQ", "SQ", "VEQ", "VPQ", "recall_at_0.5", "mean_best_iou", "samples")}
+    Console().print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2, default=float))
+
+
+@trajtok_app.command()
+@friendly
+def info(preset: str = typer.Option("paper", help="tiny | paper"),
+         frames: int = typer.Option(16, help="Clip length for the FLOP count."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON (modules, total, flops).")):
+    """Parameter counts per module and FLOPs per clip of a preset's tokenizer."""
+    from trajtok.info import format_info, model_info
+
+    result = model_info(preset, frames=frames)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_info(result))
 
 
 def trajdata_main() -> None:

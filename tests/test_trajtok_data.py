@@ -1,0 +1,176 @@
+"""Shard loader: decoding, augmentation alignment, worker sharding, resumable position."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from dataengine import shards as shard_io
+from trajtok.augment import AugmentConfig, augment_clip, crop_box
+from trajtok.data import (DataConfig, ShardDataset, batches_for_worker, decode_sample, frame_positions,
+                          make_loader, resolve_shards)
+from trajtok.synthetic import PALETTE, render_clip, write_synthetic_dataset
+
+torch.set_num_threads(1)
+GEOMETRY_ONLY = AugmentConfig(color_jitter=0.0, grayscale=0.0, blur=0.0)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    write_synthetic_dataset(out, videos=4, images=3, frames=12, samples_per_shard=3, seed=1)
+    return out
+
+
+def cfg(**kw):
+    base = dict(image_size=32, frames=4, batch_size=2, shuffle_buffer=8, epochs=1)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def keys_of(batches):
+    return [k for b in batches for k in b["keys"]]
+
+
+def palette_agreement(frames: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of label cells whose frame block (area mean) is closest in colour to the label's colour."""
+    T, _, S, _ = frames.shape
+    s = labels.shape[-1]
+    blocks = torch.nn.functional.adaptive_avg_pool2d(frames, s) * 255          # [T, 3, s, s]
+    dist = ((blocks.permute(0, 2, 3, 1)[..., None, :] - torch.tensor(PALETTE).float()) ** 2).sum(-1)
+    return float((dist.argmin(-1) == labels).float().mean())
+
+
+def test_resolve_shards(dataset):
+    assert len(resolve_shards(dataset)) == 3
+    assert len(resolve_shards(str(dataset / "*.tar"))) == 3
+    assert len(resolve_shards([dataset / "traj-000000.tar"])) == 1
+    with pytest.raises(FileNotFoundError):
+        resolve_shards(dataset / "missing")
+
+
+def test_decode_video_and_image(dataset):
+    samples = list(shard_io.read_dataset(dataset))
+    video = next(s for s in samples if s.media_ext == "mp4")
+    image = next(s for s in samples if s.media_ext == "png")
+    rgb, lab = decode_sample(video, 5)
+    assert rgb.shape == (5, 48, 64, 3) and rgb.dtype == np.uint8 and lab.shape == (5, 48, 64)
+    # Decoded frames show the labelled colours (H.264 blurs box edges a little).
+    err = np.abs(rgb.astype(int) - PALETTE[lab].astype(int)).max(-1)
+    assert (err < 40).mean() > 0.9
+    rgb, lab = decode_sample(image, 5)
+    assert rgb.shape == (1, 48, 64, 3) and lab.shape == (1, 48, 64)
+    assert (rgb == PALETTE[lab]).all()          # PNG is lossless
+
+
+def test_frame_positions():
+    assert frame_positions(16, 4, None).tolist() == [2, 6, 10, 14]
+    pos = frame_positions(16, 4, np.random.default_rng(0))
+    assert len(set(np.diff(pos))) == 1 and pos.max() < 16
+    assert frame_positions(3, 5, None).tolist() == [0, 0, 1, 2, 2]   # short videos repeat frames
+
+
+def test_batch_shapes_and_bucketing(dataset):
+    batches = list(ShardDataset(dataset, cfg()).iter_batches(0, 1))
+    assert sorted(keys_of(batches)) == sorted(s.key for s in shard_io.read_dataset(dataset, with_media=False))
+    for b in batches:
+        B, T = b["frames"].shape[:2]
+        assert b["frames"].shape == (B, T, 3, 32, 32) and b["frames"].dtype == torch.float32
+        assert b["labels"].shape == (B, T, 8, 8) and b["labels"].dtype == torch.int64
+        assert 0 <= float(b["frames"].min()) and float(b["frames"].max()) <= 1
+        # Videos give T frames, images T = 1, never mixed in one batch.
+        assert T == (4 if b["keys"][0].startswith("vid") else 1)
+        assert all(k.startswith(b["keys"][0][:3]) for k in b["keys"])
+
+
+def test_augment_keeps_frames_and_labels_aligned():
+    rng = np.random.default_rng(0)
+    rgb, lab = render_clip(3, 48, 64, 4, rng)
+    frames = torch.from_numpy(rgb).permute(0, 3, 1, 2)
+    labels = torch.from_numpy(lab)
+    scores, flipped = [], 0
+    for seed in range(20):
+        f, l = augment_clip(frames, labels, 64, GEOMETRY_ONLY, np.random.default_rng(seed))
+        scores.append(palette_agreement(f, l))
+        # A deliberately misaligned pair scores far lower: the check has teeth.
+        flipped += palette_agreement(f, l.flip(-1)) < scores[-1] - 0.05
+    assert min(scores) > 0.85, scores
+    assert flipped >= 15
+
+
+def test_hflip_and_crop_exact():
+    labels = torch.arange(8 * 8).view(1, 8, 8) % 5
+    frames = torch.from_numpy(PALETTE[labels.numpy()]).permute(0, 3, 1, 2)
+    full = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=1.0,
+                         color_jitter=0, grayscale=0, blur=0)
+    f, l = augment_clip(frames, labels, 8, full, np.random.default_rng(0), target_stride=1)
+    assert torch.equal(l, labels.flip(-1))
+    assert torch.equal((f * 255).round().byte(), frames.flip(-1))
+    top, left, h, w = crop_box(48, 64, (0.2, 1.0), (3 / 4, 4 / 3), np.random.default_rng(3))
+    assert 0 <= top and top + h <= 48 and 0 <= left and left + w <= 64
+    assert 0.2 * 48 * 64 * 0.9 <= h * w and 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
+
+
+def test_colour_ops_touch_frames_only():
+    rng = np.random.default_rng(0)
+    rgb, lab = render_clip(2, 48, 64, 3, rng)
+    strong = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(4 / 3, 4 / 3), hflip=0.0,
+                           color_jitter=1.0, grayscale=1.0, blur=1.0)
+    plain = dataclasses.replace(strong, color_jitter=0.0, grayscale=0.0, blur=0.0)
+    args = (torch.from_numpy(rgb).permute(0, 3, 1, 2), torch.from_numpy(lab), 32)
+    f1, l1 = augment_clip(*args, strong, np.random.default_rng(5))
+    f2, l2 = augment_clip(*args, plain, np.random.default_rng(5))
+    assert torch.equal(l1, l2) and not torch.allclose(f1, f2)
+    assert torch.allclose(f1[:, 0], f1[:, 1])        # grayscale: equal channels
+
+
+def test_dataset_alignment_on_lossless_images(dataset):
+    batches = ShardDataset(dataset, cfg(augment=GEOMETRY_ONLY, image_size=64)).iter_batches(0, 1)
+    images = [b for b in batches if b["frames"].shape[1] == 1]
+    assert images
+    for b in images:
+        for f, l in zip(b["frames"], b["labels"]):
+            assert palette_agreement(f, l) > 0.85
+
+
+@pytest.mark.parametrize("n_consumers", [2, 4])   # 3 shards: split by shard, then by sample
+def test_consumers_partition_the_data(dataset, n_consumers):
+    ds = ShardDataset(dataset, cfg(augment=AugmentConfig(enabled=False)))
+    parts = [keys_of(ds.iter_batches(c, n_consumers)) for c in range(n_consumers)]
+    flat = [k for p in parts for k in p]
+    assert len(flat) == len(set(flat)) == 7
+    assert all(parts)
+
+
+def test_epochs_and_determinism(dataset):
+    ds = ShardDataset(dataset, cfg(epochs=2))
+    first = list(ds.iter_batches(0, 1))
+    assert sorted(keys_of(first)) == sorted(2 * [f"vid{i:04d}" for i in range(4)] + 2 * [f"img{i:04d}" for i in range(3)])
+    again = list(ds.iter_batches(0, 1))
+    assert keys_of(first) == keys_of(again)
+    assert all(torch.equal(a["frames"], b["frames"]) for a, b in zip(first, again))
+
+
+def test_batches_for_worker():
+    assert [batches_for_worker(5, w, 2) for w in range(2)] == [3, 2]
+    assert [batches_for_worker(0, w, 3) for w in range(3)] == [0, 0, 0]
+    assert sum(batches_for_worker(7, w, 3) for w in range(3)) == 7
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_position_matches_uninterrupted_stream(dataset, workers):
+    c = cfg(epochs=None)
+    ref = []
+    for b in make_loader(dataset, c, num_workers=workers):
+        ref.append(b)
+        if len(ref) == 6:
+            break
+    resumed = []
+    for b in make_loader(dataset, c, num_workers=workers, position=3 * c.batch_size):
+        resumed.append(b)
+        if len(resumed) == 3:
+            break
+    assert [b["keys"] for b in resumed] == [b["keys"] for b in ref[3:]]
+    assert all(torch.equal(a["frames"], b["frames"]) for a, b in zip(resumed, ref[3:]))
+    with pytest.raises(ValueError):
+        ShardDataset(dataset, c, position=3)

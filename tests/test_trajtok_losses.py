@@ -1,0 +1,90 @@
+"""Hungarian-matched Focal + Dice loss, and that it trains the segmenter."""
+import numpy as np
+import torch
+
+from trajtok.augment import AugmentConfig
+from trajtok.data import ShardDataset
+from trajtok.losses import LossConfig, hungarian_match, segmenter_loss, targets_from_labels
+from trajtok.models import Segmenter
+from trajtok.synthetic import toy_preset, write_synthetic_dataset
+
+torch.set_num_threads(1)
+
+
+def blocks_labels(T=2, h=8, w=8):
+    lab = torch.ones(T, h, w, dtype=torch.long)
+    lab[:, :4, :4] = 2
+    lab[:, 4:, 4:] = 3
+    lab[:, :2, 6:] = 0          # unlabelled pixels
+    return lab
+
+
+def logits_for(labels, query_of_id, K, sharp=20.0):
+    """Logits where query ``query_of_id[i]`` owns trajectory i."""
+    T, h, w = labels.shape
+    logits = torch.zeros(1, K, T, h, w)
+    for i, q in query_of_id.items():
+        logits[0, q][labels == i] = sharp
+    return logits
+
+
+def test_targets_from_labels():
+    t = targets_from_labels(blocks_labels())
+    assert t.shape == (3, 2 * 64) and torch.equal(t.sum(0), (blocks_labels() != 0).float().view(-1))
+
+
+def test_matching_recovers_the_owner_queries():
+    lab = blocks_labels()
+    logits = logits_for(lab, {1: 5, 2: 0, 3: 3}, K=6)
+    probs = logits.softmax(1)[0].flatten(1)
+    rows, cols = hungarian_match(probs, targets_from_labels(lab), LossConfig())
+    assert dict(zip(cols.tolist(), rows.tolist())) == {0: 5, 1: 0, 2: 3}   # ids 1, 2, 3 in order
+
+
+def test_perfect_prediction_scores_best():
+    lab = blocks_labels()[None]
+    good = segmenter_loss(logits_for(lab[0], {1: 5, 2: 0, 3: 3}, K=6), lab)
+    swapped = segmenter_loss(logits_for(lab[0], {1: 0, 2: 5, 3: 3}, K=6), lab)
+    random = segmenter_loss(torch.randn(1, 6, 2, 8, 8), lab)
+    assert float(good["loss"]) < 0.05
+    assert torch.isclose(good["loss"], swapped["loss"])       # matching is permutation invariant
+    assert float(random["loss"]) > 10 * float(good["loss"])
+    assert float(good["matched"]) == 3
+
+
+def test_unmatched_queries_are_pushed_to_empty():
+    lab = torch.ones(1, 1, 4, 4, dtype=torch.long)             # one trajectory, two queries
+    logits = torch.zeros(1, 2, 1, 4, 4, requires_grad=True)
+    parts = segmenter_loss(logits, lab, LossConfig(focal_weight=0, dice_weight=0, empty_weight=1))
+    assert float(parts["empty"]) > 0
+    parts["loss"].backward()
+    unmatched = 1 - int(hungarian_match(logits.softmax(1)[0].flatten(1), targets_from_labels(lab[0]),
+                                        LossConfig())[0][0])
+    assert (logits.grad[0, unmatched] > 0).all()                # gradient descent lowers its logits
+
+
+def test_unlabelled_pixels_are_ignored():
+    lab = blocks_labels()[None]
+    a = logits_for(lab[0], {1: 5, 2: 0, 3: 3}, K=6)
+    b = a.clone()
+    b[..., (lab[0] == 0)] = torch.randn(int((lab[0] == 0).sum()))  # anything on unlabelled pixels
+    assert torch.isclose(segmenter_loss(a, lab)["loss"], segmenter_loss(b, lab)["loss"])
+
+
+def test_loss_decreases_when_overfitting_one_batch(tmp_path):
+    toy = toy_preset(image_size=32, frames=4)
+    write_synthetic_dataset(tmp_path, videos=2, images=0, frames=8, samples_per_shard=2, seed=3)
+    toy.data.augment = AugmentConfig(enabled=False)
+    toy.data.epochs = 1
+    batch = next(iter(ShardDataset(tmp_path, toy.data)))
+    torch.manual_seed(0)
+    model = Segmenter(toy.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = segmenter_loss(model(batch["frames"])["logits"], batch["labels"])["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses

@@ -1,0 +1,123 @@
+"""Training loop: logs, checkpoints that rebuild the model alone, exact resume, DDP."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from trajtok.checkpoint import load_segmenter, save_segmenter, weights_digest
+from trajtok.synthetic import toy_preset, write_synthetic_dataset
+from trajtok.train import lr_at, train_segmenter
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    write_synthetic_dataset(out, videos=3, images=2, frames=8, samples_per_shard=2, seed=2)
+    return out
+
+
+def log_steps(out: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_lr_schedule():
+    lrs = [lr_at(s, 1.0, 4, 12) for s in range(12)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert lrs[4] == 1.0 and all(a > b for a, b in zip(lrs[4:], lrs[5:])) and lrs[-1] > 0
+    assert lr_at(12, 1.0, 4, 12) == 0.0
+
+
+def test_train_outputs_and_checkpoint_roundtrip(data, tmp_path):
+    out = tmp_path / "run"
+    res = train_segmenter(data, out, preset=toy_preset(), max_steps=3, save_every=2)
+    assert res["step"] == 3 and len(res["losses"]) == 3
+    assert log_steps(out) == [1, 2, 3]
+    rec = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert {"loss", "focal", "dice", "empty", "lr", "grad_norm", "temperature"} <= set(rec)
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    assert (out / "step-0000002.safetensors").exists() and (out / "last.optim.pt").exists()
+    assert json.loads((out / "config.json").read_text())["preset"]["name"] == "toy"
+
+    model = load_segmenter(out / "last.safetensors")      # rebuilt from the file alone
+    assert weights_digest(model) == res["weights_sha256"]
+    again = load_segmenter(save_segmenter(model, tmp_path / "copy.safetensors", step=3))
+    video = torch.rand(1, 4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(video)["logits"], again(video)["logits"])
+
+
+def test_resume_continues_exactly(data, tmp_path):
+    straight = train_segmenter(data, tmp_path / "a", preset=toy_preset(), max_steps=4)
+    first = train_segmenter(data, tmp_path / "b", preset=toy_preset(), max_steps=4, stop_after=2)
+    assert first["step"] == 2
+    resumed = train_segmenter(data, tmp_path / "b", preset=toy_preset(), max_steps=4, resume=True)
+    assert resumed["step"] == 4 and resumed["steps_run"] == 2
+    assert log_steps(tmp_path / "b") == [1, 2, 3, 4]
+    assert resumed["losses"] == straight["losses"][2:]
+    assert resumed["weights_sha256"] == straight["weights_sha256"]
+
+
+def test_loud_failures(data, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        train_segmenter(data, tmp_path / "none", preset=toy_preset(), max_steps=1, resume=True)
+    train_segmenter(data, tmp_path / "once", preset=toy_preset(), max_steps=1)
+    with pytest.raises(FileExistsError):
+        train_segmenter(data, tmp_path / "once", preset=toy_preset(), max_steps=1)
+    other = toy_preset()
+    other.model.num_queries = 4
+    with pytest.raises(ValueError, match="different model config"):
+        train_segmenter(data, tmp_path / "once", preset=other, max_steps=2, resume=True)
+    with pytest.raises(FileNotFoundError):
+        load_segmenter(tmp_path / "missing.safetensors")
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(ValueError, match="not a trajtok"):
+        load_segmenter(tmp_path / "foreign.safetensors")
+    with pytest.raises(ValueError, match="unknown preset"):
+        train_segmenter(data, tmp_path / "x", preset="huge")
+
+
+DDP_SCRIPT = """
+import json, sys, torch
+torch.set_num_threads(1)
+from trajtok.synthetic import toy_preset
+from trajtok.train import train_segmenter
+res = train_segmenter(sys.argv[1], sys.argv[2], preset=toy_preset(), max_steps=3)
+Path = __import__("pathlib").Path
+Path(sys.argv[2], f"rank{res['rank']}.json").write_text(json.dumps(res))
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(data, tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), str(data), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["step"] for r in ranks] == [3, 3]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]      # DDP kept the ranks in sync
+    assert ranks[0]["losses"] == ranks[1]["losses"]                      # logged loss is the all-reduced mean
+    assert weights_digest(load_segmenter(out / "last.safetensors")) == ranks[0]["weights_sha256"]
+    assert log_steps(out) == [1, 2, 3]
+
+
+def test_evaluate(data, tmp_path):
+    import numpy as np
+    from trajtok.evaluate import evaluate_segmenter, trajectory_ious
+    gt = np.array([[[1, 1, 2], [0, 3, 3]]])
+    assert trajectory_ious(gt * 7, gt).tolist() == [1.0, 1.0, 1.0]         # ids need not agree
+    assert trajectory_ious(np.ones_like(gt), gt).tolist() == [0.4, 0.0, 0.0]
+    train_segmenter(data, tmp_path / "ev", preset=toy_preset(), max_steps=1)
+    res = evaluate_segmenter(tmp_path / "ev" / "last.safetensors", data, limit=3)
+    assert res["samples"] == 3 and res["errors"] == 0 and 0 <= res["mean_iou"] <= 1

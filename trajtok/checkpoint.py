@@ -1,0 +1,97 @@
+"""Segmenter checkpoints: safetensors weights that carry their own config.
+
+``*.safetensors`` holds the weights plus metadata ``format``, ``config`` (the
+``SegmenterConfig`` as JSON) and ``step``, so ``load_segmenter(path)`` rebuilds
+the model from that one file. Training state (optimizer, step, data position)
+lives next to it in ``*.optim.pt``, written with ``torch.save`` of tensors and
+plain values only and read back with ``weights_only=True``.
+Every file is written to a temporary name and renamed, so a crash mid-write
+never leaves a truncated checkpoint under the final name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .models.segmenter import Segmenter, SegmenterConfig
+
+FORMAT = "trajtok.segmenter"
+FORMAT_VERSION = "1"
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.chmod(tmp, 0o644)   # safetensors creates 0600 files; checkpoints are meant to be shared
+    os.replace(tmp, path)
+
+
+def save_segmenter(model: Segmenter, path: str | Path, step: int = 0, extra: dict[str, str] | None = None) -> Path:
+    path = Path(path)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "config": json.dumps(model.cfg.to_dict(), sort_keys=True), "step": str(int(step))}
+    meta.update(extra or {})
+    _atomic(path, lambda p: save_file(state, str(p), metadata=meta))
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a trajtok segmenter checkpoint (format={meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format version {meta.get('format_version')} "
+                         f"unsupported (expected {FORMAT_VERSION})")
+    return meta
+
+
+def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu") -> Segmenter:
+    """Rebuild a segmenter from a checkpoint file alone; loud on any key mismatch."""
+    from safetensors.torch import load_file
+    meta = read_metadata(path)
+    cfg = SegmenterConfig.from_dict(json.loads(meta["config"]))
+    model = Segmenter(cfg)
+    state = load_file(str(path), device=str(map_location))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    return model.to(map_location).eval()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of all parameters and buffers in ``state_dict`` order: equal digests, equal weights."""
+    h = hashlib.sha256()
+    for name, v in model.state_dict().items():
+        h.update(name.encode())
+        h.update(v.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def checkpoint_step(path: str | Path) -> int:
+    return int(read_metadata(path).get("step", 0))
+
+
+def save_train_state(path: str | Path, state: dict[str, Any]) -> Path:
+    path = Path(path)
+    _atomic(path, lambda p: torch.save(state, p))
+    return path
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training state not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)

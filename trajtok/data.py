@@ -1,0 +1,239 @@
+"""Training loader over trajectory shards (format v1, read with ``dataengine.shards``).
+
+A sample becomes a clip: T frames decoded at the ``frame_indices`` of its
+``traj.json`` (a uniform subset of the annotated frames, ``T = cfg.frames``;
+images give T = 1) and the matching label maps, augmented together.
+
+Order and resumption. Every (rank, worker) pair is one *consumer* reading a
+deterministic stream: shards in an order shuffled per epoch (same for all
+consumers), split among consumers by shard when there are enough shards and by
+sample index otherwise, shuffled through a seeded buffer, grouped into batches
+of equal T. Randomness of a batch (frame offsets, augmentation) is seeded by
+(seed, consumer, batch number), never by wall-clock state, so skipping the
+first n batches without decoding them reproduces exactly what a run that never
+stopped would have seen next (DataLoader workers are rotated so its round-robin
+order lines up too). ``position`` counts samples one rank has consumed
+(= steps x batch size); it assumes the same world size, workers and batch size.
+A batch whose every sample fails to decode is dropped, which shifts that order.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from dataengine import shards as shard_io
+from dataengine import trajformat
+
+from .augment import AugmentConfig, augment_clip
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = {"mp4", "webm", "mkv", "avi", "mov"}
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 224
+    frames: int = 16                 # T for video samples; images give T = 1
+    batch_size: int = 8              # per rank
+    shuffle_buffer: int = 128        # raw samples held for shuffling (bytes, not decoded)
+    seed: int = 0
+    epochs: int | None = None        # None: cycle forever (training is bounded by steps)
+    target_stride: int = 4           # labels at 1/4 of the input, the segmenter's grid
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def resolve_shards(data: str | Path | Sequence[str | Path]) -> list[Path]:
+    """A dataset directory, one tar, a glob of tars, or a list of any of those."""
+    if isinstance(data, (list, tuple)):
+        return [p for d in data for p in resolve_shards(d)]
+    text = str(data)
+    if any(ch in text for ch in "*?["):
+        paths = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
+    elif Path(text).is_dir() or Path(text).is_file():
+        paths = shard_io.list_shards(text)
+    else:
+        raise FileNotFoundError(f"no such shard dataset: {text}")
+    if not paths:
+        raise FileNotFoundError(f"no shards found in {text}")
+    return paths
+
+
+def is_video(sample: shard_io.ShardSample) -> bool:
+    return (sample.media_ext or "").lower() in VIDEO_EXTS
+
+
+def frame_positions(n_annotated: int, frames: int, rng: np.random.Generator | None) -> np.ndarray:
+    """``frames`` evenly spaced positions in ``range(n_annotated)``; random phase if ``rng``.
+
+    Fewer annotated frames than ``frames`` repeat frames (a slower clip), so
+    every video sample still has exactly T frames and batches stack.
+    """
+    if n_annotated >= frames:
+        step = n_annotated / frames
+        offset = rng.uniform(0, step) if rng is not None else step / 2
+        return np.minimum((np.arange(frames) * step + offset).astype(np.int64), n_annotated - 1)
+    return np.round(np.linspace(0, n_annotated - 1, frames)).astype(np.int64)
+
+
+def decode_sample(sample: shard_io.ShardSample, frames: int,
+                  rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """-> frames uint8 ``[T, H, W, 3]`` and labels int32 ``[T, H, W]`` at the mask resolution."""
+    if sample.media is None:
+        raise ValueError(f"{sample.key}: shard holds no media")
+    traj = sample.traj
+    H, W = int(traj["height"]), int(traj["width"])
+    indices = list(traj["frame_indices"])
+    if not indices:
+        raise ValueError(f"{sample.key}: no annotated frames")
+    if is_video(sample):
+        pos = frame_positions(len(indices), frames, rng)
+        import decord  # imported lazily: only video samples need it
+        vr = decord.VideoReader(io.BytesIO(sample.media), width=W, height=H)
+        wanted = [int(indices[p]) for p in pos]
+        if max(wanted) >= len(vr):
+            raise ValueError(f"{sample.key}: frame index {max(wanted)} beyond {len(vr)} decoded frames")
+        rgb = vr.get_batch(wanted).asnumpy()
+    else:
+        from PIL import Image
+        pos = np.zeros(1, dtype=np.int64)
+        with Image.open(io.BytesIO(sample.media)) as im:
+            im = im.convert("RGB")
+            if im.size != (W, H):
+                im = im.resize((W, H), Image.BILINEAR)
+            rgb = np.array(im)[None]
+    # Decode only the rows we need: RLE decoding is the expensive part of labels.
+    rows = {**traj, "frame_indices": [indices[p] for p in pos], "masklet": [traj["masklet"][p] for p in pos]}
+    labels = trajformat.traj_to_labels(rows)
+    if rgb.shape[1:3] != (H, W):
+        raise ValueError(f"{sample.key}: decoded frames {rgb.shape[1:3]} != mask size {(H, W)}")
+    return rgb, labels
+
+
+def batches_for_worker(batches: int, worker: int, num_workers: int) -> int:
+    """Batches stream ``worker`` delivered when a rank has consumed ``batches``.
+
+    DataLoader takes batches from its workers round-robin, in order, so batch n
+    came from stream ``n % num_workers``.
+    """
+    return max(0, -(-(batches - worker) // num_workers))
+
+
+class ShardDataset(IterableDataset):
+    """Batches ``{"frames": [B,T,3,S,S] float, "labels": [B,T,S/4,S/4] int64, "keys": [...]}``.
+
+    Use with ``DataLoader(dataset, batch_size=None, num_workers=...)`` (see ``make_loader``).
+    """
+
+    def __init__(self, data: Any, cfg: DataConfig, rank: int = 0, world_size: int = 1,
+                 position: int = 0):
+        self.shards = resolve_shards(data)
+        self.cfg = cfg
+        self.rank, self.world_size = rank, world_size
+        if position % cfg.batch_size:
+            raise ValueError(f"position {position} is not a multiple of batch size {cfg.batch_size}")
+        self.start_batch = position // cfg.batch_size
+
+    # -- the deterministic raw stream of one consumer ---------------------------
+    def _raw(self, epoch: int, consumer: int, n_consumers: int) -> Iterator[shard_io.ShardSample]:
+        order = list(self.shards)
+        np.random.default_rng([self.cfg.seed, epoch]).shuffle(order)
+        if len(order) >= n_consumers:
+            for path in order[consumer::n_consumers]:
+                yield from shard_io.read_shard(path)
+        else:
+            i = 0
+            for path in order:
+                for s in shard_io.read_shard(path):
+                    if i % n_consumers == consumer:
+                        yield s
+                    i += 1
+
+    def _shuffled(self, epoch: int, consumer: int, n_consumers: int) -> Iterator[shard_io.ShardSample]:
+        rng = np.random.default_rng([self.cfg.seed, epoch, consumer, 7])
+        buf: list[shard_io.ShardSample] = []
+        for s in self._raw(epoch, consumer, n_consumers):
+            if len(buf) < max(1, self.cfg.shuffle_buffer):
+                buf.append(s)
+                continue
+            j = int(rng.integers(len(buf)))
+            buf[j], s = s, buf[j]
+            yield s
+        rng.shuffle(buf)
+        yield from buf
+
+    def plans(self, consumer: int, n_consumers: int) -> Iterator[list[shard_io.ShardSample]]:
+        """Raw samples of each batch, in order, before any decoding."""
+        buckets: dict[int, list[shard_io.ShardSample]] = {}
+        epoch = 0
+        while self.cfg.epochs is None or epoch < self.cfg.epochs:
+            seen = 0
+            for s in self._shuffled(epoch, consumer, n_consumers):
+                seen += 1
+                T = self.cfg.frames if is_video(s) else 1
+                bucket = buckets.setdefault(T, [])
+                bucket.append(s)
+                if len(bucket) == self.cfg.batch_size:
+                    yield bucket
+                    buckets[T] = []
+            if seen == 0:
+                if epoch == 0 and self.cfg.epochs is None:
+                    raise ValueError(f"consumer {consumer}/{n_consumers} got no samples from "
+                                     f"{len(self.shards)} shard(s)")
+                break
+            epoch += 1
+        for bucket in buckets.values():   # finite epochs: the remainder forms smaller batches
+            if bucket:
+                yield bucket
+
+    def load(self, plan: list[shard_io.ShardSample], rng: np.random.Generator) -> dict[str, Any] | None:
+        frames, labels, keys = [], [], []
+        aug = self.cfg.augment
+        for s in plan:
+            T = self.cfg.frames if is_video(s) else 1
+            try:
+                rgb, lab = decode_sample(s, T, rng if aug.enabled else None)
+            except Exception as e:  # a bad sample costs one sample, never the run
+                log.warning("skipping sample %s: %s", s.key, e)
+                continue
+            f, l = augment_clip(torch.from_numpy(rgb).permute(0, 3, 1, 2), torch.from_numpy(lab),
+                                self.cfg.image_size, aug, rng, self.cfg.target_stride)
+            frames.append(f)
+            labels.append(l)
+            keys.append(s.key)
+        if not frames:
+            return None
+        return {"frames": torch.stack(frames), "labels": torch.stack(labels), "keys": keys}
+
+    def iter_batches(self, consumer: int, n_consumers: int, skip: int = 0) -> Iterator[dict[str, Any]]:
+        for n, plan in enumerate(self.plans(consumer, n_consumers)):
+            if n < skip:
+                continue
+            batch = self.load(plan, np.random.default_rng([self.cfg.seed, consumer, n, 11]))
+            if batch is not None:
+                yield batch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        # The DataLoader always asks worker 0 first, but in the uninterrupted run
+        # batch ``start_batch`` came from stream ``start_batch % n_workers``: rotate
+        # the worker -> stream roles so the resumed sequence continues exactly.
+        stream = (worker + self.start_batch) % n_workers
+        skip = batches_for_worker(self.start_batch, stream, n_workers)
+        return self.iter_batches(self.rank * n_workers + stream, self.world_size * n_workers, skip)
+
+
+def make_loader(data: Any, cfg: DataConfig, rank: int = 0, world_size: int = 1, position: int = 0,
+                num_workers: int = 0) -> DataLoader:
+    ds = ShardDataset(data, cfg, rank=rank, world_size=world_size, position=position)
+    return DataLoader(ds, batch_size=None, num_workers=num_workers,
+                      persistent_workers=num_workers > 0, prefetch_factor=2 if num_workers else None)

@@ -1,0 +1,110 @@
+"""Segmenter loss: Hungarian matching of queries to trajectories, Focal + Dice on matches.
+
+The soft masks are a softmax over queries, so every pixel is shared out among
+the K queries. Each ground-truth trajectory (a space-time mask over the whole
+clip) is matched to one query by ``scipy.optimize.linear_sum_assignment`` on a
+Dice + Focal cost; matched pairs get ``focal_weight * Focal + dice_weight * Dice``;
+unmatched queries get the focal loss against an all-empty target, which pushes
+their soft masks to zero so they stop winning pixels and are dropped at inference.
+There is no cross-entropy / "no-object" class: emptiness *is* the no-object state.
+
+Pixels no trajectory covers (label 0; pseudo-labels have coverage < 1) are
+ignored: the annotation says nothing about them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+
+@dataclass
+class LossConfig:
+    focal_weight: float = 1.0
+    dice_weight: float = 2.0
+    empty_weight: float = 1.0     # focal-to-empty on unmatched queries
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    ignore_unlabeled: bool = True
+
+
+def _focal_terms(p: torch.Tensor, alpha: float, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel focal loss of probabilities ``p`` if the target were 1 / 0."""
+    p = p.clamp(1e-6, 1 - 1e-6)
+    pos = -alpha * (1 - p).pow(gamma) * p.log()
+    neg = -(1 - alpha) * p.pow(gamma) * (1 - p).log()
+    return pos, neg
+
+
+def match_cost(probs: torch.Tensor, targets: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    """Cost ``[K, N]`` of assigning query k (``probs`` ``[K, P]``) to target n (``targets`` ``[N, P]``)."""
+    pos, neg = _focal_terms(probs, cfg.focal_alpha, cfg.focal_gamma)
+    P = max(probs.shape[1], 1)
+    focal = (pos @ targets.T + neg @ (1 - targets).T) / P
+    inter = probs @ targets.T
+    dice = 1 - (2 * inter + 1) / (probs.sum(1)[:, None] + targets.sum(1)[None, :] + 1)
+    return cfg.focal_weight * focal + cfg.dice_weight * dice
+
+
+@torch.no_grad()
+def hungarian_match(probs: torch.Tensor, targets: torch.Tensor, cfg: LossConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(queries, targets)`` of the minimum-cost one-to-one assignment."""
+    if targets.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    cost = match_cost(probs.float(), targets.float(), cfg).cpu().numpy()
+    rows, cols = linear_sum_assignment(cost)
+    return rows.astype(np.int64), cols.astype(np.int64)
+
+
+def targets_from_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Label map ``[T, h, w]`` (0 = none) -> binary trajectory masks ``[N, T*h*w]``."""
+    flat = labels.reshape(-1)
+    ids = torch.unique(flat)
+    ids = ids[ids != 0]
+    return (flat[None, :] == ids[:, None]).float()
+
+
+def segmenter_loss(logits: torch.Tensor, labels: torch.Tensor,
+                   cfg: LossConfig | None = None) -> dict[str, torch.Tensor]:
+    """``logits`` ``[B, K, T, h, w]``, ``labels`` ``[B, T, h, w]`` -> dict of scalar losses.
+
+    ``loss`` is the total to optimise; ``focal``/``dice``/``empty`` are its parts,
+    ``matched`` the number of matched trajectories (normaliser, detached).
+    """
+    cfg = cfg or LossConfig()
+    B, K = logits.shape[:2]
+    if labels.shape[-2:] != logits.shape[-2:] or labels.shape[1] != logits.shape[2]:
+        raise ValueError(f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
+    probs_all = logits.float().softmax(dim=1).flatten(2)                # [B, K, P]
+    focal_sum = logits.new_zeros((), dtype=torch.float32)
+    dice_sum = focal_sum.clone()
+    empty_sum = focal_sum.clone()
+    n_matched = 0
+    for b in range(B):
+        lab = labels[b].reshape(-1)
+        probs = probs_all[b]
+        if cfg.ignore_unlabeled:
+            keep = lab != 0
+            probs, lab = probs[:, keep], lab[keep]
+        tgt = targets_from_labels(lab)
+        rows, cols = hungarian_match(probs, tgt, cfg)
+        P = max(probs.shape[1], 1)
+        pos, neg = _focal_terms(probs, cfg.focal_alpha, cfg.focal_gamma)
+        if len(rows):
+            r, c = torch.as_tensor(rows, device=probs.device), torch.as_tensor(cols, device=probs.device)
+            t = tgt[c]
+            focal_sum = focal_sum + ((pos[r] * t + neg[r] * (1 - t)).sum(1) / P).sum()
+            inter = (probs[r] * t).sum(1)
+            dice_sum = dice_sum + (1 - (2 * inter + 1) / (probs[r].sum(1) + t.sum(1) + 1)).sum()
+            n_matched += len(rows)
+        unmatched = torch.ones(K, dtype=torch.bool, device=probs.device)
+        unmatched[torch.as_tensor(rows, device=probs.device)] = False
+        if unmatched.any():
+            empty_sum = empty_sum + (neg[unmatched].sum(1) / P).mean()
+    norm = max(n_matched, 1)
+    focal, dice, empty = focal_sum / norm, dice_sum / norm, empty_sum / B
+    loss = cfg.focal_weight * focal + cfg.dice_weight * dice + cfg.empty_weight * empty
+    return {"loss": loss, "focal": focal.detach(), "dice": dice.detach(), "empty": empty.detach(),
+            "matched": torch.tensor(float(n_matched))}

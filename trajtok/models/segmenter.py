@@ -1,0 +1,246 @@
+"""TrajTok segmenter: implicit space-time clustering of pixels into trajectories.
+
+    frames ──ConvNeXt (frame-wise, timm features_only)──► 4 feature maps
+           ──1x1 conv to ``dim``, resize to 1/4 input, sum──► pixel features F  [B, T, h, w, D]
+    K learned queries ──Perceiver(cross-attn to detach(F)+RoPE, self-attn, MLP) x depth──► Q [B, K, D]
+    soft masks  M = softmax_k(<Q_k, F_p> / tau)      hard masks = argmax_k, empty queries dropped
+
+The Perceiver reads *detached* pixel features: the encoder learns only through
+the query-pixel similarity (the mask loss), never through the query path, so
+the queries cannot drag the pixel space around to make their own job easier.
+All frames of a clip share one set of queries, which is what makes a query a
+trajectory rather than a per-frame region: it has to find its object in every
+frame. RoPE over the flattened (t, y, x) order is the only position signal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from timm.layers import LayerNorm2d
+from torch import nn
+
+from .layers import PerceiverLayer, rope_angles
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SegmenterConfig:
+    backbone: str = "convnext_tiny"          # any timm model with features_only support
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. depths/dims for toy nets
+    image_size: int = 224                    # square training / inference resolution
+    frames: int = 16                         # clip length; longer videos are cut into clips
+    dim: int = 768                           # common feature / query width
+    num_queries: int = 128                   # upper bound on trajectories per clip
+    depth: int = 2                           # Perceiver layers
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    rope_base: float = 10000.0
+    temperature: float = 0.1                 # initial softmax temperature over queries
+    learnable_temperature: bool = True
+    cosine: bool = True                      # L2-normalise both sides so tau alone sets sharpness
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SegmenterConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown SegmenterConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Segmenter(nn.Module):
+    def __init__(self, cfg: SegmenterConfig):
+        super().__init__()
+        self.cfg = cfg
+        # pretrained=False always: nothing is downloaded; see load_backbone_weights.
+        self.backbone = timm.create_model(cfg.backbone, pretrained=False, features_only=True,
+                                          **cfg.backbone_kwargs)
+        channels = self.backbone.feature_info.channels()
+        reductions = self.backbone.feature_info.reduction()
+        if reductions[0] != 4:
+            raise ValueError(f"backbone {cfg.backbone} first feature stride is {reductions[0]}, need 4")
+        self.lateral = nn.ModuleList(nn.Conv2d(c, cfg.dim, kernel_size=1) for c in channels)
+        self.pixel_norm = LayerNorm2d(cfg.dim)
+        self.queries = nn.Parameter(torch.randn(cfg.num_queries, cfg.dim) * 0.02)
+        self.perceiver = nn.ModuleList(PerceiverLayer(cfg.dim, cfg.heads, cfg.mlp_ratio)
+                                       for _ in range(cfg.depth))
+        self.query_norm = nn.LayerNorm(cfg.dim)
+        self.mask_embed = nn.Linear(cfg.dim, cfg.dim)
+        log_scale = torch.tensor(math.log(1.0 / cfg.temperature))
+        if cfg.learnable_temperature:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+        # Constants of the input convention, rebuilt from nothing: not part of the weights.
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    # -- pieces ---------------------------------------------------------------
+    def pixel_features(self, video: torch.Tensor) -> torch.Tensor:
+        """``[B, T, 3, H, W]`` in [0, 1] -> fused features ``[B, T, D, H/4, W/4]``."""
+        B, T = video.shape[:2]
+        x = (video.flatten(0, 1) - self.mean) / self.std
+        maps = self.backbone(x)
+        size = maps[0].shape[-2:]
+        fused = None
+        for lateral, m in zip(self.lateral, maps):
+            m = lateral(m)
+            if m.shape[-2:] != size:
+                m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            fused = m if fused is None else fused + m
+        fused = self.pixel_norm(fused)
+        return fused.view(B, T, *fused.shape[1:])
+
+    def query_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """Run the Perceiver over detached pixel tokens; ``[B, K, D]``."""
+        B, T, D, h, w = features.shape
+        tokens = features.detach().permute(0, 1, 3, 4, 2).reshape(B, T * h * w, D)
+        pos = torch.arange(T * h * w, device=tokens.device)
+        rope = rope_angles(pos, D // self.cfg.heads, self.cfg.rope_base)
+        latents = self.queries.unsqueeze(0).expand(B, -1, -1)
+        for layer in self.perceiver:
+            latents = layer(latents, tokens, rope=rope)
+        return self.mask_embed(self.query_norm(latents))
+
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.clamp(max=math.log(100.0)).exp()
+
+    def mask_logits(self, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Similarity logits ``[B, K, T, h, w]``; softmax over K gives the soft masks."""
+        if self.cfg.cosine:
+            queries = F.normalize(queries, dim=-1)
+            features = F.normalize(features, dim=2)
+        logits = torch.einsum("bkd,btdhw->bkthw", queries, features)
+        return logits * self.scale()
+
+    # -- forward --------------------------------------------------------------
+    def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``video`` ``[B, T, 3, H, W]`` float in [0, 1].
+
+        Returns ``logits`` ``[B, K, T, H/4, W/4]``, ``queries`` ``[B, K, D]`` and the
+        pixel ``features`` ``[B, T, D, H/4, W/4]`` (for the trajectory encoder).
+        """
+        if video.dim() != 5 or video.shape[2] != 3:
+            raise ValueError(f"expected video [B, T, 3, H, W], got {tuple(video.shape)}")
+        features = self.pixel_features(video)
+        queries = self.query_embeddings(features)
+        return {"logits": self.mask_logits(queries, features), "queries": queries, "features": features}
+
+
+def build_segmenter(cfg: SegmenterConfig, backbone_checkpoint: str | Path | None = None) -> Segmenter:
+    model = Segmenter(cfg)
+    if backbone_checkpoint:
+        load_backbone_weights(model.backbone, backbone_checkpoint)
+    return model
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local safetensors or torch file (never unpickles objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):  # common wrappers of a bare state dict
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds no state dict")
+    return obj
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Initialise the timm feature backbone from a local classification checkpoint.
+
+    timm's ``features_only`` wrapper names modules ``stem_0`` / ``stages_1`` where the
+    classification model says ``stem.0`` / ``stages.1``; the classifier head is dropped.
+    Missing backbone keys are an error: a silently half-loaded backbone wastes a run.
+    """
+    state = read_state_dict(path)
+    state = {re.sub(r"^(stem|stages)\.(\d+)", r"\1_\2", k): v for k, v in state.items()
+             if not k.startswith(("head.", "fc.", "classifier."))}
+    result = backbone.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        raise ValueError(f"{path}: backbone keys missing from checkpoint: {result.missing_keys[:5]}"
+                         f"{' ...' if len(result.missing_keys) > 5 else ''}")
+
+
+def hard_assign(logits: torch.Tensor) -> torch.Tensor:
+    """``[K, ...]`` logits -> query index per pixel ``[...]``."""
+    return logits.argmax(dim=0)
+
+
+def compact_ids(index: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, int]:
+    """Renumber query indices to ``offset+1 ..``; queries that won no pixel get no id."""
+    used, inverse = torch.unique(index, return_inverse=True)
+    return inverse.to(torch.int32) + offset + 1, int(used.numel())
+
+
+@torch.no_grad()
+def segment(model: Segmenter, video: np.ndarray | torch.Tensor, clips_per_batch: int = 4) -> np.ndarray:
+    """Label map ``[T, H, W]`` int32 (ids 1..n, 0 unused) of a video ``[T, H, W, 3]``.
+
+    ``video`` is uint8, or float in [0, 1]. Frames are resized to the model's
+    square input; the video is cut into clips of ``cfg.frames`` frames, run as
+    batches, and the hard masks are taken at the original resolution. Ids are
+    unique over the whole video but *not linked across clips*: joining clips is
+    the engine's cross-clip merge, not the segmenter's job.
+    """
+    cfg = model.cfg
+    x = torch.as_tensor(np.asarray(video))
+    if x.dim() != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected video [T, H, W, 3], got {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    else:
+        x = x.float()
+        if x.numel() and (float(x.max()) > 1.0 + 1e-3 or float(x.min()) < -1e-3):
+            raise ValueError("float video must be in [0, 1]; pass uint8 for 0..255 values")
+    T, H, W, _ = x.shape
+    device = next(model.parameters()).device
+    x = x.permute(0, 3, 1, 2).to(device)
+    x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear",
+                      align_corners=False, antialias=True).clamp(0, 1)
+    clips = [x[s:s + cfg.frames] for s in range(0, T, cfg.frames)]
+    # Full clips go in batches; a shorter tail clip runs on its own (batches need equal T).
+    groups: list[list[torch.Tensor]] = []
+    for c in clips:
+        if groups and len(groups[-1]) < clips_per_batch and groups[-1][0].shape[0] == c.shape[0]:
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+    was_training = model.training
+    model.eval()
+    out = np.zeros((T, H, W), dtype=np.int32)
+    t0, offset = 0, 0
+    try:
+        for group in groups:
+            logits = model(torch.stack(group))["logits"]          # [b, K, t, h, w]
+            for clip_logits in logits:
+                index = torch.stack([
+                    hard_assign(F.interpolate(clip_logits[:, f][None], size=(H, W), mode="bilinear",
+                                              align_corners=False)[0])
+                    for f in range(clip_logits.shape[1])])
+                ids, n = compact_ids(index, offset)
+                out[t0:t0 + ids.shape[0]] = ids.cpu().numpy()
+                t0 += ids.shape[0]
+                offset += n
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,90 @@
+"""Presets: one dataclass bundling model, data, loss and optimisation settings.
+
+``paper`` follows the TrajTok setting (224 px, 16-frame clips, ConvNeXt-Tiny,
+128 queries, 2-layer / 8-head Perceiver, AdamW 1e-3, wd 0.01); schedule length,
+warm-up and per-GPU batch are our defaults, not numbers from the paper.
+``tiny`` is the same architecture shrunk to train on one CPU core in minutes.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .augment import AugmentConfig
+from .data import DataConfig
+from .losses import LossConfig
+from .models.segmenter import SegmenterConfig
+from .models.trajectory_encoder import TrajectoryEncoderConfig
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 2000
+    max_steps: int = 100_000        # also the length of the linear decay
+    grad_clip: float = 1.0          # max global grad norm; 0 disables
+    log_every: int = 1
+    save_every: int = 1000
+    num_workers: int = 4
+
+
+@dataclass
+class Preset:
+    name: str
+    model: SegmenterConfig
+    encoder: TrajectoryEncoderConfig
+    data: DataConfig
+    train: TrainConfig
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self):
+        self.sync()
+
+    def sync(self) -> "Preset":
+        """One source of truth for clip geometry: the data follow the model."""
+        self.data.image_size = self.model.image_size
+        self.data.frames = self.model.frames
+        if self.encoder.in_dim != self.model.dim:
+            raise ValueError(f"preset {self.name}: encoder in_dim {self.encoder.in_dim} != model dim {self.model.dim}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _paper() -> Preset:
+    return Preset(
+        name="paper",
+        model=SegmenterConfig(backbone="convnext_tiny", image_size=224, frames=16, dim=512,
+                              num_queries=128, depth=2, heads=8),
+        encoder=TrajectoryEncoderConfig(in_dim=512, out_dim=768, depth=2),
+        data=DataConfig(batch_size=8, shuffle_buffer=128),
+        train=TrainConfig(warmup_steps=2000, max_steps=100_000, save_every=1000, num_workers=4),
+    )
+
+
+def _tiny() -> Preset:
+    return Preset(
+        name="tiny",
+        model=SegmenterConfig(backbone="convnext_atto", image_size=64, frames=8, dim=128,
+                              num_queries=32, depth=2, heads=4),
+        encoder=TrajectoryEncoderConfig(in_dim=128, out_dim=192, depth=1),
+        data=DataConfig(batch_size=2, shuffle_buffer=32, augment=AugmentConfig()),
+        train=TrainConfig(warmup_steps=20, max_steps=300, save_every=100, num_workers=0),
+    )
+
+
+PRESETS = {"paper": _paper, "tiny": _tiny}
+
+
+def get_preset(name: str | Preset) -> Preset:
+    """A fresh copy of a named preset (or of a given ``Preset``), safe to modify."""
+    if isinstance(name, Preset):
+        return copy.deepcopy(name)
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]()

@@ -1,0 +1,238 @@
+"""Segmenter training loop: one function, readable top to bottom.
+
+Single process, or DDP under ``torchrun`` (detected from ``RANK`` /
+``WORLD_SIZE``; gloo on CPU, nccl on GPU). Rank 0 writes everything in
+``output/``:
+
+    config.json          resolved preset of the run
+    log.jsonl            one line per logged step (loss parts, lr, grad norm, ...)
+    tb/                  TensorBoard scalars
+    last.safetensors     weights + config (``load_segmenter`` rebuilds from it)
+    last.optim.pt        optimizer state, step, data position (for ``resume``)
+    step-XXXXXXX.safetensors   periodic snapshots
+
+A resumed run continues from the saved step *and* the saved data position, so
+with the same settings it sees exactly the batches an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from .checkpoint import (load_segmenter, load_train_state, read_metadata, save_segmenter,
+                         save_train_state, weights_digest)
+from .data import make_loader
+from .losses import segmenter_loss
+from .models.segmenter import Segmenter, build_segmenter
+from .presets import Preset, get_preset
+
+__all__ = ["train_segmenter", "load_segmenter", "lr_at"]
+
+
+def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
+    """Linear warm-up to ``base_lr`` over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    if warmup > 0 and step < warmup:
+        return base_lr * (step + 1) / warmup
+    return base_lr * max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _setup_distributed() -> tuple[int, int, torch.device, bool]:
+    """-> (rank, world_size, device, created_group)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    created = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        created = True
+    return rank, world, device, created
+
+
+def _param_groups(model: Segmenter, weight_decay: float) -> list[dict[str, Any]]:
+    # Decay matrices and conv kernels only: decaying norms, biases, the query
+    # slots or the temperature shrinks them toward 0 for no regularising benefit.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and name != "queries" else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past ``step``: they came from work the checkpoint does not hold."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny", resume: bool = False,
+                    max_steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
+                    warmup_steps: int | None = None, num_workers: int | None = None,
+                    save_every: int | None = None, log_every: int | None = None, seed: int = 0,
+                    backbone_checkpoint: str | Path | None = None, stop_after: int | None = None) -> dict[str, Any]:
+    """Train the TrajTok segmenter on trajectory shards; returns a summary dict.
+
+    ``data``: dataset dir, tar, glob or list. ``max_steps`` sets the schedule
+    length (default: the preset's). ``stop_after`` ends this call after that
+    many steps (e.g. a time-sliced job) without changing the schedule; a later
+    ``resume=True`` call continues. ``backbone_checkpoint``: optional local
+    timm ConvNeXt weights to start from.
+    """
+    P = get_preset(preset)
+    t = P.train
+    if max_steps is not None:
+        t.max_steps = max_steps
+    if warmup_steps is not None:
+        t.warmup_steps = warmup_steps
+    elif t.warmup_steps >= t.max_steps:   # a short smoke run must still reach the peak lr
+        t.warmup_steps = max(1, t.max_steps // 10)
+    t.lr = lr if lr is not None else t.lr
+    t.num_workers = num_workers if num_workers is not None else t.num_workers
+    t.save_every = save_every or t.save_every
+    t.log_every = log_every or t.log_every
+    if batch_size is not None:
+        P.data.batch_size = batch_size
+    P.data.seed = seed
+    P.sync()
+
+    rank, world, device, created_group = _setup_distributed()
+    out = Path(output)
+    last, last_state = out / "last.safetensors", out / "last.optim.pt"
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    if last.exists() and not resume:
+        raise FileExistsError(f"{out} already holds a checkpoint; pass resume=True or use a new output dir")
+
+    torch.manual_seed(seed)   # identical init on every rank (DDP also broadcasts rank 0's)
+    model = build_segmenter(P.model, backbone_checkpoint).to(device)
+    optimizer = torch.optim.AdamW(_param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
+    step = 0
+    if resume:
+        if not last.exists():
+            raise FileNotFoundError(f"resume requested but {last} does not exist")
+        saved_cfg = json.loads(read_metadata(last)["config"])
+        if saved_cfg != json.loads(json.dumps(P.model.to_dict())):
+            raise ValueError(f"{last} was trained with a different model config: {saved_cfg}")
+        model.load_state_dict(load_segmenter(last).state_dict())
+        state = load_train_state(last_state)
+        if state["step"] != int(read_metadata(last)["step"]):
+            raise ValueError(f"{last} (step {read_metadata(last)['step']}) and {last_state} "
+                             f"(step {state['step']}) disagree; restore a matching pair")
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        for key, now in (("world_size", world), ("batch_size", P.data.batch_size), ("num_workers", t.num_workers)):
+            if state.get(key) != now:
+                warnings.warn(f"{key} changed since the checkpoint ({state.get(key)} -> {now}): "
+                              "training continues, but the data order differs from an uninterrupted run")
+        if rank == 0:
+            _truncate_log(out / "log.jsonl", step)
+
+    if world > 1:
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        ddp = model
+    loader = make_loader(data, P.data, rank=rank, world_size=world, position=step * P.data.batch_size,
+                         num_workers=t.num_workers)
+
+    writer = None
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps({"preset": P.to_dict(), "world_size": world},
+                                                    indent=2))
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "tb"))
+
+    def autocast():   # bf16 on CUDA only; CPU runs stay in fp32
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    saved_at = step if resume else -1
+
+    def save() -> None:
+        nonlocal saved_at
+        if rank != 0 or saved_at == step:
+            return
+        saved_at = step
+        save_train_state(last_state, {"step": step, "optimizer": optimizer.state_dict(),
+                                      "data_position": step * P.data.batch_size, "world_size": world,
+                                      "batch_size": P.data.batch_size, "num_workers": t.num_workers})
+        save_segmenter(model, last, step=step)
+        if step % t.save_every == 0:
+            save_segmenter(model, out / f"step-{step:07d}.safetensors", step=step)
+
+    losses: list[float] = []
+    start_step, t0 = step, time.time()
+    model.train()
+    for batch in loader:
+        if step >= t.max_steps or (stop_after is not None and step - start_step >= stop_after):
+            break
+        lr_now = lr_at(step, t.lr, t.warmup_steps, t.max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+        frames = batch["frames"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True)
+        with autocast():
+            logits = ddp(frames)["logits"]
+        parts = segmenter_loss(logits.float(), labels, P.loss)
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+        optimizer.step()
+        step += 1
+
+        stats = torch.stack([parts[k].detach().float().cpu() for k in ("loss", "focal", "dice", "empty", "matched")])
+        if world > 1:   # log the mean over ranks, not rank 0's batch alone
+            stats = stats.to(device)
+            dist.all_reduce(stats)
+            stats = stats.cpu() / world
+        losses.append(float(stats[0]))
+        if rank == 0 and (step % t.log_every == 0 or step == t.max_steps):
+            rec = {"step": step, "loss": float(stats[0]), "focal": float(stats[1]), "dice": float(stats[2]),
+                   "empty": float(stats[3]), "matched": float(stats[4]), "lr": lr_now,
+                   "grad_norm": float(grad_norm), "temperature": float(1.0 / model.scale().detach()),
+                   "seconds": round(time.time() - t0, 3)}
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            for k in ("loss", "focal", "dice", "empty", "lr", "grad_norm", "temperature"):
+                writer.add_scalar(f"train/{k}", rec[k], step)
+        if step % t.save_every == 0:
+            save()
+    save()
+    del loader   # stop persistent workers before tearing down the process group
+    if writer is not None:
+        writer.close()
+    if world > 1:
+        dist.barrier()
+    if created_group:
+        dist.destroy_process_group()
+    return {"step": step, "steps_run": step - start_step, "checkpoint": str(last), "output": str(out),
+            "losses": losses, "rank": rank, "world_size": world, "seconds": round(time.time() - t0, 3),
+            "preset": P.name, "weights_sha256": weights_digest(model)}
+
+
+def _main() -> None:
+    """``torchrun -m trajtok.train DATA OUTPUT [PRESET] [MAX_STEPS]`` (the CLI lives in cli.py)."""
+    import sys
+    args = sys.argv[1:]
+    torch.set_num_threads(int(os.environ.get("TRAJTOK_THREADS", "1")))
+    result = train_segmenter(args[0], args[1], preset=args[2] if len(args) > 2 else "tiny",
+                             max_steps=int(args[3]) if len(args) > 3 else None,
+                             resume=Path(args[1], "last.safetensors").exists())
+    print(json.dumps({k: v for k, v in result.items() if k != "losses"}))
+
+
+if __name__ == "__main__":
+    _main()
