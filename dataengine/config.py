@@ -33,7 +33,7 @@ class KeyframeConfig:
     luma_bins: int = 16
     threshold: float = 0.30       # histogram distance that starts a new clip
     cut_threshold: float = 0.60   # distance of a hard scene cut: tracks never cross it
-    max_gap: int = 8              # force a keyframe after this many frames
+    max_gap: int = 4              # force a keyframe after this many frames (tracks drift; segmenting is cheap)
 
 
 @dataclass
@@ -46,6 +46,15 @@ class SegmenterConfig:
     superpixels: int = 400
     compactness: float = 10.0
     merge_threshold: float = 14.0  # mean-colour distance (Lab) below which regions merge
+    # model segmenters (directsam, sam)
+    resolution: int = 1024        # model input side: DirectSAM square input, SAM 2 image_size
+    batch: int = 4                # keyframes per forward pass (DirectSAM)
+    boundary_threshold: float = 0.5   # DirectSAM: boundary probability that separates regions
+    sam_type: str = "auto"        # sam: auto (read from the checkpoint) | vit_b | vit_l | vit_h | sam2
+    sam2_config: str = "configs/sam2.1/sam2.1_hiera_l.yaml"  # sam with sam_type sam2
+    points_per_side: int = 32     # sam: point grid of the automatic mask generator
+    pred_iou_thresh: float = 0.88     # sam: masks with a lower predicted IoU are discarded
+    stability_thresh: float = 0.95    # sam: masks with a lower stability score are discarded
 
 
 @dataclass
@@ -54,7 +63,11 @@ class TrackerConfig:
     checkpoint: str | None = None
     consistency: float = 1.5      # forward-backward flow error (px) that marks occlusion
     min_area: float = 0.0005      # tracked masks smaller than this share are dropped
-    fill_colour_distance: float = 12.0  # Lab distance for filling a hole from the nearest track (0: off)
+    fill_colour_distance: float = 20.0  # Lab distance for filling a hole from the nearest track (0: off)
+    # sam2: a config name inside the sam2 package and its checkpoint ({"model": state_dict})
+    sam2_config: str = "configs/sam2.1/sam2.1_hiera_l.yaml"
+    image_size: int = 1024        # SAM 2 input side (a multiple of 32)
+    object_batch: int = 64        # objects tracked together in one batched forward pass
 
 
 @dataclass

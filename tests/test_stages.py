@@ -31,7 +31,7 @@ def test_keyframes_find_cut_and_gap():
 
 def test_keyframes_static_video_has_one_keyframe():
     frames = np.stack([render_scene(0, seed=t)[0] for t in range(6)])
-    assert detect_keyframes(frames, KeyframeConfig())[0] == [0]
+    assert detect_keyframes(frames, KeyframeConfig(max_gap=100))[0] == [0]
 
 
 def test_classical_segmenter_partitions_and_finds_objects():
