@@ -35,8 +35,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# Every benchmark in bench/, summarised as ratios in bench/REPORT.md (~15 min on 2 cores).
 bench: $(STAMP)
-	$(PY) bench/annotate.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -69,6 +69,15 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
              segmenter: Optional[str] = typer.Option(None, help="classical (default) | directsam | sam | trajtok"),
              tracker: Optional[str] = typer.Option(None, help="flow (default) | sam2"),
              checkpoint: Optional[str] = typer.Option(None, help="Segmenter checkpoint (directory or file)."),
+             resolution: Optional[int] = typer.Option(None, help="Segmenter model input side (DirectSAM, SAM 2) "
+                                                                 "[default: 1024]."),
+             sam_type: Optional[str] = typer.Option(None, help="sam segmenter: auto (from the checkpoint) | "
+                                                               "vit_b | vit_l | vit_h | sam2."),
+             sam2_config: Optional[str] = typer.Option(None, help="SAM 2 config in the sam2 package, e.g. "
+                                                                  "configs/sam2.1/sam2.1_hiera_l.yaml (the default)."),
+             sam2_checkpoint: Optional[str] = typer.Option(None, help="SAM 2 tracker checkpoint ({'model': state_dict})."),
+             sam2_image_size: Optional[int] = typer.Option(None, help="SAM 2 tracker input side, a multiple of 32 "
+                                                                      "[default: 1024]."),
              frames: Optional[int] = typer.Option(None, help="Frames sampled uniformly per video [default: 16]."),
              max_side: Optional[int] = typer.Option(None, help="Working resolution: longest side in pixels [default: 384]."),
              samples_per_shard: Optional[int] = typer.Option(None, help="Input samples per output shard [default: 64]."),
@@ -85,7 +94,10 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
     cfg = build_annotate_config(
         preset, config, source=vars(load_source(source, input)), limit=limit,
         decode={"frames": frames, "max_side": max_side},
-        segmenter={"name": segmenter, "checkpoint": checkpoint}, tracker={"name": tracker},
+        segmenter={"name": segmenter, "checkpoint": checkpoint, "resolution": resolution, "sam_type": sam_type,
+                   "sam2_config": sam2_config},
+        tracker={"name": tracker, "checkpoint": sam2_checkpoint, "sam2_config": sam2_config,
+                 "image_size": sam2_image_size},
         output={"samples_per_shard": samples_per_shard})
     res = Resources(cpus=cpus, gpus=gpus, gpu_fraction=gpu_fraction, address=address)
     with progress() as bar:
@@ -94,6 +106,42 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
                      on_progress=lambda n, total: bar.update(task, completed=n, total=total))
     by = ", ".join(f"{v} {k}" for k, v in sorted(totals["by_status"].items()))
     console.print(f"annotated {totals['samples']} samples ({by}) -> {output}")
+
+
+@trajdata.command()
+@friendly
+def models(checkpoint: Optional[str] = typer.Option(None, help="Segmenter checkpoint to check (directory, file "
+                                                                "or cached Hugging Face id)."),
+           sam2_checkpoint: Optional[str] = typer.Option(None, help="SAM 2 tracker checkpoint to check."),
+           sam2_config: str = typer.Option("configs/sam2.1/sam2.1_hiera_l.yaml", help="SAM 2 config whose "
+                                                                                      "official weights to look for."),
+           sam_type: str = typer.Option("auto", help="sam segmenter type whose weights to look for."),
+           json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List the backends, whether they can run here, the checkpoints they would load, and devices."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from dataengine.models import CHECKPOINT_ENV, describe
+
+    info = describe(checkpoint, sam2_checkpoint, sam_type=sam_type, sam2_config=sam2_config)
+    if json_out:
+        print(json.dumps(info, indent=2))
+        return info
+    table = Table("backend", "role", "ready", "packages", "checkpoint")
+    for row in info["backends"]:
+        pkgs = ", ".join(f"{k} {v['detail']}" if v["ok"] else f"[red]{k} missing[/red]" for k, v in row["packages"].items())
+        ck = row["checkpoint"]
+        where = (f"[red]{escape(ck['error'])}[/red]" if "error" in ck else
+                 ck["where"] if ck["path"] is None else escape(f"{ck['path']} ({ck['where']})"))
+        table.add_row(row["name"], row["role"], "yes" if row["ready"] else "[red]no[/red]", pkgs, where)
+    out = Console()
+    out.print(table)
+    dev = info["devices"]
+    gpus = ", ".join(dev.get("gpus", [])) or "none"
+    out.print(f"torch {dev.get('torch')}; CUDA GPUs: {gpus}; CPU threads: {dev.get('cpu_threads')}")
+    dirs = ", ".join(info["search"][CHECKPOINT_ENV]) or "(unset)"
+    out.print(f"checkpoint search: ${CHECKPOINT_ENV} = {dirs}; Hugging Face cache = {info['search']['hf_cache']}")
+    return info
 
 
 @trajdata.command("filter")
@@ -137,7 +185,7 @@ def stats(directory: Path = typer.Argument(..., help="An annotate or filter outp
 @friendly
 def show(directory: Path = typer.Argument(..., help="A shard + manifest directory (or one shard .tar)."),
          key: str = typer.Argument(..., help="Sample key, e.g. video_001 (the manifest's `key` column)."),
-         out: Optional[Path] = typer.Option(None, help="Output .png (frame grid), .gif or .mp4 [default: KEY.png]."),
+         out: Optional[Path] = typer.Option(None, help="Output .png (frame grid), .gif or .mp4; KEY.png when omitted."),
          gt: Optional[Path] = typer.Option(None, help="Ground-truth shards (e.g. synth OUT/gt): drawn beside."),
          fps: float = typer.Option(4.0, help="Frames per second of a .gif / .mp4."),
          max_frames: int = typer.Option(16, help="Most frames in a .png grid; keyframes and cuts always kept (0 = all)."),
@@ -149,8 +197,9 @@ def show(directory: Path = typer.Argument(..., help="A shard + manifest director
     out = out or Path(f"{key}.png")
     with console.status(f"rendering {key}"):
         info = render(directory, key, out, gt=gt, fps=fps, max_frames=max_frames, columns=columns, scale=scale)
-    console.print(f"wrote {out} ({info['width']}x{info['height']} px, {info['frames']} frame(s); "
-                  f"{info['trajectories']} trajectories over {info['labelled_frames']} labelled frames)")
+    anim = f", {info['frames']} frames at {fps:g} fps" if out.suffix.lower() in (".gif", ".mp4") else ""
+    console.print(f"wrote {out} ({info['width']}x{info['height']} px{anim}): {info['trajectories']} "
+                  f"trajectories over {info['labelled_frames']} labelled frames")
 
 
 @trajdata.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 import traceback
 from typing import Any, Iterable, Iterator
@@ -21,7 +22,7 @@ from .config import AnnotateConfig, to_dict
 from .decode import DecodeError, decode_media
 from .keyframes import detect_keyframes
 from .labeller import Labeller
-from .sources import MediaError, SampleRef, read_media
+from .sources import MediaError, SampleRef, media_path, read_media
 
 Row = dict[str, Any]
 
@@ -59,10 +60,13 @@ def read_and_decode(row: Row, cfg: AnnotateConfig) -> Row:
         return row
     try:
         t0 = time.perf_counter()
-        data = read_media(SampleRef(**{f.name: row[f.name] for f in dataclasses.fields(SampleRef)}),
-                          cfg.decode.max_media_bytes)
+        ref = SampleRef(**{f.name: row[f.name] for f in dataclasses.fields(SampleRef)})
+        if ref.media_type == "video" and ref.offset < 0 and os.path.isabs(ref.uri):
+            src: bytes | str = media_path(ref, cfg.decode.max_media_bytes)   # streamed, never loaded whole
+        else:
+            src = read_media(ref, cfg.decode.max_media_bytes)
         t1 = time.perf_counter()
-        media = decode_media(data, row["media_type"], cfg.decode)
+        media = decode_media(src, row["media_type"], cfg.decode)
         keyframes, cuts = detect_keyframes(media.frames, cfg.keyframes)
         t2 = time.perf_counter()
     except (MediaError, DecodeError) as e:
@@ -91,7 +95,8 @@ def label_row(row: Row, labeller: Labeller) -> Row:
     except Exception as e:
         return _fail(row, f"labelling failed: {type(e).__name__}: {e} "
                           f"[{traceback.extract_tb(e.__traceback__)[-1].name}]")
-    info.update(merges=result.merges, backends=labeller.backends)
+    # A video segmenter decides its own clip starts, so keyframes come from the labeller.
+    info.update(keyframes=result.keyframes, merges=result.merges, backends=labeller.backends)
     row["info"] = json.dumps(info)
     row["labels"], row["labels_spec"] = pack(result.labels.astype(np.uint16 if result.labels.max() < 65535 else np.int32))
     row["frames"] = b""

@@ -1,22 +1,38 @@
-"""Decode media bytes into a few frames at working resolution.
+"""Decode media into a few frames at working resolution.
 
-Videos: decord from bytes (fast seeking), PyAV as the fallback; frames are
-sampled uniformly and only the sampled ones are kept, so memory is bounded by
-the number of sampled frames at working resolution, never by video length.
-Images: Pillow, with the pixel count checked *before* the pixels are decoded
-(decompression-bomb guard).
+Videos: decord (fast seeking), PyAV as the fallback; frames are sampled
+uniformly and only the sampled ones are kept, so memory is bounded by the
+number of sampled frames at working resolution, never by video length. A
+plain file is decoded from its path (streamed from disk), a tar member from
+its bytes. PyAV probes every video first, with libavformat restricted to the
+container formats we accept (a playlist named ``.mp4`` would otherwise make
+FFmpeg open the URLs inside it) and libavcodec refusing frames above the pixel
+limit; the frame size is checked before any frame is decoded.
+Images: Pillow, restricted to the still-image formats we accept (no plugins
+that run external programs), with the pixel count checked *before* the pixels
+are decoded (decompression-bomb guard).
 """
 from __future__ import annotations
 
 import io
+import os
+import re
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+# Registers exactly the formats of IMAGE_FORMATS (Image.open(formats=...) needs them loaded).
+from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
 from .config import DecodeConfig
 
+
+# FFmpeg demuxers a video may be read with: MP4/MOV, Matroska/WebM, AVI, MPEG-TS. Never
+# playlists (hls, dash, concat) or anything else that opens further files or URLs.
+VIDEO_DEMUXERS = "mov,matroska,avi,mpegts"
+# Pillow formats an image may be read with (JPEG includes phone cameras' multi-picture MPO).
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 
 class DecodeError(Exception):
     """The media cannot be decoded; the message is the manifest reason."""
@@ -64,8 +80,12 @@ def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def decode_image(data: bytes, cfg: DecodeConfig) -> DecodedMedia:
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         width, height = img.size
+    except Image.DecompressionBombError as e:   # Pillow refuses > 2x its own limit at open
+        raise DecodeError(f"image too large (decompression-bomb guard): {e}") from None
+    except UnidentifiedImageError:
+        raise DecodeError("not a decodable image (unrecognised image format)") from None
     except Exception as e:  # Pillow raises many types for bad bytes
         raise DecodeError(f"not a decodable image ({type(e).__name__}: {e})") from None
     _check_size(width, height, cfg, "image")
@@ -95,30 +115,74 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def decode_video(data: bytes, n_samples: int, cfg: DecodeConfig) -> DecodedMedia:
-    if not data:
+def _nbytes(src: bytes | str) -> int:
+    return os.path.getsize(src) if isinstance(src, str) else len(src)
+
+
+def decode_video(src: bytes | str, n_samples: int, cfg: DecodeConfig) -> DecodedMedia:
+    """``src``: the media bytes, or the path of a plain file (decoded without loading it)."""
+    if _nbytes(src) == 0:
         raise DecodeError("empty file")
+    size = _probe_size(src, cfg)
+    if size is not None:   # refuse a huge frame size before any frame is decoded
+        _check_size(*size, cfg, "video")
     try:
-        return _decode_decord(data, n_samples, cfg)
+        return _decode_decord(src, n_samples, cfg)
     except DecodeError:
         raise
     except Exception as first:
         try:
-            return _decode_pyav(data, n_samples, cfg)
+            return _decode_pyav(src, n_samples, cfg)
         except DecodeError:
             raise
         except Exception as e:
             raise DecodeError(f"not a decodable video (decord: {_short(first)}; pyav: {_short(e)})") from None
 
 
+def _av_open(src: bytes | str, cfg: DecodeConfig):
+    import av
+
+    # libavcodec refuses frames above max_pixels, so probing a stream's parameters never
+    # decodes a gigapixel frame (decompression-bomb guard for video); libavformat only
+    # uses the whitelisted demuxers and, for a path, only the file protocol.
+    options = {"max_pixels": str(cfg.max_source_pixels), "format_whitelist": VIDEO_DEMUXERS}
+    if isinstance(src, str):
+        return av.open(src, options={**options, "protocol_whitelist": "file"})
+    return av.open(io.BytesIO(src), options=options)
+
+
+def _probe_size(src: bytes | str, cfg: DecodeConfig) -> tuple[int, int] | None:
+    """``(width, height)`` of the first video stream from its headers; None when unknown.
+
+    Media that PyAV cannot open with the whitelisted demuxers is refused here, so
+    decord (which takes no such options) only ever sees an accepted container.
+    """
+    try:
+        with _av_open(src, cfg) as container:
+            if not container.streams.video:
+                raise DecodeError("file has no video stream")
+            cc = container.streams.video[0].codec_context
+            return (cc.width, cc.height) if cc.width > 0 and cc.height > 0 else None
+    except DecodeError:
+        raise
+    except Exception as e:
+        raise DecodeError(f"not a decodable video ({_short(e)})") from None
+
+
+# decord prefixes messages with a clock time and its source location: noise in a manifest reason.
+_DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: (Error: )?")
+
+
 def _short(e: Exception) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+    text = _DECORD_PREFIX.sub("", str(e).splitlines()[0] if str(e) else "")
+    return f"{type(e).__name__}: {text[:160]}"
 
 
-def _decode_decord(data: bytes, n_samples: int, cfg: DecodeConfig) -> DecodedMedia:
+def _decode_decord(src: bytes | str, n_samples: int, cfg: DecodeConfig) -> DecodedMedia:
     import decord
 
-    vr = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
+    # decord copies a file object whole into memory; from a path it reads as it seeks.
+    vr = decord.VideoReader(src if isinstance(src, str) else io.BytesIO(src), ctx=decord.cpu(0), num_threads=1)
     n = len(vr)
     if n == 0:
         raise DecodeError("video has no frames")
@@ -134,10 +198,8 @@ def _decode_decord(data: bytes, n_samples: int, cfg: DecodeConfig) -> DecodedMed
     return DecodedMedia(frames, idx, timestamps, width, height, fps, n, "video")
 
 
-def _decode_pyav(data: bytes, n_samples: int, cfg: DecodeConfig) -> DecodedMedia:
-    import av
-
-    with av.open(io.BytesIO(data)) as container:
+def _decode_pyav(src: bytes | str, n_samples: int, cfg: DecodeConfig) -> DecodedMedia:
+    with _av_open(src, cfg) as container:
         if not container.streams.video:
             raise DecodeError("file has no video stream")
         stream = container.streams.video[0]
@@ -151,7 +213,7 @@ def _decode_pyav(data: bytes, n_samples: int, cfg: DecodeConfig) -> DecodedMedia
     wanted = set(sample_indices(n, n_samples))
     size = working_size(width, height, cfg.max_side)
     frames, idx = [], []
-    with av.open(io.BytesIO(data)) as container:
+    with _av_open(src, cfg) as container:
         for i, frame in enumerate(container.decode(video=0)):
             if i in wanted:
                 frames.append(_resize(frame.to_ndarray(format="rgb24"), size))
@@ -164,11 +226,15 @@ def _decode_pyav(data: bytes, n_samples: int, cfg: DecodeConfig) -> DecodedMedia
     return DecodedMedia(np.stack(frames), idx, timestamps, width, height, fps, n, "video")
 
 
-def decode_media(data: bytes, media_type: str, cfg: DecodeConfig) -> DecodedMedia:
-    if len(data) == 0:
+def decode_media(src: bytes | str, media_type: str, cfg: DecodeConfig) -> DecodedMedia:
+    """Decode ``src``: media bytes, or the path of a plain file (videos stream from it)."""
+    if _nbytes(src) == 0:
         raise DecodeError("empty file")
     if media_type == "image":
-        return decode_image(data, cfg)
+        if isinstance(src, str):
+            with open(src, "rb") as f:
+                src = f.read()
+        return decode_image(src, cfg)
     if media_type == "video":
-        return decode_video(data, cfg.frames, cfg)
+        return decode_video(src, cfg.frames, cfg)
     raise DecodeError(f"unsupported media type {media_type!r}")

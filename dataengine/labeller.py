@@ -34,13 +34,18 @@ class Labeller:
     def __init__(self, cfg: AnnotateConfig, device: str = "cpu"):
         self.cfg = cfg
         self.segmenter = build_segmenter(cfg.segmenter, device)
-        self.tracker = build_tracker(cfg.tracker, device)
+        # A video segmenter (trained TrajTok) tracks by itself: no separate tracker.
+        self.joint = bool(getattr(self.segmenter, "segments_video", False))
+        self.tracker = None if self.joint else build_tracker(cfg.tracker, device)
 
     @property
     def backends(self) -> dict[str, str]:
-        return {"segmenter": self.segmenter.name, "tracker": self.tracker.name}
+        return {"segmenter": self.segmenter.name,
+                "tracker": self.segmenter.name if self.joint else self.tracker.name}
 
     def label(self, frames: np.ndarray, keyframes: list[int], cuts: list[int]) -> ClipLabels:
+        if self.joint:
+            return self.label_jointly(frames, cuts)
         T = len(frames)
         t0 = time.perf_counter()
         # All keyframes in one call: model backends batch them on the GPU.
@@ -67,3 +72,30 @@ class Labeller:
             labels[k + 1:end] = tracked[1:end - k]
             propagated = tracked[end - k] if stop > end else None
         return ClipLabels(labels, list(keyframes), list(cuts), merges, t_segment, t_track)
+
+    def label_jointly(self, frames: np.ndarray, cuts: list[int]) -> ClipLabels:
+        """Video segmenter: one pass per clip; clips of a shot linked by IoU, never across a cut."""
+        T = len(frames)
+        t0 = time.perf_counter()
+        raw = self.segmenter.segment_video(frames)
+        t_segment = time.perf_counter() - t0
+        step = self.segmenter.clip_frames
+        shots = [0] + [c for c in cuts if 0 < c < T] + [T]
+        starts = sorted({s for a, b in zip(shots, shots[1:]) for s in range(a, b, step)})
+        labels = np.zeros_like(raw)
+        merges: list[dict] = []
+        next_id = 1
+        for s, end in zip(starts, starts[1:] + [T]):
+            carried = None if (s == 0 or s in cuts) else labels[s - 1]
+            result, next_id = merge_keyframe(carried, raw[s], next_id, self.cfg.merge.iou_threshold)
+            # The clip's own ids -> trajectory ids, read off the merged first frame.
+            lut = np.zeros(int(raw[s:end].max()) + 1, dtype=np.int32)
+            lut[raw[s].ravel()] = result.labels.ravel()
+            unseen = [int(i) for i in np.unique(raw[s:end]) if i and not lut[i]]
+            for i in unseen:  # objects that appear later in the clip
+                lut[i], next_id = next_id, next_id + 1
+            labels[s:end] = lut[raw[s:end]]
+            if carried is not None:
+                merges.append({"position": s, "matched": [[i, iou] for i, iou in result.matched],
+                               "new": result.new_ids, "ended": result.ended_ids})
+        return ClipLabels(labels, starts, list(cuts), merges, t_segment, 0.0)

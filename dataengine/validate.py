@@ -40,7 +40,7 @@ def check_traj(traj: dict, where: str) -> list[str]:
         masks = trajformat.decode_masks(rles, H, W)
         if masks.size and masks.sum(axis=0).max() > 1:
             p.append(f"{where}: masks of frame {t} overlap")
-        areas[:, t] = masks.reshape(len(ids), -1).sum(axis=1)
+        areas[:, t] = masks.reshape(len(ids), H * W).sum(axis=1)  # -1 fails with no ids
     by_id = {tr["id"]: tr for tr in traj["trajectories"]}
     for j, i in enumerate(ids):
         if i in by_id and list(by_id[i].get("area", [])) != areas[j].tolist():

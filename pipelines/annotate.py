@@ -44,8 +44,9 @@ def _ray_stream(rows: list[dict[str, Any]], cfg: AnnotateConfig, res: Resources)
 
     device = "cuda" if res.gpus > 0 else "cpu"
     if res.gpus > 0:
-        actors = max(1, int(res.gpus / res.gpu_fraction))
-        label_args = {"num_gpus": res.gpu_fraction, "num_cpus": 1}
+        fraction = min(res.gpu_fraction, res.gpus)  # --gpus 0.5 with the default fraction: one half-GPU actor
+        actors = max(1, int(res.gpus / fraction))
+        label_args = {"num_gpus": fraction, "num_cpus": 1}
     else:
         actors = res.label_actors or max(1, (res.cpus or 2) // 2)
         label_args = {"num_cpus": 1}
@@ -66,6 +67,11 @@ def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = Non
     res = resources or Resources()
     # Fail before any work is scheduled when a backend cannot be built (e.g. missing checkpoint).
     labeller = Labeller(cfg)
+    if use_ray and res.gpus > 0 and not res.address:
+        import torch  # a local Ray would otherwise start GPU actors that cannot build their models
+
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"--gpus {res.gpus:g} given but torch sees no CUDA device on this machine")
     writer = DatasetWriter(output, cfg, resume=resume, meta_fn=lambda row: sample_meta(row, cfg))
     refs = writer.plan(list_samples(cfg.source, limit=cfg.limit))
     done = 0

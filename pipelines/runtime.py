@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 
@@ -19,7 +20,8 @@ def init_ray(address: str | None = None, cpus: int | None = None, gpus: float | 
         else:
             # A local Ray: capped object store (by default it takes 30 % of RAM), no dashboard,
             # bound to loopback.
-            ray.init(num_cpus=cpus or os.cpu_count(), num_gpus=int(gpus or 0),
+            # Whole GPUs: --gpus 0.5 still needs one device for its half-GPU actors to land on.
+            ray.init(num_cpus=cpus or os.cpu_count(), num_gpus=math.ceil(gpus or 0),
                      object_store_memory=object_store_mb * 2**20, include_dashboard=False,
                      log_to_driver=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
     ctx = ray.data.DataContext.get_current()

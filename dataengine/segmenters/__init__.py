@@ -27,6 +27,15 @@ def build_segmenter(cfg: SegmenterConfig, device: str = "cpu") -> Segmenter:
     if cfg.name == "classical":
         from .classical import ClassicalSegmenter
         return ClassicalSegmenter(cfg)
+    if cfg.name == "directsam":
+        from .directsam import DirectSamSegmenter
+        return DirectSamSegmenter(cfg, device)
+    if cfg.name == "sam":
+        from .sam import SamSegmenter
+        return SamSegmenter(cfg, device)
+    if cfg.name == "trajtok":
+        from .learned import TrajTokSegmenter
+        return TrajTokSegmenter(cfg, device)
     if cfg.name in SEGMENTERS:
         raise NotImplementedError(f"segmenter {cfg.name!r} is not available in this build yet")
     raise ValueError(f"unknown segmenter {cfg.name!r} (choose from {', '.join(SEGMENTERS)})")

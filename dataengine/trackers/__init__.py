@@ -26,6 +26,9 @@ def build_tracker(cfg: TrackerConfig, device: str = "cpu") -> Tracker:
     if cfg.name == "flow":
         from .flow import FlowTracker
         return FlowTracker(cfg)
+    if cfg.name == "sam2":
+        from .sam2 import Sam2Tracker
+        return Sam2Tracker(cfg, device)
     if cfg.name in TRACKERS:
         raise NotImplementedError(f"tracker {cfg.name!r} is not available in this build yet")
     raise ValueError(f"unknown tracker {cfg.name!r} (choose from {', '.join(TRACKERS)})")

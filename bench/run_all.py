@@ -1,0 +1,213 @@
+"""Run every benchmark in ``bench/`` and write ``bench/REPORT.md``.
+
+Each benchmark runs in its own process and hands back JSON; a benchmark that
+fails (or whose code is not there yet) becomes a row marked as such instead of
+stopping the others. Every figure in the summary table is measured within one
+run, as a ratio of two numbers taken on the same machine minutes apart; the
+load average before and after each benchmark is recorded beside it, because a
+busy machine skews every throughput.
+
+Usage: python bench/run_all.py [--out bench/REPORT.md] [--only NAME ...] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+THROUGHPUT_CHILD = r"""
+import json, sys, tempfile
+from pathlib import Path
+sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/bench")
+import annotate as bench_annotate          # bench/annotate.py
+from dataengine.synth import make_corpus
+with tempfile.TemporaryDirectory() as tmp:
+    make_corpus(Path(tmp) / "corpus", videos=int(sys.argv[3]), images=0, seed=0)
+    result = bench_annotate.throughput(Path(tmp) / "corpus" / "media", int(sys.argv[4]))
+Path(sys.argv[2]).write_text(json.dumps(result))
+print(f"corpus: {result['samples']} videos, {result['frames']} sampled frames, {result['errors']} errors")
+print(f"decode-only {result['decode_fps']:8.1f} frames/s (read + decode + keyframes)")
+print(f"annotate    {result['annotate_fps']:8.1f} frames/s   ratio annotate/decode = {result['ratio_annotate_vs_decode']:.3f}")
+"""
+
+# name -> (command after the interpreter, quick variant)
+def commands(json_path: Path, quick: bool) -> dict[str, list[str]]:
+    j = str(json_path)
+    return {
+        "throughput": ["-c", THROUGHPUT_CHILD, str(ROOT), j, "3" if quick else "6", "16"],
+        "scaling": [str(BENCH / "scaling.py"), "--json", j] + (["--videos", "4", "--images", "2"] if quick else []),
+        "loader": [str(BENCH / "loader.py"), "--json", j] + (["--presets", "tiny"] if quick else []),
+        "storage": [str(BENCH / "storage.py"), "--json", j],
+        "backends": [str(BENCH / "backends.py"), "--json", j],
+        "memory": [str(BENCH / "memory.py"), "--json", j] + (["--frames", "16"] if quick else []),
+    }
+
+
+SCRIPTS = {"throughput": "annotate.py", "scaling": "scaling.py", "loader": "loader.py", "storage": "storage.py",
+           "backends": "backends.py", "memory": "memory.py"}
+
+
+def run_one(name: str, quick: bool, work: Path) -> dict:
+    out = work / f"{name}.json"
+    script = BENCH / SCRIPTS[name]
+    rec: dict = {"name": name, "load_before": os.getloadavg()[0]}
+    if not script.is_file():
+        rec.update(status="missing", error=f"bench/{SCRIPTS[name]} does not exist yet")
+        return rec
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, *commands(out, quick)[name]], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    rec.update(seconds=round(time.time() - t0, 1), load_after=os.getloadavg()[0],
+               stdout=proc.stdout.strip())
+    if proc.returncode != 0 or not out.is_file():
+        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-3:]
+        missing_pkg = "ModuleNotFoundError" in proc.stderr or "ImportError" in proc.stderr
+        rec.update(status="not yet measured" if missing_pkg and name == "loader" else "failed",
+                   error=" | ".join(tail)[-400:] or f"exit code {proc.returncode}")
+        return rec
+    rec.update(status="ok", result=json.loads(out.read_text()))
+    return rec
+
+
+# ------------------------------------------------------------------ report
+def _f(x: float, digits: int = 2) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def summary_rows(recs: dict[str, dict]) -> list[tuple[str, str, str, str]]:
+    """(measure, numerator, denominator, ratio) for the summary table."""
+    rows = []
+
+    def failed(name: str, what: str) -> None:
+        r = recs.get(name)
+        if r is not None and r["status"] != "ok":
+            rows.append((what, f"**{r['status']}**", r.get("error", "")[:120], "—"))
+
+    r = recs.get("throughput")
+    if r and r["status"] == "ok":
+        x = r["result"]
+        rows.append(("annotate vs decode-only (frames/s, 1 core, in-process)",
+                     f"annotate {_f(x['annotate_fps'], 1)}", f"decode-only {_f(x['decode_fps'], 1)}",
+                     _f(x["ratio_annotate_vs_decode"], 3)))
+    failed("throughput", "annotate vs decode-only")
+    r = recs.get("scaling")
+    if r and r["status"] == "ok":
+        s = {row["setting"]: row for row in r["result"]["settings"]}
+        one = r["result"]["settings"][0]
+        for row in r["result"]["settings"][1:]:
+            rows.append((f"Ray {row['setting']} vs 1 CPU (samples/s)", f"{_f(row['samples_per_s'], 3)}",
+                         f"{_f(one['samples_per_s'], 3)}", _f(row["ratio_vs_1cpu"], 2)))
+        del s
+    failed("scaling", "Ray 2 CPUs vs 1")
+    r = recs.get("loader")
+    if r and r["status"] == "ok":
+        for p in r["result"]["presets"]:
+            rows.append((f"training loader vs train-segmenter step, preset {p['preset']} "
+                         f"(samples/s, batch {p['batch_size']})",
+                         f"loader {_f(p['loader_samples_per_s'], 2)}", f"step {_f(p['train_samples_per_s'], 3)}",
+                         _f(p["ratio_loader_vs_train"], 2)))
+    failed("loader", "training loader vs train-segmenter step")
+    r = recs.get("storage")
+    if r and r["status"] == "ok":
+        for d in r["result"]["datasets"]:
+            label = "ground truth" if d["dataset"].rstrip("/").endswith("gt") else "engine output"
+            rows.append((f"traj.json vs PNG id maps (bytes / annotated frame, {label})",
+                         f"traj.json {_f(d['traj_json_bytes_per_frame'], 0)}",
+                         f"PNG {_f(d['png_bytes_per_frame'], 0)}", _f(d["ratio_traj_vs_png"], 3)))
+    failed("storage", "shard bytes vs PNG id maps")
+    r = recs.get("backends")
+    if r and r["status"] == "ok":
+        res = r["result"]
+        base = res.get("classical+flow", {}).get("seconds_clip")
+        for name, v in res.items():
+            if isinstance(v, dict) and ("seconds_clip" in v or "seconds_clip_estimate" in v):
+                sec = v.get("seconds_clip", v.get("seconds_clip_estimate"))
+                est = " (estimate)" if "seconds_clip" not in v else ""
+                rows.append((f"labelling backend {name}: seconds per {res['clip']['frames']}-frame clip{est}",
+                             f"{_f(sec, 2)} s", f"classical+flow {_f(base, 2)} s" if base else "—",
+                             _f(sec / base, 2) if base else "—"))
+    failed("backends", "labelling backends, seconds per clip")
+    r = recs.get("memory")
+    if r and r["status"] == "ok":
+        for c in r["result"]["cases"]:
+            rows.append((f"peak RSS, {c['video']} video 480 vs 48 frames, --frames {c['frames']} "
+                         f"(target <= {r['result']['target']})",
+                         f"{_f(c['long_peak_mb'], 0)} MB", f"{_f(c['short_peak_mb'], 0)} MB", _f(c["ratio"], 3)))
+    failed("memory", "peak RSS long vs short video")
+    return rows
+
+
+def render(recs: dict[str, dict], started: str, quick: bool) -> str:
+    import numpy
+
+    versions = {"python": platform.python_version(), "numpy": numpy.__version__}
+    for mod in ("torch", "ray", "av", "decord", "cv2"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:
+            pass
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Written by `bench/run_all.py`{' --quick' if quick else ''} (started {started}). "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}. "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        "",
+        "Each ratio is numerator / denominator, both measured in the same run. Throughputs are "
+        "wall-clock on a shared machine: compare the load averages below before trusting a small difference.",
+        "",
+        "| measure | numerator | denominator | ratio |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(recs)]
+    lines += ["", "## Runs", "", "| benchmark | status | seconds | load avg before → after |", "|---|---|---|---|"]
+    for name, r in recs.items():
+        load = f"{r['load_before']:.1f} → {r.get('load_after', r['load_before']):.1f}"
+        lines.append(f"| `bench/{SCRIPTS[name]}` ({name}) | {r['status']} | {r.get('seconds', '—')} | {load} |")
+    lines += ["", "## Output of each benchmark", ""]
+    for name, r in recs.items():
+        lines += [f"### {name} (`bench/{SCRIPTS[name]}`)", ""]
+        if r.get("stdout"):
+            lines += ["```", r["stdout"], "```"]
+        if r["status"] != "ok":
+            lines += ["", f"**{r['status']}**: {r.get('error', '')}"]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=BENCH / "REPORT.md")
+    ap.add_argument("--only", nargs="+", choices=list(SCRIPTS), help="run only these benchmarks")
+    ap.add_argument("--quick", action="store_true", help="smaller corpora and fewer cases (a smoke run)")
+    args = ap.parse_args(argv)
+    started = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    recs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only or list(SCRIPTS):
+            print(f"[run_all] {name} ...", flush=True)
+            recs[name] = run_one(name, args.quick, Path(tmp))
+            r = recs[name]
+            print(f"[run_all] {name}: {r['status']}" + (f" in {r['seconds']} s" if "seconds" in r else "")
+                  + (f" ({r['error']})" if r["status"] != "ok" else ""), flush=True)
+    args.out.write_text(render(recs, started, args.quick))
+    print(f"[run_all] wrote {args.out}")
+    for a, b, c, d in summary_rows(recs):
+        print(f"  {a}: {b} / {c} = {d}")
+    return 0 if all(r["status"] == "ok" for r in recs.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""`trajdata annotate --segmenter trajtok --checkpoint PATH`: a trained segmenter as the labeller."""
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+import cli
+from dataengine import manifest
+from dataengine.config import AnnotateConfig
+from dataengine.labeller import Labeller
+from dataengine.shards import read_dataset
+from dataengine.synth import write_video
+from dataengine.validate import validate_dataset
+from trajtok.synthetic import toy_preset, write_synthetic_dataset
+from trajtok.train import train_segmenter
+
+torch.set_num_threads(1)
+
+
+def test_trajtok_backend_labels_clips_and_links_them(tmp_path):
+    write_synthetic_dataset(tmp_path / "shards", videos=2, images=1, frames=8, samples_per_shard=2, seed=3)
+    ckpt = train_segmenter(tmp_path / "shards", tmp_path / "run", preset=toy_preset(frames=4), max_steps=2)["checkpoint"]
+    media = tmp_path / "media"
+    media.mkdir()
+    write_video(media / "clip.mp4", seed=1, n_frames=24, width=96, height=64, scene_cut_at=12)
+    (media / "clip.txt").write_text("a clip")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.trajdata, ["annotate", "--input", str(media), "--output", str(out),
+                                               "--segmenter", "trajtok", "--checkpoint", ckpt,
+                                               "--frames", "10", "--no-ray"])
+    assert result.exit_code == 0, result.output
+    [row] = manifest.read_manifest(out).to_pylist()
+    assert row["status"] == "ok", row["reason"]
+    assert validate_dataset(out) == []
+    [sample] = read_dataset(out, with_media=False)
+    assert sample.meta["backends"] == {"segmenter": "trajtok", "tracker": "trajtok"}
+    # 10 frames, 4-frame clips, a cut between source frames 11 and 12 (positions 4 / 5).
+    cuts = sample.meta["scene_cuts"]
+    assert cuts and sample.traj["keyframes"][0] == 0 and set(cuts) <= set(sample.traj["keyframes"])
+    labels = sample.labels
+    before, after = set(np.unique(labels[:cuts[0]])) - {0}, set(np.unique(labels[cuts[0]:])) - {0}
+    assert not before & after
+
+
+def test_missing_trajtok_checkpoint_is_one_clear_line(tmp_path):
+    result = CliRunner().invoke(cli.trajdata, ["annotate", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
+                                               "--segmenter", "trajtok", "--checkpoint", str(tmp_path / "nope.safetensors")])
+    assert result.exit_code == 2
+    assert "trajtok checkpoint not found" in result.output and "Traceback" not in result.output
+
+
+def test_joint_linking_keeps_ids_of_overlapping_regions():
+    class Fake:
+        name, segments_video, clip_frames = "fake", True, 2
+
+        def segment_video(self, frames):  # the same two regions, renumbered in every clip
+            out = np.zeros(frames.shape[:3], np.int32)
+            for s in range(0, len(frames), 2):
+                out[s:s + 2, :, :5] = 10 + s
+                out[s:s + 2, :, 5:] = 11 + s
+            return out
+
+    lab = Labeller.__new__(Labeller)
+    lab.cfg, lab.segmenter, lab.joint, lab.tracker = AnnotateConfig(), Fake(), True, None
+    res = lab.label(np.zeros((6, 4, 10, 3), np.uint8), [0], [4])
+    assert res.keyframes == [0, 2, 4]
+    assert (res.labels[:4, :, :5] == 1).all() and (res.labels[:4, :, 5:] == 2).all()  # linked across clip 0 -> 1
+    assert set(np.unique(res.labels[4:])) == {3, 4}                                   # new ids after the cut
