@@ -7,7 +7,6 @@ state dict) and built again through the engine's own loading path.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from conftest import render_scene
 from dataengine import manifest, trajformat
 from dataengine.config import SegmenterConfig, TrackerConfig, build_annotate_config, load_source
 from dataengine.models import describe, locate
-from dataengine.regions import consecutive
 from dataengine.segmenters import build_segmenter
 from dataengine.segmenters.directsam import regions_from_boundary
 from dataengine.segmenters.sam import partition, sam_architecture
