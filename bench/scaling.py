@@ -3,11 +3,11 @@
 Each setting runs in a fresh process: start a local Ray with N CPUs, then time
 ``pipelines.annotate.annotate`` over the same synthetic corpus (actor start-up
 included, Ray start-up excluded). Settings: 1 CPU (one label actor), 2 CPUs
-with the default actor count, and 2 CPUs with 2 label actors. The ratio is
+with the default actor count (one per CPU), and 2 CPUs with one label actor. The ratio is
 samples/s of each setting over the 1-CPU run. The machine must have at least
 2 free cores for the ratio to mean anything.
 
-Usage: python bench/scaling.py [--videos 8] [--images 4] [--media DIR] [--json FILE]
+Usage: python bench/scaling.py [--videos 12] [--images 4] [--media DIR] [--json FILE]
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ print(json.dumps({"ray_start_s": t1 - t0, "annotate_s": t2 - t1, "samples": tota
                   "by_status": totals["by_status"]}))
 """
 
-SETTINGS = [("1 CPU", 1, 0), ("2 CPUs (default actors)", 2, 0), ("2 CPUs, 2 label actors", 2, 2)]
+SETTINGS = [("1 CPU", 1, 0), ("2 CPUs (default: 2 actors)", 2, 0), ("2 CPUs, 1 label actor", 2, 1)]
 
 
 def run_setting(media: Path, work: Path, cpus: int, actors: int) -> dict:
@@ -54,7 +54,7 @@ def run_setting(media: Path, work: Path, cpus: int, actors: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--videos", type=int, default=8)
+    ap.add_argument("--videos", type=int, default=12)
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--media", type=Path, help="annotate this folder instead of a fresh synthetic corpus")
     ap.add_argument("--json", type=Path)

@@ -3,7 +3,11 @@
 The driver lists the source lazily, feeds Ray Data one wave of samples at a
 time (bounded driver memory for any dataset size), and writes shards as their
 chunks complete. The label stage is an actor pool: one model set per actor,
-``--gpus`` GPUs split into ``gpus / gpu_fraction`` actors.
+``--gpus`` GPUs split into ``gpus / gpu_fraction`` actors, decode and encode
+running as CPU tasks beside them. Without GPUs each actor runs the whole
+sample (decode -> label -> encode), one actor per CPU: as separate stages Ray
+Data fuses decode into the actor anyway, and encode tasks would wait for a CPU
+the actors hold, so two CPUs labelled no faster than one.
 """
 from __future__ import annotations
 
@@ -30,34 +34,42 @@ class Resources:
 
 
 class LabelActor:
-    """One segmenter + tracker per actor, built once and reused for every sample."""
+    """One segmenter + tracker per actor, built once and reused for every sample.
 
-    def __init__(self, cfg: AnnotateConfig, device: str):
+    ``whole_sample``: also decode before and encode after labelling (CPU-only runs).
+    """
+
+    def __init__(self, cfg: AnnotateConfig, device: str, whole_sample: bool = False):
+        self.cfg = cfg
+        self.whole_sample = whole_sample
         self.labeller = Labeller(cfg, device)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        return label_row(row, self.labeller)
+        if not self.whole_sample:
+            return label_row(row, self.labeller)
+        return encode_row(label_row(read_and_decode(row, self.cfg), self.labeller), self.cfg)
 
 
 def _ray_stream(rows: list[dict[str, Any]], cfg: AnnotateConfig, res: Resources):
     import ray.data
 
-    device = "cuda" if res.gpus > 0 else "cpu"
-    if res.gpus > 0:
-        fraction = min(res.gpu_fraction, res.gpus)  # --gpus 0.5 with the default fraction: one half-GPU actor
-        actors = max(1, int(res.gpus / fraction))
-        label_args = {"num_gpus": fraction, "num_cpus": 1}
-    else:
-        actors = res.label_actors or max(1, (res.cpus or 2) // 2)
-        label_args = {"num_cpus": 1}
     # One row per block: a slow or failed sample never holds up a whole block. A worker
     # that dies is retried by Ray Data's defaults (tasks and actors retry without limit);
     # a sample that fails by itself comes back as an error row.
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    ds = ds.map(read_and_decode, fn_kwargs={"cfg": cfg}, num_cpus=1)
-    ds = ds.map(LabelActor, fn_constructor_kwargs={"cfg": cfg, "device": device},
-                compute=ray.data.ActorPoolStrategy(size=actors), **label_args)
-    ds = ds.map(encode_row, fn_kwargs={"cfg": cfg}, num_cpus=1)
+    if res.gpus > 0:
+        fraction = min(res.gpu_fraction, res.gpus)  # --gpus 0.5 with the default fraction: one half-GPU actor
+        actors = max(1, int(res.gpus / fraction))
+        ds = ds.map(read_and_decode, fn_kwargs={"cfg": cfg}, num_cpus=1)
+        ds = ds.map(LabelActor, fn_constructor_kwargs={"cfg": cfg, "device": "cuda"},
+                    compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=fraction, num_cpus=1)
+        ds = ds.map(encode_row, fn_kwargs={"cfg": cfg}, num_cpus=1)
+    else:
+        # --cpus of a local Ray, else every CPU of the (possibly joined) cluster.
+        cpus = res.cpus or int(ray.cluster_resources().get("CPU", 1))
+        actors = res.label_actors or max(1, cpus)
+        ds = ds.map(LabelActor, fn_constructor_kwargs={"cfg": cfg, "device": "cpu", "whole_sample": True},
+                    compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
     yield from ds.iter_rows()
 
 
