@@ -64,6 +64,8 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
              output: Path = typer.Option(..., help="Output directory for shards and manifest."),
              gpus: float = typer.Option(0, help="GPUs for the labelling stage."),
              gpu_fraction: float = typer.Option(1.0, help="GPUs per labelling actor (0.5 packs two per GPU)."),
+             label_actors: Optional[int] = typer.Option(None, help="CPU-only: labelling actors (default: one per "
+                                                                     "CPU; fewer caps memory of heavy models)."),
              cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all)."),
              address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of starting one."),
              segmenter: Optional[str] = typer.Option(None, help="classical (default) | directsam | sam | trajtok"),
@@ -99,7 +101,7 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
         tracker={"name": tracker, "checkpoint": sam2_checkpoint, "sam2_config": sam2_config,
                  "image_size": sam2_image_size},
         output={"samples_per_shard": samples_per_shard})
-    res = Resources(cpus=cpus, gpus=gpus, gpu_fraction=gpu_fraction, address=address)
+    res = Resources(cpus=cpus, gpus=gpus, gpu_fraction=gpu_fraction, label_actors=label_actors, address=address)
     with progress() as bar:
         task = bar.add_task("annotating", total=limit)
         totals = run(cfg, str(output), res, resume=resume, use_ray=ray,
