@@ -49,12 +49,13 @@ def commands(json_path: Path, quick: bool) -> dict[str, list[str]]:
         "loader": [str(BENCH / "loader.py"), "--json", j] + (["--presets", "tiny"] if quick else []),
         "storage": [str(BENCH / "storage.py"), "--json", j],
         "backends": [str(BENCH / "backends.py"), "--json", j],
+        "segmenter": [str(BENCH / "segmenter.py"), "--json", j],
         "memory": [str(BENCH / "memory.py"), "--json", j] + (["--frames", "16"] if quick else []),
     }
 
 
 SCRIPTS = {"throughput": "annotate.py", "scaling": "scaling.py", "loader": "loader.py", "storage": "storage.py",
-           "backends": "backends.py", "memory": "memory.py"}
+           "backends": "backends.py", "segmenter": "segmenter.py", "memory": "memory.py"}
 
 
 def run_one(name: str, quick: bool, work: Path) -> dict:
@@ -127,18 +128,22 @@ def summary_rows(recs: dict[str, dict]) -> list[tuple[str, str, str, str]]:
                          f"traj.json {_f(d['traj_json_bytes_per_frame'], 0)}",
                          f"PNG {_f(d['png_bytes_per_frame'], 0)}", _f(d["ratio_traj_vs_png"], 3)))
     failed("storage", "shard bytes vs PNG id maps")
-    r = recs.get("backends")
-    if r and r["status"] == "ok":
-        res = r["result"]
-        base = res.get("classical+flow", {}).get("seconds_clip")
-        for name, v in res.items():
-            if isinstance(v, dict) and ("seconds_clip" in v or "seconds_clip_estimate" in v):
+    seen: set[str] = set()
+    for bench in ("backends", "segmenter"):  # segmenter.py adds the trained TrajTok labeller
+        r = recs.get(bench)
+        if r and r["status"] == "ok":
+            res = r["result"]
+            base = res.get("classical+flow", {}).get("seconds_clip")
+            for name, v in res.items():
+                if name in seen or not (isinstance(v, dict) and ("seconds_clip" in v or "seconds_clip_estimate" in v)):
+                    continue
+                seen.add(name)
                 sec = v.get("seconds_clip", v.get("seconds_clip_estimate"))
                 est = " (estimate)" if "seconds_clip" not in v else ""
                 rows.append((f"labelling backend {name}: seconds per {res['clip']['frames']}-frame clip{est}",
                              f"{_f(sec, 2)} s", f"classical+flow {_f(base, 2)} s" if base else "—",
                              _f(sec / base, 2) if base else "—"))
-    failed("backends", "labelling backends, seconds per clip")
+        failed(bench, "labelling backends, seconds per clip")
     r = recs.get("memory")
     if r and r["status"] == "ok":
         for c in r["result"]["cases"]:
