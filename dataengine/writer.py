@@ -59,7 +59,6 @@ class DatasetWriter:
         self.retry: dict[int, set[int]] = {}
         self.max_chunk_seen = -1
         self.listing_done = False
-        self.samples_written = 0
         self.started = time.time()
         self._prepare(resume)
 
@@ -170,10 +169,6 @@ class DatasetWriter:
             write_shard(path, [s for _, s in samples])
         elif path.exists():
             path.unlink()
-        for r in manifest_rows:
-            if r["status"] == "ok" and not samples:
-                r["shard"] = ""
         manifest.write_part(self.out, c, manifest_rows)
         self.done.add(c)
         self.retry.pop(c, None)
-        self.samples_written += len(rows)
