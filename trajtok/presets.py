@@ -70,11 +70,13 @@ def _paper() -> Preset:
 def _tiny() -> Preset:
     return Preset(
         name="tiny",
-        model=SegmenterConfig(backbone="convnext_atto", image_size=64, frames=8, dim=128,
+        # 128 px: at 64 px the synth objects are a few pixels wide (held-out recall 0.28 vs 0.49 at
+        # 128 px after 900 steps); 1800 steps fit 15 minutes on a quiet 2-core CPU.
+        model=SegmenterConfig(backbone="convnext_atto", image_size=128, frames=8, dim=128,
                               num_queries=32, depth=2, heads=4),
         encoder=TrajectoryEncoderConfig(in_dim=128, out_dim=192, depth=1),
         data=DataConfig(batch_size=2, shuffle_buffer=32, augment=AugmentConfig()),
-        train=TrainConfig(warmup_steps=20, max_steps=300, save_every=100, num_workers=0),
+        train=TrainConfig(warmup_steps=20, max_steps=1800, save_every=200, num_workers=0),
     )
 
 
