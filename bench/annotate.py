@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,15 +23,8 @@ from dataengine.labeller import Labeller
 from dataengine.sources import list_samples
 from dataengine.synth import make_corpus, write_video
 
-CHILD = """
-import resource, sys
-from dataengine.config import build_annotate_config, load_source
-from pipelines.annotate import annotate
-cfg = build_annotate_config(source=vars(load_source("local", sys.argv[1])), decode={"frames": int(sys.argv[3])})
-annotate(cfg, sys.argv[2], use_ray=False)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import measure  # noqa: E402  (bench/memory.py: peak RSS of a fresh annotate process)
 
 def throughput(media: Path, frames: int) -> dict:
     cfg = build_annotate_config(source=vars(load_source("local", str(media))), decode={"frames": frames})
@@ -51,15 +43,6 @@ def throughput(media: Path, frames: int) -> dict:
             "ratio_annotate_vs_decode": (n_frames / t_annotate) / (n_frames / t_decode)}
 
 
-def peak_rss_kb(video: Path, work: Path, frames: int) -> int:
-    media = work / f"media-{video.stem}"
-    media.mkdir()
-    (media / video.name).symlink_to(video)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(media), str(work / f"out-{video.stem}"), str(frames)],
-                         check=True, capture_output=True, text=True)
-    return int(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=6)
@@ -72,7 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
         tp = throughput(work / "corpus" / "media", args.frames)
         write_video(work / "short.mp4", seed=3, n_frames=48)
         write_video(work / "long.mp4", seed=3, n_frames=480)
-        short, long = peak_rss_kb(work / "short.mp4", work, args.frames), peak_rss_kb(work / "long.mp4", work, args.frames)
+        short = measure(work / "short.mp4", work, args.frames)["peak_kb"]
+        long = measure(work / "long.mp4", work, args.frames)["peak_kb"]
     result = {**tp, "peak_rss_short_mb": short / 1024, "peak_rss_long_mb": long / 1024,
               "ratio_memory_long_vs_short": long / short}
     print(f"corpus: {tp['samples']} videos, {tp['frames']} sampled frames, {tp['errors']} errors")
