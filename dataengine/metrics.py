@@ -476,7 +476,11 @@ def _recall_video(g: np.ndarray, p: np.ndarray | None) -> tuple[np.ndarray, np.n
     """Best spatio-temporal IoU of each GT trajectory: ``(gt_ids, best_iou, best_pred_id)``.
 
     IoU of trajectories a, b = sum_t |a_t & b_t| / sum_t |a_t | b_t|, i.e. the
-    IoU of the two space-time volumes.  ``best_pred_id`` is 0 when nothing overlaps.
+    IoU of the two space-time volumes, with GT void (0) left out of the union as
+    in the VPQ / VEQ IoU above (panopticapi's ``|P & void|`` term): a prediction
+    that also covers pixels the reference does not label is not penalised
+    there.  Pseudo-labels cover 80-95 % of a frame, and a panoptic segmenter
+    labels every pixel.  ``best_pred_id`` is 0 when nothing overlaps.
     """
     g_uniq, g_inv = _compact(g)
     keep = g_uniq != 0
@@ -488,7 +492,8 @@ def _recall_video(g: np.ndarray, p: np.ndarray | None) -> tuple[np.ndarray, np.n
     p_uniq, p_inv = _compact(p)
     G, P = len(g_uniq), len(p_uniq)
     g_vol = np.bincount(g_inv.ravel(), minlength=G).astype(np.float64)
-    p_vol = np.bincount(p_inv.ravel(), minlength=P).astype(np.float64)
+    labelled = (g_uniq != 0)[g_inv]
+    p_vol = np.bincount(p_inv[labelled], minlength=P).astype(np.float64)   # void pixels left out
     pairs, pair_inv = _compact(g_inv * P + p_inv)
     inter = np.bincount(pair_inv.ravel(), minlength=len(pairs)).astype(np.float64)
     pg, pp = pairs // P, pairs % P

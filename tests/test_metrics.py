@@ -298,6 +298,11 @@ def test_trajectory_recall_cases():
     p3 = np.zeros_like(g)
     p3[:, :3, :2] = 1
     assert M.trajectory_recall(g, p3)["per_trajectory"][0]["best_iou"] == pytest.approx(8 / 12)
+    # GT void (0) stays out of the union: covering trajectory 1 and the unlabelled corner beside it is a
+    # perfect match, while the same spill onto labelled trajectory 2 (p3 above) costs IoU
+    p4 = np.zeros_like(g)
+    p4[:, :2, :] = 5                                  # trajectory 1 (8 px) + void (8 px)
+    assert M.trajectory_recall(g, p4)["per_trajectory"][0]["best_iou"] == pytest.approx(1.0)
     # missing prediction and pooling over sequences
     r4 = M.trajectory_recall([g, g], [g.copy(), None])
     assert r4["n_trajectories"] == 4 and r4["recall_at_0.5"] == 0.5 and r4["mean_best_iou"] == 0.5
