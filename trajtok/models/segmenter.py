@@ -69,6 +69,9 @@ class Segmenter(nn.Module):
         # pretrained=False always: nothing is downloaded; see load_backbone_weights.
         self.backbone = timm.create_model(cfg.backbone, pretrained=False, features_only=True,
                                           **cfg.backbone_kwargs)
+        # NHWC: oneDNN's (depthwise) convolutions, forward and backward, run faster in this layout on
+        # CPU (about 10 % per training step of the tiny preset) and cuDNN's do under bf16 on GPU.
+        self.backbone.to(memory_format=torch.channels_last)
         channels = self.backbone.feature_info.channels()
         reductions = self.backbone.feature_info.reduction()
         if reductions[0] != 4:
@@ -93,7 +96,7 @@ class Segmenter(nn.Module):
     def pixel_features(self, video: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3, H, W]`` in [0, 1] -> fused features ``[B, T, D, H/4, W/4]``."""
         B, T = video.shape[:2]
-        x = (video.flatten(0, 1) - self.mean) / self.std
+        x = ((video.flatten(0, 1) - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         maps = self.backbone(x)
         size = maps[0].shape[-2:]
         fused = None
