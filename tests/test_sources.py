@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataengine.config import SourceConfig
-from dataengine.sources import (IMAGE_EXTS, VIDEO_EXTS, MediaError, SampleRef, _SeenKeys, list_samples,
+from dataengine.sources import (IMAGE_EXTS, VIDEO_EXTS, MediaError, SampleRef, SeenKeys, list_samples,
                                 read_media)
 
 KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -423,7 +423,7 @@ def test_read_media_errors(tmp_path: Path) -> None:
 
 
 def test_seen_keys_merges_and_stays_exact() -> None:
-    seen = _SeenKeys()
+    seen = SeenKeys()
     keys = [f"{i:09d}" for i in range(40_000)]          # past the first merge threshold
     assert all(seen.claim(k) == (k, False) for k in keys)
     assert seen.claim("000000007") == ("000000007-1", True)
