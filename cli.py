@@ -246,7 +246,9 @@ def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: d
                         preset: str = typer.Option("tiny", help="tiny (one CPU, minutes) | paper (224 px, 16 frames)."),
                         resume: bool = typer.Option(False, help="Continue from OUTPUT/last.safetensors."),
                         max_steps: Optional[int] = typer.Option(None, help="Schedule length (default: the preset's)."),
-                        batch_size: Optional[int] = typer.Option(None, help="Per-process batch size."),
+                        batch_size: Optional[int] = typer.Option(None, help="Video clips per batch, per process."),
+                        image_batch_size: Optional[int] = typer.Option(
+                            None, help="Images per batch, per process (default: batch size x frames)."),
                         lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 1e-3)."),
                         workers: Optional[int] = typer.Option(None, help="Data loader workers per process."),
                         backbone_checkpoint: Optional[Path] = typer.Option(
@@ -256,7 +258,8 @@ def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: d
     from trajtok.train import train_segmenter
 
     summary = train_segmenter(data, output, preset=preset, resume=resume, max_steps=max_steps,
-                              batch_size=batch_size, lr=lr, num_workers=workers, seed=seed,
+                              batch_size=batch_size, image_batch_size=image_batch_size, lr=lr,
+                              num_workers=workers, seed=seed,
                               backbone_checkpoint=backbone_checkpoint)
     if summary.get("rank", 0) == 0:
         console.print(f"trained to step {summary['step']} -> {summary['checkpoint']}")

@@ -83,6 +83,17 @@ def test_batch_shapes_and_bucketing(dataset):
         assert all(k.startswith(b["keys"][0][:3]) for k in b["keys"])
 
 
+def test_video_and_image_batches_have_their_own_sizes(dataset):
+    # 4 videos, 3 images, one epoch: full batches of each kind, then the remainders
+    def sizes(c):   # sorted (T, batch size) of every batch
+        return sorted((b["frames"].shape[1], b["frames"].shape[0]) for b in ShardDataset(dataset, c).iter_batches(0, 1))
+
+    assert sizes(cfg(batch_size=2, image_batch_size=2)) == [(1, 1), (1, 2), (4, 2), (4, 2)]
+    assert sizes(cfg(batch_size=3, image_batch_size=3)) == [(1, 3), (4, 1), (4, 3)]
+    assert sizes(cfg(batch_size=4, image_batch_size=1)) == [(1, 1), (1, 1), (1, 1), (4, 4)]
+    assert cfg(batch_size=2).batch_size_for(1) == 2 * 4 and cfg(batch_size=2).batch_size_for(4) == 2
+
+
 def test_augment_keeps_frames_and_labels_aligned():
     rng = np.random.default_rng(0)
     rgb, lab = render_clip(3, 48, 64, 4, rng)

@@ -12,8 +12,10 @@ of equal T. Randomness of a batch (frame offsets, augmentation) is seeded by
 (seed, consumer, batch number), never by wall-clock state, so skipping the
 first n batches without decoding them reproduces exactly what a run that never
 stopped would have seen next (DataLoader workers are rotated so its round-robin
-order lines up too). ``position`` counts samples one rank has consumed
-(= steps x batch size); it assumes the same world size, workers and batch size.
+order lines up too). ``position`` is the batches one rank has consumed times
+``batch_size`` (= steps x batch size, whatever mix of video and image batches
+they were); it assumes the same world size, workers and batch sizes. Video and
+image batches have their own sizes (``batch_size``, ``image_batch_size``).
 A batch whose every sample fails to decode is dropped, which shifts that order.
 """
 from __future__ import annotations
@@ -43,12 +45,21 @@ VIDEO_EXTS = {"mp4", "webm", "mkv", "avi", "mov"}
 class DataConfig:
     image_size: int = 224
     frames: int = 16                 # T for video samples; images give T = 1
-    batch_size: int = 8              # per rank
+    batch_size: int = 8              # video clips per batch, per rank
+    # Images (T = 1) per batch, per rank. None: batch_size * frames, the frames of one video batch,
+    # so a step costs about the same whichever kind of batch it draws.
+    image_batch_size: int | None = None
     shuffle_buffer: int = 128        # raw samples held for shuffling (bytes, not decoded)
     seed: int = 0
     epochs: int | None = None        # None: cycle forever (training is bounded by steps)
     target_stride: int = 4           # labels at 1/4 of the input, the segmenter's grid
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def batch_size_for(self, T: int) -> int:
+        """Samples per batch of clips with ``T`` frames (videos: ``batch_size``; images: their own)."""
+        if T > 1:
+            return self.batch_size
+        return self.image_batch_size if self.image_batch_size else self.batch_size * self.frames
 
 
 def resolve_shards(data: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -181,7 +192,7 @@ class ShardDataset(IterableDataset):
                 T = self.cfg.frames if is_video(s) else 1
                 bucket = buckets.setdefault(T, [])
                 bucket.append(s)
-                if len(bucket) == self.cfg.batch_size:
+                if len(bucket) == self.cfg.batch_size_for(T):
                     yield bucket
                     buckets[T] = []
             if seen == 0:

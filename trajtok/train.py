@@ -81,7 +81,8 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny", resume: bool = False,
-                    max_steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
+                    max_steps: int | None = None, batch_size: int | None = None,
+                    image_batch_size: int | None = None, lr: float | None = None,
                     warmup_steps: int | None = None, num_workers: int | None = None,
                     save_every: int | None = None, log_every: int | None = None, seed: int = 0,
                     backbone_checkpoint: str | Path | None = None, stop_after: int | None = None) -> dict[str, Any]:
@@ -107,6 +108,8 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
     t.log_every = log_every or t.log_every
     if batch_size is not None:
         P.data.batch_size = batch_size
+    if image_batch_size is not None:
+        P.data.image_batch_size = image_batch_size
     P.data.seed = seed
     P.sync()
 
@@ -135,7 +138,8 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
                              f"(step {state['step']}) disagree; restore a matching pair")
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
-        for key, now in (("world_size", world), ("batch_size", P.data.batch_size), ("num_workers", t.num_workers)):
+        for key, now in (("world_size", world), ("batch_size", P.data.batch_size),
+                         ("image_batch_size", P.data.batch_size_for(1)), ("num_workers", t.num_workers)):
             if state.get(key) != now:
                 warnings.warn(f"{key} changed since the checkpoint ({state.get(key)} -> {now}): "
                               "training continues, but the data order differs from an uninterrupted run")
@@ -168,7 +172,8 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         saved_at = step
         save_train_state(last_state, {"step": step, "optimizer": optimizer.state_dict(),
                                       "data_position": step * P.data.batch_size, "world_size": world,
-                                      "batch_size": P.data.batch_size, "num_workers": t.num_workers})
+                                      "batch_size": P.data.batch_size, "image_batch_size": P.data.batch_size_for(1),
+                                      "num_workers": t.num_workers})
         save_segmenter(model, last, step=step)
         if step % t.save_every == 0:
             save_segmenter(model, out / f"step-{step:07d}.safetensors", step=step)
