@@ -140,7 +140,7 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         step = int(state["step"])
         for key, now in (("world_size", world), ("batch_size", P.data.batch_size),
                          ("image_batch_size", P.data.batch_size_for(1)), ("num_workers", t.num_workers)):
-            if state.get(key) != now:
+            if state.get(key, now) != now:   # a key the checkpoint predates is not a change
                 warnings.warn(f"{key} changed since the checkpoint ({state.get(key)} -> {now}): "
                               "training continues, but the data order differs from an uninterrupted run")
         if rank == 0:
