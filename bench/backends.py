@@ -60,10 +60,17 @@ def write_checkpoints(d: Path) -> dict[str, str]:
     SegformerForSemanticSegmentation(b5).save_pretrained(d / "directsam")
     # Parameter shapes do not depend on image_size, so one checkpoint serves every size.
     torch.save({"model": build_sam2(SAM2_CONFIG, None, device="cpu").state_dict()}, d / "sam2.pt")
+    return {"directsam": str(d / "directsam"), "sam2": str(d / "sam2.pt")}
+
+
+def write_sam_checkpoint(d: Path) -> str:
+    """SAM (v1) ViT-B, random weights, as the plain state dict segment-anything publishes (~360 MB)."""
+    import torch
     from segment_anything import sam_model_registry
 
+    torch.manual_seed(0)
     torch.save(sam_model_registry["vit_b"](checkpoint=None).state_dict(), d / "sam_vit_b.pth")
-    return {"directsam": str(d / "directsam"), "sam2": str(d / "sam2.pt"), "sam": str(d / "sam_vit_b.pth")}
+    return str(d / "sam_vit_b.pth")
 
 
 def clip(path: Path, frames: int, cfg: AnnotateConfig) -> tuple[np.ndarray, list[int], list[int]]:
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
                           "keyframes": keyframes}
         result["classical+flow"] = run(Labeller(base), frames, keyframes, cuts)
         t0 = time.perf_counter()
-        ck = write_checkpoints(work)
+        ck = {**write_checkpoints(work), "sam": write_sam_checkpoint(work)}
         result["seconds_write_random_checkpoints"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         labeller = Labeller(model_config(ck, args.reduced))

@@ -492,8 +492,7 @@ def _recall_video(g: np.ndarray, p: np.ndarray | None) -> tuple[np.ndarray, np.n
     p_uniq, p_inv = _compact(p)
     G, P = len(g_uniq), len(p_uniq)
     g_vol = np.bincount(g_inv.ravel(), minlength=G).astype(np.float64)
-    labelled = (g_uniq != 0)[g_inv]
-    p_vol = np.bincount(p_inv[labelled], minlength=P).astype(np.float64)   # void pixels left out
+    p_vol = np.bincount(p_inv[keep[g_inv]], minlength=P).astype(np.float64)   # void pixels left out
     pairs, pair_inv = _compact(g_inv * P + p_inv)
     inter = np.bincount(pair_inv.ravel(), minlength=len(pairs)).astype(np.float64)
     pg, pp = pairs // P, pairs % P
