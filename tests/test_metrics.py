@@ -3,8 +3,8 @@
 Reference numbers:
 * STQ "complex example": google-research/deeplab2,
   evaluation/numpy/segmentation_and_tracking_quality_test.py,
-  ``STQualityTest.test_complex_example`` (its arrays are stored in
-  /work/shared/testdata/stq_deeplab2_complex_case.npz).
+  ``STQualityTest.test_complex_example`` (its arrays are vendored in
+  tests/fixtures/stq_deeplab2_complex_case.npz, see tests/fixtures/README.md).
 * STQ "basic examples" 0-11: the same deeplab2 test file,
   ``STQualityTest.test_basic_examples`` (inputs re-expressed below as
   semantic / instance rows; expected [STQ, AQ, IoU] as published there).
@@ -23,7 +23,7 @@ import pytest
 
 from dataengine import metrics as M
 
-TESTDATA = Path("/work/shared/testdata/stq_deeplab2_complex_case.npz")
+TESTDATA = Path(__file__).parent / "fixtures" / "stq_deeplab2_complex_case.npz"
 
 
 def enc(sem, inst, shift=16):
@@ -32,7 +32,6 @@ def enc(sem, inst, shift=16):
 
 # --------------------------------------------------------------------------- STQ, deeplab2 reference
 
-@pytest.mark.skipif(not TESTDATA.exists(), reason="shared test data not available")
 def test_stq_deeplab2_complex_example():
     d = np.load(TESTDATA)
     r = M.stq(d["gt"], d["pred"], num_classes=3, things=[2], ignore_label=255, label_bit_shift=16)
