@@ -80,7 +80,11 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
              sam2_checkpoint: Optional[str] = typer.Option(None, help="SAM 2 tracker checkpoint ({'model': state_dict})."),
              sam2_image_size: Optional[int] = typer.Option(None, help="SAM 2 tracker input side, a multiple of 32 "
                                                                       "[default: 1024]."),
-             frames: Optional[int] = typer.Option(None, help="Frames sampled uniformly per video [default: 16]."),
+             frames: Optional[int] = typer.Option(None, help="Frames sampled uniformly per video [default: 16]; "
+                                                             "with --frame-stride the most frames (0 = no cap)."),
+             frame_stride: Optional[int] = typer.Option(None, help="Annotate every K-th source frame from frame 0 "
+                                                                   "instead of uniform sampling, so exported frame "
+                                                                   "numbers are source frame numbers."),
              max_side: Optional[int] = typer.Option(None, help="Working resolution: longest side in pixels [default: 384]."),
              samples_per_shard: Optional[int] = typer.Option(None, help="Input samples per output shard [default: 64]."),
              limit: Optional[int] = typer.Option(None, help="Stop after this many input samples."),
@@ -95,7 +99,7 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
 
     cfg = build_annotate_config(
         preset, config, source=vars(load_source(source, input)), limit=limit,
-        decode={"frames": frames, "max_side": max_side},
+        decode={"frames": frames, "max_side": max_side, "frame_stride": frame_stride},
         segmenter={"name": segmenter, "checkpoint": checkpoint, "resolution": resolution, "sam_type": sam_type,
                    "sam2_config": sam2_config},
         tracker={"name": tracker, "checkpoint": sam2_checkpoint, "sam2_config": sam2_config,

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from . import ENGINE_VERSION, manifest
 from .config import FilterConfig, to_dict
-from .shards import read_shard, write_shard
+from .shards import read_shard, write_dataset_card, write_shard
 
 
 def filter_reason(row: dict[str, Any], cfg: FilterConfig) -> str:
@@ -56,6 +56,7 @@ def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterCon
         manifest.write_part(out, c, rows)
         if on_part:
             on_part(n + 1, len(parts))
+    write_dataset_card(out)
     run = {"engine_version": ENGINE_VERSION, "command": "filter", "input": str(src),
            "filter": to_dict(cfg), "totals": {"samples": sum(counts.values()), "by_status": counts},
            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
