@@ -191,7 +191,7 @@ def sa1b_annotation(image_id: int, labels: np.ndarray, scores: dict[int, float])
 def _export_sa1b(ex: Export, s: ShardSample, shard: str, labels: np.ndarray, kind: str) -> None:
     positions = [p for p in range(labels.shape[0]) if labels[p].any()]
     if len(positions) < labels.shape[0]:
-        ex.skip(s, shard, f"{labels.shape[0] - len(positions)} frames without any trajectory")
+        ex.skip(s, shard, f"{labels.shape[0] - len(positions)} of {labels.shape[0]} frames have no trajectory")
     if not positions:
         return
     rgb = _frames(s, kind, positions)
@@ -253,15 +253,15 @@ def export_dataset(directory: str | Path, out: str | Path, cfg: ExportConfig | N
     if not shards:
         raise FileNotFoundError(f"no trajectory shards in {src}")
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; remove it or pass --overwrite")
+        raise ValueError(f"{out} exists; remove it or pass --overwrite")
     ann_every = cfg.ann_every or default_ann_every(src if src.is_dir() else src.parent)
     if ann_every < 1:
         raise ValueError(f"ann_every must be >= 1, got {ann_every}")
     table = manifest.read_manifest(src) if src.is_dir() else manifest.SCHEMA.empty_table()
     total = table.column("status").to_pylist().count("ok") if table.num_rows else None
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):      # a killed export's partial tree
+        shutil.rmtree(stale)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     ex = Export(tmp, cfg, ann_every)
     if cfg.format in ("sav", "png"):

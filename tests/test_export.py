@@ -22,9 +22,10 @@ from dataengine.validate import validate_dataset
 from dataengine.visualize import decode_at
 from pipelines.annotate import annotate
 
-vos_raw = pytest.importorskip("training.dataset.vos_raw_dataset", reason="sam2's training code (pip sam2)")
-from training.dataset.vos_dataset import VOSDataset  # noqa: E402
-from training.dataset.vos_sampler import EvalSampler, RandomUniformSampler  # noqa: E402
+# The sam2 wheel (pip sam2==1.1.0, installed by `make install`) ships SAM 2's training package as `training`.
+from training.dataset import vos_raw_dataset as vos_raw
+from training.dataset.vos_dataset import VOSDataset
+from training.dataset.vos_sampler import EvalSampler, RandomUniformSampler
 
 N_FRAMES, ANNOTATED = 48, 16
 
@@ -154,7 +155,7 @@ def test_short_pieces_are_skipped_with_the_reason(gappy, tmp_path):
     reasons = {(s["key"], s["piece"]): s["reason"] for s in export["skipped"]}
     assert reasons == {("video_001", 0): "8 annotated frames < 9 (SAM 2 samples 9 consecutive frames)",
                        ("video_001", 1): "8 annotated frames < 9 (SAM 2 samples 9 consecutive frames)"}
-    with pytest.raises(FileExistsError):
+    with pytest.raises(ValueError, match="exists"):
         export_dataset(gappy, tmp_path / "x")
 
 
@@ -193,7 +194,7 @@ def test_frame_stride_exports_source_frame_numbers(strided, tmp_path):
 def test_hugging_face_datasets_reads_every_sample_with_its_traj(strided, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    datasets = pytest.importorskip("datasets")
+    import datasets
     ours = {s.key: s for s in shards.read_dataset(strided, with_media=False)}
     series = sorted({p.name.split("-")[1] for p in shards.list_shards(strided)})
     assert series == ["jpg", "mp4"]
@@ -209,3 +210,24 @@ def test_hugging_face_datasets_reads_every_sample_with_its_traj(strided, tmp_pat
     assert sorted(seen) == sorted(ours)
     assert all(t["fps"] is None for k, t in seen.items() if k.startswith("image"))
     assert any(t["scene_cuts"] for t in seen.values())     # what the builder's own inference cannot cast
+
+
+def test_the_documented_sam2_config_block_loads_the_export(gappy, tmp_path):
+    import re
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    out = tmp_path / "sav"
+    export = export_dataset(gappy, out)
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "format.md").read_text()
+    dataset_block, entry_block = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S)]
+    cfg = OmegaConf.create({**OmegaConf.to_container(OmegaConf.create(dataset_block)),
+                            "scratch": {"num_frames": 8, "max_num_objects": 3}, "vos": {"train_transforms": []},
+                            "entry": OmegaConf.create(entry_block)[0]})
+    cfg.dataset.update(img_folder=str(out / "JPEGImages"), gt_folder=str(out / "Annotations"),
+                       file_list_txt=str(out / "train_list.txt"), ann_every=export["ann_every"])
+    dataset = instantiate(cfg.entry, _convert_="all")
+    assert len(dataset) == export["counts"]["videos"]
+    assert all(len(dataset[i].frames) == 8 for i in range(len(dataset)))
