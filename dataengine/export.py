@@ -77,10 +77,11 @@ class Export:
 
 
 def pieces(traj: dict[str, Any], meta: dict[str, Any]) -> list[Piece]:
-    """Split a sample's frame positions at its scene cuts (traj.json v2, else KEY.json)."""
-    cuts = traj.get("scene_cuts", meta.get("scene_cuts", [])) or []
+    """Split a sample's frame positions at its scene cuts (traj.json v2 and KEY.json: a writer
+    that did not pass them to traj.json still has them in KEY.json)."""
+    cuts = set(traj.get("scene_cuts") or []) | set(meta.get("scene_cuts") or [])
     frames = [int(f) for f in traj["frame_indices"]]
-    bounds = [0] + sorted(c for c in set(cuts) if 0 < c < len(frames)) + [len(frames)]
+    bounds = [0] + sorted(c for c in cuts if isinstance(c, int) and 0 < c < len(frames)) + [len(frames)]
     return [Piece(list(range(a, b)), frames[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
