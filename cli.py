@@ -236,6 +236,9 @@ def export(directory: Path = typer.Argument(..., help="A shard + manifest direct
                                                    "(default: the annotation's --frame-stride, else 1)."),
            min_frames: Optional[int] = typer.Option(None, min=1, help="Skip video pieces (between scene cuts) with "
                                                     "fewer annotated frames [default: 8 for sav, SAM 2's sampler]."),
+           frame_names: str = typer.Option("source", help="sav: source (frame f is f.jpg, SA-V's way) | position "
+                                            "(i-th frame of a piece is i * ann_every: no null masklet rows for "
+                                            "sparsely annotated long videos)."),
            overwrite: bool = typer.Option(False, help="Replace an existing OUT.")):
     """Write the labels in layouts other tools train on unchanged (SAM 2's SA-V / SA-1B readers, PNG id maps)."""
     from dataengine.export import ExportConfig, export_dataset
@@ -243,7 +246,8 @@ def export(directory: Path = typer.Argument(..., help="A shard + manifest direct
     with progress() as bar:
         task = bar.add_task("exporting", total=None)
         summary = export_dataset(directory, out, ExportConfig(format=format, ann_every=ann_every,
-                                                              min_frames=min_frames), overwrite=overwrite,
+                                                              min_frames=min_frames, frame_names=frame_names),
+                                 overwrite=overwrite,
                                  on_sample=lambda n, total: bar.update(task, completed=n, total=total))
     c = summary["counts"]
     every = f", ann_every {summary['ann_every']}" if summary["ann_every"] else ""

@@ -16,6 +16,9 @@ were not annotated are all ``null``, which SAM 2 reads as "not annotated" and
 drops (``rm_unannotated``). ``ann_every`` is the annotation's frame stride
 (``annotate --frame-stride``) when there is one, else 1; ``export.json`` states
 it, and per exported id its shard key and the source frame of every frame.
+Uniformly sampled long videos would get many null rows that way; ``frame_names
+= "position"`` names the i-th frame of a piece ``i * ann_every`` instead (no
+null rows; export.json still maps every frame to its source frame).
 Videos are split at their scene cuts (trajectories never cross one); a piece
 with fewer annotated frames than SAM 2's sampler draws (8 in its SA-V / MOSE
 configs) or without any trajectory is skipped and listed with the reason.
@@ -54,6 +57,7 @@ class ExportConfig:
     ann_every: int | None = None     # None: the annotation's --frame-stride (run.json), else 1
     min_frames: int | None = None    # video pieces shorter than this are skipped; None: 8 for sav, else 1
     jpeg_quality: int = 95
+    frame_names: str = "source"      # sav: source (frame f is f.jpg) | position (i-th frame of a piece is i * ann_every)
 
 
 @dataclass
@@ -112,18 +116,21 @@ def _frames(s: ShardSample, kind: str, positions: list[int]) -> np.ndarray:
 
 # ------------------------------------------------------------------ SA-V
 def sav_annotation(video_id: str, traj: dict[str, Any], labels: np.ndarray, piece: Piece, ann_every: int,
-                   ids: list[int]) -> dict[str, Any]:
-    """The ``<video_id>_manual.json`` of one piece, with the fields of SA-V's README."""
+                   ids: list[int], names: list[int]) -> dict[str, Any]:
+    """The ``<video_id>_manual.json`` of one piece, with the fields of SA-V's README.
+
+    ``names``: the file name (frame number) of each frame of the piece.
+    """
     H, W = labels.shape[1:]
-    rows: list[list[Any]] = [[None] * len(ids) for _ in range(piece.frames[-1] // ann_every + 1)]
+    rows: list[list[Any]] = [[None] * len(ids) for _ in range(names[-1] // ann_every + 1)]
     present = np.zeros((len(ids), len(piece.frames)), bool)
     areas = np.zeros((len(ids), len(piece.frames)), np.int64)
-    for t, (pos, f) in enumerate(zip(piece.positions, piece.frames)):
+    for t, (pos, f) in enumerate(zip(piece.positions, names)):
         masks = np.stack([labels[pos] == i for i in ids])
         rows[f // ann_every] = trajformat.encode_masks(masks)
         areas[:, t] = masks.reshape(len(ids), -1).sum(axis=1)
         present[:, t] = areas[:, t] > 0
-    first = [int(piece.frames[int(np.argmax(p))] // ann_every) for p in present]
+    first = [int(names[int(np.argmax(p))] // ann_every) for p in present]
     size_abs = [float(a[p].mean()) for a, p in zip(areas, present)]
     fps = traj.get("fps")
     span = piece.frames[-1] - piece.frames[0] + 1
@@ -156,16 +163,20 @@ def _export_video_sav(ex: Export, s: ShardSample, shard: str, labels: np.ndarray
         if not ids:
             ex.skip(s, shard, "no trajectory", n)
             continue
-        bad = [f for f in piece.frames if f % ex.ann_every]
+        if ex.cfg.frame_names == "position":
+            names = [i * ex.ann_every for i in range(len(piece.frames))]
+        else:
+            names = piece.frames
+        bad = [f for f in names if f % ex.ann_every]
         if bad:
             ex.skip(s, shard, f"source frame {bad[0]} is not a multiple of ann_every {ex.ann_every}", n)
             continue
         rgb = _frames(s, "video", piece.positions)
         folder = ex.out / "JPEGImages" / video_id
         folder.mkdir(parents=True)
-        for f, frame in zip(piece.frames, rgb):
+        for f, frame in zip(names, rgb):
             _write_jpeg(folder / f"{f:05d}.jpg", frame, ex.cfg.jpeg_quality)
-        ann = sav_annotation(video_id, s.traj, labels, piece, ex.ann_every, ids)
+        ann = sav_annotation(video_id, s.traj, labels, piece, ex.ann_every, ids, names)
         (ex.out / "Annotations" / f"{video_id}_manual.json").write_text(json.dumps(ann, separators=(",", ":")))
         ex.videos[video_id] = {"key": s.key, "shard": shard, "piece": n, "frames": piece.frames, "masklet_id": ids}
 
@@ -249,13 +260,16 @@ def export_dataset(directory: str | Path, out: str | Path, cfg: ExportConfig | N
     cfg = cfg or ExportConfig()
     if cfg.format not in FORMATS:
         raise ValueError(f"unknown export format {cfg.format!r} (choose from {', '.join(FORMATS)})")
+    if cfg.frame_names not in ("source", "position"):
+        raise ValueError(f"unknown frame naming {cfg.frame_names!r} (choose from source, position)")
     src, out = Path(directory), Path(out)
     shards = list_shards(src) if src.exists() else []
     if not shards:
         raise FileNotFoundError(f"no trajectory shards in {src}")
     if out.exists() and not overwrite:
         raise ValueError(f"{out} exists; remove it or pass --overwrite")
-    ann_every = cfg.ann_every or default_ann_every(src if src.is_dir() else src.parent)
+    ann_every = cfg.ann_every or (1 if cfg.frame_names == "position" else
+                                  default_ann_every(src if src.is_dir() else src.parent))
     if ann_every < 1:
         raise ValueError(f"ann_every must be >= 1, got {ann_every}")
     table = manifest.read_manifest(src) if src.is_dir() else manifest.SCHEMA.empty_table()
@@ -311,7 +325,8 @@ def _finish(ex: Export, src: Path, samples: int) -> dict[str, Any]:
     summary = {
         "format": ex.cfg.format, "source": str(src), "format_version": trajformat.FORMAT_VERSION,
         "ann_every": ex.ann_every if ex.cfg.format == "sav" else None,
-        "frame_names": "source frame index, %05d", "resolution": "mask resolution (traj.json height/width)",
+        "frame_names": ex.cfg.frame_names if ex.cfg.format == "sav" else "source",
+        "resolution": "mask resolution (traj.json height/width)",
         "counts": {"samples": samples, "videos": len(ex.videos), "images": len(ex.images),
                    "skipped": len(ex.skipped)},
         "videos": ex.videos, "images": ex.images, "skipped": ex.skipped,

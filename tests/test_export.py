@@ -69,6 +69,11 @@ def frame_truth(truth, info, frame):
     return truth[info["key"]][0][frame]
 
 
+def source_frame(export, info, name):
+    """The source frame of the exported frame file ``name`` (export.json's mapping)."""
+    return name if export["frame_names"] == "source" else info["frames"][name // export["ann_every"]]
+
+
 def check_vos(dataset, export, truth, draws):
     """Every object mask of every sampled frame equals the source frame's ground truth."""
     checked = 0
@@ -78,7 +83,7 @@ def check_vos(dataset, export, truth, draws):
             info = export["videos"][dataset.video_dataset.video_names[i]]
             for frame in point.frames:
                 for obj in frame.objects:
-                    source = obj.frame_index                 # the frame's file name
+                    source = source_frame(export, info, obj.frame_index)     # from the frame's file name
                     assert source in info["frames"]
                     want = frame_truth(truth, info, source) == info["masklet_id"][obj.object_id]
                     assert np.array_equal(obj.segment.numpy().astype(bool), want), (info["key"], source)
@@ -86,9 +91,10 @@ def check_vos(dataset, export, truth, draws):
     return checked
 
 
-def test_sam2_reads_the_sav_export_frame_for_frame(gappy, truth, tmp_path):
+@pytest.mark.parametrize("names", ["source", "position"])
+def test_sam2_reads_the_sav_export_frame_for_frame(gappy, truth, tmp_path, names):
     out = tmp_path / "sav"
-    summary = export_dataset(gappy, out)
+    summary = export_dataset(gappy, out, ExportConfig(frame_names=names))
     assert summary["ann_every"] == 1 and summary["counts"]["videos"] == 3 and summary["counts"]["images"] == 2
     export = json.loads((out / "export.json").read_text())
     # the cut video is two videos, split exactly at the cut
@@ -105,8 +111,8 @@ def test_sam2_reads_the_sav_export_frame_for_frame(gappy, truth, tmp_path):
     for i in range(len(every)):
         point = every[i]
         info = export["videos"][raw.video_names[i]]
-        assert [f.objects[0].frame_index for f in point.frames] == info["frames"]      # no frame lost or added
-        # and the JPEG named f is source frame f
+        # no frame lost or added, and the JPEG of each name is that source frame
+        assert [source_frame(export, info, f.objects[0].frame_index) for f in point.frames] == info["frames"]
         source = decode_at(truth[info["key"]][1], "video", info["frames"], *point.frames[0].data.size)
         for frame, want in zip(point.frames, source):
             assert np.abs(np.asarray(frame.data, np.int16) - want).mean() < 4
