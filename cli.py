@@ -236,6 +236,8 @@ def export(directory: Path = typer.Argument(..., help="A shard + manifest direct
                                                    "(default: the annotation's --frame-stride, else 1)."),
            min_frames: Optional[int] = typer.Option(None, min=1, help="Skip video pieces (between scene cuts) with "
                                                     "fewer annotated frames [default: 8 for sav, SAM 2's sampler]."),
+           resolution: str = typer.Option("mask", help="mask: frames at the mask size (what the labeller saw) | "
+                                           "source: frames at the media's size, masks scaled up (nearest)."),
            frame_names: str = typer.Option("source", help="sav: source (frame f is f.jpg, SA-V's way) | position "
                                             "(i-th frame of a piece is i * ann_every: no null masklet rows for "
                                             "sparsely annotated long videos)."),
@@ -246,7 +248,8 @@ def export(directory: Path = typer.Argument(..., help="A shard + manifest direct
     with progress() as bar:
         task = bar.add_task("exporting", total=None)
         summary = export_dataset(directory, out, ExportConfig(format=format, ann_every=ann_every,
-                                                              min_frames=min_frames, frame_names=frame_names),
+                                                              min_frames=min_frames, frame_names=frame_names,
+                                                              resolution=resolution),
                                  overwrite=overwrite,
                                  on_sample=lambda n, total: bar.update(task, completed=n, total=total))
     c = summary["counts"]

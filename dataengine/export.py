@@ -23,7 +23,9 @@ Videos are split at their scene cuts (trajectories never cross one); a piece
 with fewer annotated frames than SAM 2's sampler draws (8 in its SA-V / MOSE
 configs) or without any trajectory is skipped and listed with the reason.
 Frames are written at the mask resolution (the frames the labeller saw), so
-masks and pixels always line up. The export is built under a temporary name
+masks and pixels line up exactly, or with ``resolution = "source"`` at the
+media's size with the masks scaled up (nearest neighbour, the mapping
+traj.json v2 states). The export is built under a temporary name
 and renamed into place when complete.
 """
 from __future__ import annotations
@@ -57,6 +59,7 @@ class ExportConfig:
     ann_every: int | None = None     # None: the annotation's --frame-stride (run.json), else 1
     min_frames: int | None = None    # video pieces shorter than this are skipped; None: 8 for sav, else 1
     jpeg_quality: int = 95
+    resolution: str = "mask"         # mask: frames at the mask size | source: media size, masks scaled up
     frame_names: str = "source"      # sav: source (frame f is f.jpg) | position (i-th frame of a piece is i * ann_every)
 
 
@@ -109,9 +112,22 @@ def _write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
     path.write_bytes(buf.tobytes())
 
 
-def _frames(s: ShardSample, kind: str, positions: list[int]) -> np.ndarray:
+def _frames(s: ShardSample, kind: str, positions: list[int], labels: np.ndarray) -> np.ndarray:
+    """The frames at ``positions``, at the size of ``labels`` (mask or source resolution)."""
     t = s.traj
-    return decode_at(s.media, kind, [int(t["frame_indices"][p]) for p in positions], t["width"], t["height"])
+    return decode_at(s.media, kind, [int(t["frame_indices"][p]) for p in positions], labels.shape[2], labels.shape[1])
+
+
+def at_source_size(traj: dict[str, Any], meta: dict[str, Any], labels: np.ndarray) -> np.ndarray | None:
+    """Label maps scaled to the media's size, nearest neighbour (traj.json v2 says the mask covers
+    the whole frame, uniformly scaled; v1 shards take the size from KEY.json). None: size unknown."""
+    W, H = traj.get("source_width") or meta.get("width"), traj.get("source_height") or meta.get("height")
+    if not W or not H:
+        return None
+    h, w = labels.shape[1:]
+    ys = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
+    xs = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
+    return labels[:, ys][:, :, xs]
 
 
 # ------------------------------------------------------------------ SA-V
@@ -171,7 +187,7 @@ def _export_video_sav(ex: Export, s: ShardSample, shard: str, labels: np.ndarray
         if bad:
             ex.skip(s, shard, f"source frame {bad[0]} is not a multiple of ann_every {ex.ann_every}", n)
             continue
-        rgb = _frames(s, "video", piece.positions)
+        rgb = _frames(s, "video", piece.positions, labels)
         folder = ex.out / "JPEGImages" / video_id
         folder.mkdir(parents=True)
         for f, frame in zip(names, rgb):
@@ -206,7 +222,7 @@ def _export_sa1b(ex: Export, s: ShardSample, shard: str, labels: np.ndarray, kin
         ex.skip(s, shard, f"{labels.shape[0] - len(positions)} of {labels.shape[0]} frames have no trajectory")
     if not positions:
         return
-    rgb = _frames(s, kind, positions)
+    rgb = _frames(s, kind, positions, labels)
     scores = {int(t["id"]): float(t.get("score", 1.0)) for t in s.traj["trajectories"]}
     folder = ex.out / "sa1b"
     folder.mkdir(exist_ok=True)
@@ -242,7 +258,7 @@ def _export_png(ex: Export, s: ShardSample, shard: str, labels: np.ndarray, kind
         ids = [int(i) for i in np.unique(labels[piece.positions]) if i != 0]
         lut = np.zeros(int(labels.max(initial=0)) + 1, np.int64)
         lut[ids] = np.arange(1, len(ids) + 1)      # pixel value v is trajectory ids[v - 1]
-        rgb = _frames(s, kind, piece.positions)
+        rgb = _frames(s, kind, piece.positions, labels)
         jpegs, pngs = ex.out / "JPEGImages" / video_id, ex.out / "Annotations" / video_id
         jpegs.mkdir(parents=True)
         pngs.mkdir(parents=True)
@@ -260,6 +276,8 @@ def export_dataset(directory: str | Path, out: str | Path, cfg: ExportConfig | N
     cfg = cfg or ExportConfig()
     if cfg.format not in FORMATS:
         raise ValueError(f"unknown export format {cfg.format!r} (choose from {', '.join(FORMATS)})")
+    if cfg.resolution not in ("mask", "source"):
+        raise ValueError(f"unknown resolution {cfg.resolution!r} (choose from mask, source)")
     if cfg.frame_names not in ("source", "position"):
         raise ValueError(f"unknown frame naming {cfg.frame_names!r} (choose from source, position)")
     src, out = Path(directory), Path(out)
@@ -307,6 +325,11 @@ def _export_sample(ex: Export, s: ShardSample, shard: str) -> None:
         return
     labels = trajformat.traj_to_labels(s.traj)
     try:
+        if ex.cfg.resolution == "source":
+            labels = at_source_size(s.traj, s.meta, labels)
+            if labels is None:
+                ex.skip(s, shard, "source size unknown (neither traj.json v2 nor KEY.json gives it)")
+                return
         if ex.cfg.format == "sa1b" or (ex.cfg.format == "sav" and kind == "image"):
             _export_sa1b(ex, s, shard, labels, kind)
         elif ex.cfg.format == "sav":
@@ -326,7 +349,7 @@ def _finish(ex: Export, src: Path, samples: int) -> dict[str, Any]:
         "format": ex.cfg.format, "source": str(src), "format_version": trajformat.FORMAT_VERSION,
         "ann_every": ex.ann_every if ex.cfg.format == "sav" else None,
         "frame_names": ex.cfg.frame_names if ex.cfg.format == "sav" else "source",
-        "resolution": "mask resolution (traj.json height/width)",
+        "resolution": ex.cfg.resolution,
         "counts": {"samples": samples, "videos": len(ex.videos), "images": len(ex.images),
                    "skipped": len(ex.skipped)},
         "videos": ex.videos, "images": ex.images, "skipped": ex.skipped,

@@ -237,3 +237,25 @@ def test_the_documented_sam2_config_block_loads_the_export(gappy, tmp_path):
     dataset = instantiate(cfg.entry, _convert_="all")
     assert len(dataset) == export["counts"]["videos"]
     assert all(len(dataset[i].frames) == 8 for i in range(len(dataset)))
+
+
+def test_source_resolution_export_scales_masks_by_the_stated_rule(corpus, tmp_path):
+    """Masks annotated at half size come out at the media's size, where the ground truth lives."""
+    small = tmp_path / "small"
+    cfg = build_annotate_config(source=vars(load_source("local", str(corpus / "media"))),
+                                decode={"max_side": 128, "frames": 8})
+    annotate(cfg, str(small), use_ray=False)
+    engine = {s.key: s for s in shards.read_dataset(small, with_media=False)}
+    t = engine["video_000"].traj
+    assert (t["width"], t["height"], t["source_width"], t["source_height"]) == (128, 96, 256, 192)
+    export = export_dataset(small, tmp_path / "png", ExportConfig(format="png", resolution="source"))
+    raw = vos_raw.PNGRawDataset(str(tmp_path / "png" / "JPEGImages"), str(tmp_path / "png" / "Annotations"))
+    point = VOSDataset([], training=False, video_dataset=raw, sampler=EvalSampler(), multiplier=1)[
+        raw.video_names.index("video_000_000")]
+    info = export["videos"]["video_000_000"]
+    assert point.frames[0].data.size == (256, 192)
+    for frame in point.frames:      # each mask is its half-size mask scaled up 2x, nearest neighbour
+        small = engine["video_000"].labels[t["frame_indices"].index(frame.objects[0].frame_index)]
+        for obj in frame.objects:
+            want = (small == info["masklet_id"][int(obj.object_id) - 1]).repeat(2, 0).repeat(2, 1)
+            assert np.array_equal(obj.segment.numpy().astype(bool), want)
