@@ -56,12 +56,12 @@ def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterCon
         manifest.write_part(out, c, rows)
         if on_part:
             on_part(n + 1, len(parts))
-    write_dataset_card(out)
     run = {"engine_version": ENGINE_VERSION, "command": "filter", "input": str(src),
            "filter": to_dict(cfg), "totals": {"samples": sum(counts.values()), "by_status": counts},
            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     upstream = src / "run.json"
     if upstream.is_file():
         run["upstream"] = json.loads(upstream.read_text())
+    write_dataset_card(out, ((run.get("upstream") or {}).get("config") or {}).get("output", {}).get("prefix", "traj"))
     (out / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True))
     return run["totals"]
