@@ -80,7 +80,11 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
              sam2_checkpoint: Optional[str] = typer.Option(None, help="SAM 2 tracker checkpoint ({'model': state_dict})."),
              sam2_image_size: Optional[int] = typer.Option(None, help="SAM 2 tracker input side, a multiple of 32 "
                                                                       "[default: 1024]."),
-             frames: Optional[int] = typer.Option(None, help="Frames sampled uniformly per video [default: 16]."),
+             frames: Optional[int] = typer.Option(None, help="Frames sampled uniformly per video [default: 16]; "
+                                                             "with --frame-stride the most frames (0 = no cap)."),
+             frame_stride: Optional[int] = typer.Option(None, min=1, help="Annotate every K-th source frame from frame 0 "
+                                                                   "instead of uniform sampling, so exported frame "
+                                                                   "numbers are source frame numbers."),
              max_side: Optional[int] = typer.Option(None, help="Working resolution: longest side in pixels [default: 384]."),
              samples_per_shard: Optional[int] = typer.Option(None, help="Input samples per output shard [default: 64]."),
              limit: Optional[int] = typer.Option(None, help="Stop after this many input samples."),
@@ -95,7 +99,7 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
 
     cfg = build_annotate_config(
         preset, config, source=vars(load_source(source, input)), limit=limit,
-        decode={"frames": frames, "max_side": max_side},
+        decode={"frames": frames, "max_side": max_side, "frame_stride": frame_stride},
         segmenter={"name": segmenter, "checkpoint": checkpoint, "resolution": resolution, "sam_type": sam_type,
                    "sam2_config": sam2_config},
         tracker={"name": tracker, "checkpoint": sam2_checkpoint, "sam2_config": sam2_config,
@@ -219,6 +223,39 @@ def validate(directory: Path = typer.Argument(..., help="A shard + manifest dire
         console.print(f"{len(problems)} problems in {directory}")
         raise typer.Exit(1)
     console.print(f"{directory}: valid")
+
+
+@trajdata.command()
+@friendly
+def export(directory: Path = typer.Argument(..., help="A shard + manifest directory (annotate, filter or synth gt/)."),
+           out: Path = typer.Argument(..., help="Output directory (created; must not exist unless --overwrite)."),
+           format: str = typer.Option("sav", "--format", help="sav: SA-V for videos + SA-1B for images (SAM 2's "
+                                      "training code) | sa1b: every annotated frame as an SA-1B image | png: "
+                                      "JPEG frames + per-frame PNG id maps (DAVIS / MOSE style)."),
+           ann_every: Optional[int] = typer.Option(None, min=1, help="sav: masklet row of frame f is f // ann_every "
+                                                   "(default: the annotation's --frame-stride, else 1)."),
+           min_frames: Optional[int] = typer.Option(None, min=1, help="Skip video pieces (between scene cuts) with "
+                                                    "fewer annotated frames [default: 8 for sav, SAM 2's sampler]."),
+           resolution: str = typer.Option("mask", help="mask: frames at the mask size (what the labeller saw) | "
+                                           "source: frames at the media's size, masks scaled up (nearest)."),
+           frame_names: str = typer.Option("source", help="sav: source (frame f is f.jpg, SA-V's way) | position "
+                                            "(i-th frame of a piece is i * ann_every: no null masklet rows for "
+                                            "sparsely annotated long videos)."),
+           overwrite: bool = typer.Option(False, help="Replace an existing OUT.")):
+    """Write the labels in layouts other tools train on unchanged (SAM 2's SA-V / SA-1B readers, PNG id maps)."""
+    from dataengine.export import ExportConfig, export_dataset
+
+    with progress() as bar:
+        task = bar.add_task("exporting", total=None)
+        summary = export_dataset(directory, out, ExportConfig(format=format, ann_every=ann_every,
+                                                              min_frames=min_frames, frame_names=frame_names,
+                                                              resolution=resolution),
+                                 overwrite=overwrite,
+                                 on_sample=lambda n, total: bar.update(task, completed=n, total=total))
+    c = summary["counts"]
+    every = f", ann_every {summary['ann_every']}" if summary["ann_every"] else ""
+    console.print(f"exported {c['samples']} samples as {c['videos']} videos and {c['images']} images "
+                  f"({c['skipped']} skipped, see export.json{every}) -> {out}")
 
 
 @trajdata.command("eval")

@@ -112,7 +112,11 @@ def encode_row(row: Row, cfg: AnnotateConfig) -> Row:
         t0 = time.perf_counter()
         info = json.loads(row["info"])
         labels = unpack(row["labels"], row["labels_spec"]).astype(np.int32)
-        traj = trajformat.labels_to_traj(labels, info["frame_indices"], info["timestamps"], info["keyframes"])
+        traj = trajformat.labels_to_traj(
+            labels, info["frame_indices"], info["timestamps"], info["keyframes"],
+            source_size=(info["source_width"], info["source_height"]),
+            resize=trajformat.fit_longest_side(cfg.decode.max_side), fps=info["fps"],
+            scene_cuts=info["cuts"], media_type=info["media_type"])
         lengths = [t["last"] - t["first"] + 1 for t in traj["trajectories"]]
         stats = {
             "coverage": round(trajformat.coverage(labels), 6),
@@ -142,7 +146,8 @@ def sample_meta(row: Row, cfg: AnnotateConfig) -> dict[str, Any]:
     return {
         "source": row["source"], "source_uri": row["uri"], "source_key": source_meta.get("key"),
         "url": source_meta.get("url"), "input_index": row["index"], "media_type": info["media_type"],
-        "width": info["source_width"], "height": info["source_height"], "fps": info["fps"],
+        "width": info["source_width"], "height": info["source_height"],
+        "fps": info["fps"] if info["media_type"] == "video" else None,
         "n_source_frames": info["n_source_frames"], "engine_version": ENGINE_VERSION,
         "backends": info.get("backends", {}), "config_hash": cfg.model_hash(),
         "scene_cuts": info["cuts"], "merges": info.get("merges", []), "stats": info.get("stats", {}),

@@ -20,6 +20,7 @@ import yaml
 @dataclass
 class DecodeConfig:
     frames: int = 16              # frames sampled uniformly over each video
+    frame_stride: int = 0         # > 0: every K-th source frame from frame 0 instead (at most `frames`; 0 = no cap)
     max_side: int = 384           # working resolution: longest side, pixels
     max_source_pixels: int = 64_000_000   # decompression-bomb guard (per image / frame)
     max_media_bytes: int = 2_000_000_000  # larger files are refused, not read

@@ -56,10 +56,15 @@ def working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def sample_indices(n_frames: int, n_samples: int) -> list[int]:
-    """Uniformly spread, strictly increasing frame indices."""
+def sample_indices(n_frames: int, n_samples: int, stride: int = 0) -> list[int]:
+    """Uniformly spread, strictly increasing frame indices; with ``stride`` > 0, every
+    ``stride``-th frame from 0 (at most ``n_samples`` of them, all when ``n_samples`` <= 0),
+    so positions map to source frames by one multiplication (what SA-V style exports need)."""
     if n_frames <= 0:
         return []
+    if stride > 0:
+        idx = list(range(0, n_frames, stride))
+        return idx[:n_samples] if n_samples > 0 else idx
     if n_samples <= 0 or n_samples >= n_frames:
         return list(range(n_frames))
     return sorted({int(round(x)) for x in np.linspace(0, n_frames - 1, n_samples)})
@@ -190,7 +195,7 @@ def _decode_decord(src: bytes | str, n_samples: int, cfg: DecodeConfig) -> Decod
     height, width = first.shape[:2]
     _check_size(width, height, cfg, "video")
     fps = float(vr.get_avg_fps() or 0.0)
-    idx = sample_indices(n, n_samples)
+    idx = sample_indices(n, n_samples, cfg.frame_stride)
     size = working_size(width, height, cfg.max_side)
     # One frame at a time keeps peak memory at one full-resolution frame.
     frames = np.stack([_resize(vr[i].asnumpy(), size) for i in idx])
@@ -210,7 +215,7 @@ def _decode_pyav(src: bytes | str, n_samples: int, cfg: DecodeConfig) -> Decoded
         n = sum(1 for p in container.demux(stream) if p.size > 0)
     if n == 0:
         raise DecodeError("video has no frames")
-    wanted = set(sample_indices(n, n_samples))
+    wanted = set(sample_indices(n, n_samples, cfg.frame_stride))
     size = working_size(width, height, cfg.max_side)
     frames, idx = [], []
     with _av_open(src, cfg) as container:

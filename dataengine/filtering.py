@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from . import ENGINE_VERSION, manifest
 from .config import FilterConfig, to_dict
-from .shards import read_shard, write_shard
+from .shards import read_shard, write_dataset_card, write_shard
 
 
 def filter_reason(row: dict[str, Any], cfg: FilterConfig) -> str:
@@ -62,5 +62,6 @@ def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterCon
     upstream = src / "run.json"
     if upstream.is_file():
         run["upstream"] = json.loads(upstream.read_text())
+    write_dataset_card(out, ((run.get("upstream") or {}).get("config") or {}).get("output", {}).get("prefix", "traj"))
     (out / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True))
     return run["totals"]

@@ -10,16 +10,36 @@ from typing import Callable
 import numpy as np
 
 from . import manifest, trajformat
-from .shards import KEY_RE, MEDIA_EXTS, group_members, iter_tar_members, list_shards
+from .shards import KEY_RE, MEDIA_EXTS, group_members, iter_tar_members, list_shards, read_traj
 
-REQUIRED = ("json", "txt", "traj.json")
+REQUIRED = ("json", "txt")   # and one traj member: traj.json.gz (v2) or traj.json (v1)
+
+
+def _check_v2(traj: dict, where: str) -> list[str]:
+    """The fields v2 added: source size, resize rule, fps, scene cuts."""
+    p = []
+    for k in ("source_width", "source_height"):
+        if not isinstance(traj.get(k), int) or traj[k] < 1:
+            p.append(f"{where}: {k} {traj.get(k)!r} is not a positive integer")
+    if not isinstance(traj.get("resize"), dict) or "rule" not in traj["resize"]:
+        p.append(f"{where}: resize {traj.get('resize')!r} does not state its rule")
+    fps = traj.get("fps", "missing")
+    if fps is not None and not (isinstance(fps, (int, float)) and fps > 0):
+        p.append(f"{where}: fps {fps!r} is neither null nor positive")
+    cuts = traj.get("scene_cuts")
+    T = len(traj["frame_indices"])
+    if not isinstance(cuts, list) or any(not isinstance(c, int) or not 0 < c < T for c in cuts):
+        p.append(f"{where}: scene_cuts {cuts!r} are not frame positions after the first")
+    return p
 
 
 def check_traj(traj: dict, where: str) -> list[str]:
-    """Problems of one decoded traj.json (empty list when it is sound)."""
+    """Problems of one decoded traj.json, v1 or v2 (empty list when it is sound)."""
     p = []
-    if traj.get("version") != trajformat.FORMAT_VERSION:
-        return [f"{where}: traj.json version {traj.get('version')!r} is not {trajformat.FORMAT_VERSION}"]
+    if traj.get("version") not in trajformat.READABLE_VERSIONS:
+        return [f"{where}: traj.json version {traj.get('version')!r} is not one of {trajformat.READABLE_VERSIONS}"]
+    if traj["version"] >= 2:
+        p += _check_v2(traj, where)
     H, W = traj["height"], traj["width"]
     T = len(traj["frame_indices"])
     ids = traj["masklet_id"]
@@ -76,6 +96,8 @@ def validate_dataset(directory: str | Path, on_shard: Callable[[int, int], None]
                 if not KEY_RE.match(key):
                     problems.append(f"{where}: unsafe key")
                 missing = [m for m in REQUIRED if m not in group]
+                if not trajformat.find_member(group):
+                    missing.append(trajformat.MEMBER)
                 if missing:
                     problems.append(f"{where}: missing members {missing}")
                     continue
@@ -87,7 +109,7 @@ def validate_dataset(directory: str | Path, on_shard: Callable[[int, int], None]
                 try:
                     json.loads(group["json"])
                     group["txt"].decode("utf-8")
-                    traj = json.loads(group["traj.json"])
+                    traj = read_traj(group)
                     problems += check_traj(traj, where)
                     if row is not None and row["n_trajectories"] != len(traj["masklet_id"]):
                         problems.append(f"{where}: manifest says {row['n_trajectories']} trajectories, shard has "

@@ -1,9 +1,10 @@
-"""Assemble processed rows into shards: one shard and one manifest part per input chunk.
+"""Assemble processed rows into shards: one manifest part per input chunk, one shard per chunk and series.
 
 Input sample ``index`` belongs to chunk ``index // samples_per_shard``. When
-every sample of a chunk has come back (in any order) the chunk's shard is
-written (temporary name, then rename) and then its manifest part: the part
-is the "done" marker, so a crash between the two only repeats that chunk.
+every sample of a chunk has come back (in any order) the chunk's shards are
+written, one per media series (``traj-mp4-000003.tar``, ``traj-jpg-000003.tar``;
+temporary name, then rename), and then its manifest part: the part is the
+"done" marker, so a crash between the two only repeats that chunk.
 Rows are sorted by input index, so shards do not depend on scheduling.
 
 On ``resume`` finished chunks are skipped, except that their ``error`` rows
@@ -21,7 +22,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import ENGINE_VERSION, manifest
 from .config import AnnotateConfig, to_dict
-from .shards import ShardSample, read_shard, shard_name, write_shard
+from .shards import (ShardSample, chunk_shards, read_shard, series_shard_name, write_dataset_card,
+                     write_series)
 from .sources import MediaError, SampleRef, read_media
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,7 @@ class DatasetWriter:
         if self.pending:
             missing = {c: self.expected[c] - len(r) for c, r in self.pending.items()}
             raise RuntimeError(f"rows missing for chunks {missing}; rerun with --resume")
+        write_dataset_card(self.out, self.cfg.output.prefix)
         table = manifest.read_manifest(self.out)
         counts: dict[str, int] = defaultdict(int)
         for s in table.column("status").to_pylist():
@@ -143,16 +146,21 @@ class DatasetWriter:
         return totals
 
     def _write_chunk(self, c: int, rows: list[dict[str, Any]]) -> None:
-        name = shard_name(self.cfg.output.prefix, c)
-        path = self.out / name
+        prefix = self.cfg.output.prefix
         samples: list[tuple[int, ShardSample]] = []
         manifest_rows: list[dict[str, Any]] = []
         if c in self.done:  # a retried chunk: keep what was already fine
             retried = {r["index"] for r in rows}
             manifest_rows = [r for r in manifest.read_part(self.out, c) if r["input_index"] not in retried]
-            if path.is_file():
-                samples = [(s.meta["input_index"], s) for s in read_shard(path)]
+            for path in chunk_shards(self.out, prefix, c):
+                samples += [(s.meta["input_index"], s) for s in read_shard(path)]
+            # the manifest names the shard a kept sample now lives in (a pre-series name moves)
+            series = {s.key: series_shard_name(prefix, s.media_ext, c) for _, s in samples}
+            for r in manifest_rows:
+                if r["status"] == "ok" and r["key"] in series:
+                    r["shard"] = series[r["key"]]
         for row in rows:
+            name = series_shard_name(prefix, row["ext"], c)
             if not row["error"]:
                 try:
                     ref = SampleRef(**{k: row[k] for k in SampleRef.__dataclass_fields__})
@@ -165,10 +173,7 @@ class DatasetWriter:
             manifest_rows.append(manifest_row(row, name))
         samples.sort(key=lambda p: p[0])
         manifest_rows.sort(key=lambda r: r["input_index"])
-        if samples:
-            write_shard(path, [s for _, s in samples])
-        elif path.exists():
-            path.unlink()
+        write_series(self.out, prefix, c, [s for _, s in samples])
         manifest.write_part(self.out, c, manifest_rows)
         self.done.add(c)
         self.retry.pop(c, None)

@@ -13,7 +13,7 @@ from dataengine import manifest
 from dataengine.config import FilterConfig, build_annotate_config, load_source
 from dataengine.filtering import filter_dataset
 from dataengine.metrics import trajectory_recall
-from dataengine.shards import list_shards, read_dataset
+from dataengine.shards import chunk_shards, list_shards, read_dataset
 from dataengine.synth import make_corpus
 from dataengine.validate import validate_dataset
 from pipelines.annotate import Resources, annotate
@@ -104,7 +104,8 @@ def test_resume_redoes_only_missing_chunk_with_same_bytes(corpus, local_run, tmp
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     (copy / "manifest" / "part-000001.parquet").unlink()
-    (copy / "traj-000001.tar").unlink()
+    for shard in chunk_shards(copy, "traj", 1):
+        shard.unlink()
     first_part = (copy / "manifest" / "part-000000.parquet").stat().st_mtime_ns
     annotate(config(corpus / "media"), str(copy), use_ray=False, resume=True)
     assert digests(copy) == digests(out)

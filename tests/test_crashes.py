@@ -257,7 +257,9 @@ def test_resume_retries_error_rows_after_the_input_is_fixed(tmp_path):
     status = {r["key"]: r["status"] for r in manifest.read_manifest(out).to_pylist()}
     assert status == {"a_bad": "error", "b_good": "ok", "c_bad": "error", "d_bad": "error",
                       "e_good": "ok", "f_good": "ok"}
-    assert sorted(p.name for p in list_shards(out)) == ["traj-000000.tar", "traj-000002.tar"]
+    # one shard per chunk and media series; chunk 1 (two errors) has none
+    assert [p.name for p in list_shards(out)] == ["traj-jpg-000000.tar", "traj-jpg-000002.tar",
+                                                  "traj-mp4-000002.tar"]
     before = {p.name: p.read_bytes() for p in list_shards(out)}
     untouched = (out / "manifest" / "part-000002.parquet").stat().st_mtime_ns
 
@@ -269,16 +271,18 @@ def test_resume_retries_error_rows_after_the_input_is_fixed(tmp_path):
     assert len(rows) == 6 and keys_once(out) == sorted(rows)
     assert {k: r["status"] for k, r in rows.items()} == {
         "a_bad": "ok", "b_good": "ok", "c_bad": "ok", "d_bad": "error", "e_good": "ok", "f_good": "ok"}
-    assert rows["a_bad"]["shard"] == "traj-000000.tar" and rows["c_bad"]["shard"] == "traj-000001.tar"
-    # chunk 2 had no errors: neither its shard nor its manifest part was touched
-    assert (out / "traj-000002.tar").read_bytes() == before["traj-000002.tar"]
+    assert rows["a_bad"]["shard"] == "traj-mp4-000000.tar" and rows["c_bad"]["shard"] == "traj-jpg-000001.tar"
+    assert rows["b_good"]["shard"] == "traj-jpg-000000.tar"
+    # chunk 2 had no errors: neither its shards nor its manifest part was touched
+    for name in ("traj-jpg-000002.tar", "traj-mp4-000002.tar"):
+        assert (out / name).read_bytes() == before[name]
     assert (out / "manifest" / "part-000002.parquet").stat().st_mtime_ns == untouched
     # in the rewritten shard the old sample keeps every member byte for byte
-    (tmp_path / "old.tar").write_bytes(before["traj-000000.tar"])
+    (tmp_path / "old.tar").write_bytes(before["traj-jpg-000000.tar"])
     old = {(k, e): d for k, e, d in iter_tar_members(tmp_path / "old.tar")}
-    new = {(k, e): d for k, e, d in iter_tar_members(out / "traj-000000.tar")}
+    new = {(k, e): d for k, e, d in iter_tar_members(out / "traj-jpg-000000.tar")}
     assert {m: d for m, d in new.items() if m[0] == "b_good"} == {m: d for m, d in old.items() if m[0] == "b_good"}
-    assert [s.key for s in read_shard(out / "traj-000000.tar")] == ["a_bad", "b_good"]
+    assert [s.key for s in read_shard(out / "traj-mp4-000000.tar")] == ["a_bad"]
     assert validate_dataset(out) == []
     # and the repaired dataset is exactly what a fresh run over the fixed inputs gives
     fresh = tmp_path / "fresh"
