@@ -79,7 +79,9 @@ def test_loss_decreases_when_overfitting_one_batch(tmp_path):
     batch = next(iter(ShardDataset(tmp_path, toy.data)))
     torch.manual_seed(0)
     model = Segmenter(toy.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # lr 1e-3: at 3e-3 the first ~30 steps oscillate with today's package versions and the
+    # 40-step window became a coin toss; the assertion itself is unchanged.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(40):
         loss = segmenter_loss(model(batch["frames"])["logits"], batch["labels"])["loss"]
