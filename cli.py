@@ -226,7 +226,8 @@ def validate(directory: Path = typer.Argument(..., help="A shard + manifest dire
 def eval_cmd(pred: Path = typer.Option(..., help="Predicted trajectory shards (annotate output)."),
              gt: Path = typer.Option(..., help="Ground-truth trajectory shards (e.g. synth OUT/gt)."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON.")):
-    """Class-agnostic STQ / VEQ / VPQ and trajectory recall of predictions against ground truth."""
+    """Class-agnostic STQ / VEQ / VPQ, strict trajectory recall and fragmentation (ids per GT trajectory,
+    length ratio) of predictions against ground truth."""
     from dataengine.evaluate import evaluate_dirs, format_table
 
     with console.status("evaluating"):
@@ -291,7 +292,8 @@ def eval_segmenter_cmd(checkpoint: Path = typer.Option(..., help="A segmenter .s
     result["samples"], result["errors"] = len(pairs), errors
     for row, key in zip(result.get("per_sequence", []), keys):
         row["key"] = key
-    summary = {k: result[k] for k in ("STQ", "AQ", "SQ", "VEQ", "VPQ", "recall_at_0.5", "mean_best_iou", "samples")}
+    summary = {k: result[k] for k in ("STQ", "AQ", "SQ", "VEQ", "VPQ", "recall_at_0.5", "mean_best_iou",
+                                       "ids_per_gt_trajectory", "length_ratio", "samples")}
     Console().print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
     if json_out:
         json_out.write_text(json.dumps(result, indent=2, default=float))
