@@ -33,7 +33,14 @@ class KeyframeConfig:
     luma_bins: int = 16
     threshold: float = 0.30       # histogram distance that starts a new clip
     cut_threshold: float = 0.60   # distance of a hard scene cut: tracks never cross it
-    max_gap: int = 4              # force a keyframe after this many frames (tracks drift; segmenting is cheap)
+    max_gap: int = 8              # force a keyframe after this many frames (tracks drift)
+    # The labeller segments a frame again where the carried tracks cover less than this share
+    # of what they covered at the last keyframe (0: off), at least min_keyframe_gap frames after it.
+    min_coverage: float = 0.9
+    min_keyframe_gap: int = 2
+    # ... and treats a frame as a scene cut when the share of its pixels passing the tracker's
+    # forward-backward flow check from the frame before is below this fraction of the video's median.
+    cut_consistency: float = 0.35
 
 
 @dataclass
@@ -72,7 +79,10 @@ class TrackerConfig:
 
 @dataclass
 class MergeConfig:
-    iou_threshold: float = 0.5    # keyframe regions inherit an id only above this IoU
+    # Keyframe reconciliation (dataengine.merge): shares of a fresh region's pixels
+    continue_share: float = 0.5   # covered by one carried track -> the region continues it
+    new_share: float = 0.5        # covered by carried tracks below this -> new content, a new id
+    keep_share: float = 0.5       # a track that would keep less of its carried pixels keeps them all
 
 
 @dataclass
