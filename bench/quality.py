@@ -46,8 +46,8 @@ from dataengine.trajformat import traj_to_labels  # noqa: E402
 # The labeller before issue 10 (the commit this work started from).
 BASELINE_REF = "5b8e7ab"
 
-# Runs with a given source tree first on sys.path: labels every video named on stdin (one path a
-# line), writes NAME.npz (labels, frame_indices) and one JSON line of timings per video.
+# Runs with a given source tree first on sys.path: labels every video named on stdin (one
+# "VIDEO<TAB>OUT.npz" a line), writes OUT.npz (labels, frame_indices) and one JSON line of timings.
 CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -57,19 +57,23 @@ from dataengine.decode import decode_media
 from dataengine.keyframes import detect_keyframes
 from dataengine.labeller import Labeller
 cfg = build_annotate_config("cpu")
+for item in json.loads(sys.argv[3]):                 # --set section.key=value overrides
+    key, value = item.split("=", 1)
+    section, name = key.split(".")
+    target = getattr(cfg, section)
+    setattr(target, name, type(getattr(target, name))(value))
 labeller = Labeller(cfg)
-out = sys.argv[2]
 for line in sys.stdin:
-    path = line.strip()
-    if not path:
+    if not line.strip():
         continue
+    path, out = line.rstrip("\n").split("\t")
     media = decode_media(open(path, "rb").read(), "video", cfg.decode)
     w0, c0 = time.perf_counter(), time.process_time()
     keyframes, cuts = detect_keyframes(media.frames, cfg.keyframes)
     result = labeller.label(media.frames, keyframes, cuts)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     name = os.path.splitext(os.path.basename(path))[0]
-    np.savez_compressed(os.path.join(out, name + ".npz"), labels=result.labels,
+    np.savez_compressed(out, labels=result.labels,
                         frame_indices=np.asarray(media.frame_indices))
     print(json.dumps({"video": name, "wall": wall, "cpu": cpu, "frames": len(media.frames),
                       "keyframes": len(result.keyframes)}), flush=True)
@@ -79,16 +83,18 @@ for line in sys.stdin:
 class ChildLabeller:
     """One long-lived labelling process per source tree (models and imports load once)."""
 
-    def __init__(self, root: Path, out: Path):
+    def __init__(self, root: Path, out: Path, overrides: list[str] | None = None):
         out.mkdir(parents=True, exist_ok=True)
         self.out = out
         env = dict(os.environ, PYTHONPATH=str(root), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-        self.proc = subprocess.Popen([sys.executable, "-c", CHILD, str(root), str(out)], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-c", CHILD, str(root), str(out),
+                                      json.dumps(overrides or [])], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env, cwd=str(root))
 
-    def label(self, video: Path) -> dict[str, Any]:
+    def label(self, video: Path, out: Path) -> dict[str, Any]:
         assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(f"{video}\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.proc.stdin.write(f"{video}\t{out}\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
@@ -150,8 +156,9 @@ def score(gt_dir: Path, label_dir: Path) -> dict[str, Any]:
     return out
 
 
-def run(styles: list[str], seeds: list[int], videos: int, baseline_root: Path | None, work: Path) -> dict[str, Any]:
-    labellers = {"current": ChildLabeller(ROOT, work / "labels_current")}
+def run(styles: list[str], seeds: list[int], videos: int, baseline_root: Path | None, work: Path,
+        overrides: list[str] | None = None) -> dict[str, Any]:
+    labellers = {"current": ChildLabeller(ROOT, work / "labels_current", overrides)}
     if baseline_root is not None:
         labellers["baseline"] = ChildLabeller(baseline_root, work / "labels_baseline")
     result: dict[str, Any] = {"videos_per_seed": videos, "seeds": seeds, "styles": {}}
@@ -163,9 +170,9 @@ def run(styles: list[str], seeds: list[int], videos: int, baseline_root: Path | 
                 c = corpus(work / f"{style}_{seed}", style, seed, videos)
                 for video in sorted(Path(c["media"]).glob("*.mp4")):
                     for name, lab in labellers.items():
-                        timings[name].append(lab.label(video))
+                        timings[name].append(lab.label(video, lab.out / f"{style}_{seed}" / f"{video.stem}.npz"))
                 for name, lab in labellers.items():
-                    scores[name].append((Path(c["gt"]), lab.out))
+                    scores[name].append((Path(c["gt"]), lab.out / f"{style}_{seed}"))
             entry: dict[str, Any] = {}
             for name in labellers:
                 per_seed = [score(gt, out) for gt, out in scores[name]]
@@ -222,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-ref", default=BASELINE_REF, help="git commit whose labeller is the baseline")
     ap.add_argument("--baseline-root", type=Path, help="a source tree whose labeller is the baseline")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                    help="config overrides for this tree's labeller (tuning; never on held-out seeds)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -229,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         base = None
         if not args.no_baseline:
             base = args.baseline_root or baseline_tree(args.baseline_ref, work / "baseline_src")
-        result = run(args.styles, args.seeds, args.videos, base, work)
+        result = run(args.styles, args.seeds, args.videos, base, work, args.set)
     result["baseline"] = None if args.no_baseline else str(args.baseline_root or args.baseline_ref)
+    result["overrides"] = args.set
     print_summary(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -53,6 +53,7 @@ class SegmenterConfig:
     superpixels: int = 400
     compactness: float = 10.0
     merge_threshold: float = 14.0  # mean-colour distance (Lab) below which regions merge
+    motion_weight: float = 0.0    # video keyframes: merge distance x (1 + this x flow difference, px/frame)
     # model segmenters (directsam, sam)
     resolution: int = 1024        # model input side: DirectSAM square input, SAM 2 image_size
     batch: int = 4                # keyframes per forward pass (DirectSAM)

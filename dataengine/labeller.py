@@ -54,7 +54,7 @@ class Labeller:
         T = len(frames)
         t0 = time.perf_counter()
         # All planned keyframes in one call: model backends batch them on the GPU.
-        segmentations = dict(zip(keyframes, self.segmenter.segment(frames[keyframes])))
+        segmentations = dict(zip(keyframes, self.segment(frames, keyframes, cuts)))
         t_segment = time.perf_counter() - t0
         labels = np.zeros(frames.shape[:3], dtype=np.int32)
         merges: list[dict] = []
@@ -69,7 +69,7 @@ class Labeller:
             end = next((p for p in planned if p > k), T)
             if k not in segmentations:      # placed by the labeller: the tracks lost too much of the frame
                 t1 = time.perf_counter()
-                segmentations[k] = self.segmenter.segment(frames[k:k + 1])[0]
+                segmentations[k] = self.segment(frames, [k], cuts)[0]
                 t_segment += time.perf_counter() - t1
             carried = None if (k in cuts) else propagated
             result, next_id = self.merge(carried, segmentations.pop(k), next_id)
@@ -103,6 +103,19 @@ class Labeller:
                 cuts, propagated = sorted(set(cuts) | {end}), None
             k = end
         return ClipLabels(labels, placed, sorted(cuts), merges, t_segment, t_track)
+
+    def segment(self, frames: np.ndarray, positions: list[int], cuts: list[int]) -> list[np.ndarray]:
+        """Segment the frames at ``positions``; a segmenter that uses motion gets each one's flow."""
+        if not (getattr(self.segmenter, "uses_motion", False) and self.cfg.segmenter.motion_weight > 0):
+            return self.segmenter.segment(frames[positions])
+        from .trackers.flow import frame_motion
+        motion = []
+        for k in positions:
+            # the flow stays inside the keyframe's shot
+            shot_end = min([c for c in cuts if c > k] + [len(frames)])
+            shot_start = max([c for c in cuts if c <= k] + [0])
+            motion.append(frame_motion(frames[shot_start:shot_end], k - shot_start))
+        return self.segmenter.segment(frames[positions], motion)
 
     def merge(self, carried: np.ndarray | None, segmentation: np.ndarray, next_id: int):
         m = self.cfg.merge
