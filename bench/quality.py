@@ -116,12 +116,16 @@ def baseline_tree(ref: str, into: Path) -> Path:
 
 
 def corpus(out: Path, style: str, seed: int, videos: int) -> dict[str, Any]:
+    if (out / "corpus.json").is_file():                      # --corpus-cache: generated before
+        return json.loads((out / "corpus.json").read_text())
     kwargs: dict[str, Any] = {"videos": videos, "images": 0, "seed": seed}
     if "style" in inspect.signature(make_corpus).parameters:
         kwargs["style"] = style
     elif style != "flat":
         raise SystemExit(f"this tree's synth has no --style {style}")
-    return make_corpus(out, **kwargs)
+    summary = make_corpus(out, **kwargs)
+    (out / "corpus.json").write_text(json.dumps(summary))
+    return summary
 
 
 def crossing_ids(pred: np.ndarray, frame_indices: list[int], cuts: list[int]) -> int:
@@ -157,7 +161,7 @@ def score(gt_dir: Path, label_dir: Path) -> dict[str, Any]:
 
 
 def run(styles: list[str], seeds: list[int], videos: int, baseline_root: Path | None, work: Path,
-        overrides: list[str] | None = None) -> dict[str, Any]:
+        overrides: list[str] | None = None, cache: Path | None = None) -> dict[str, Any]:
     labellers = {"current": ChildLabeller(ROOT, work / "labels_current", overrides)}
     if baseline_root is not None:
         labellers["baseline"] = ChildLabeller(baseline_root, work / "labels_baseline")
@@ -167,7 +171,7 @@ def run(styles: list[str], seeds: list[int], videos: int, baseline_root: Path | 
             timings: dict[str, list[dict[str, Any]]] = {k: [] for k in labellers}
             scores: dict[str, list[tuple[Path, Path]]] = {k: [] for k in labellers}
             for seed in seeds:
-                c = corpus(work / f"{style}_{seed}", style, seed, videos)
+                c = corpus((cache or work) / f"{style}_{seed}_{videos}", style, seed, videos)
                 for video in sorted(Path(c["media"]).glob("*.mp4")):
                     for name, lab in labellers.items():
                         timings[name].append(lab.label(video, lab.out / f"{style}_{seed}" / f"{video.stem}.npz"))
@@ -231,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
                     help="config overrides for this tree's labeller (tuning; never on held-out seeds)")
+    ap.add_argument("--corpus-cache", type=Path, help="keep generated corpora here and reuse them")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -238,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         base = None
         if not args.no_baseline:
             base = args.baseline_root or baseline_tree(args.baseline_ref, work / "baseline_src")
-        result = run(args.styles, args.seeds, args.videos, base, work, args.set)
+        result = run(args.styles, args.seeds, args.videos, base, work, args.set, args.corpus_cache)
     result["baseline"] = None if args.no_baseline else str(args.baseline_root or args.baseline_ref)
     result["overrides"] = args.set
     print_summary(result)

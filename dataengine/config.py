@@ -33,7 +33,7 @@ class KeyframeConfig:
     luma_bins: int = 16
     threshold: float = 0.30       # histogram distance that starts a new clip
     cut_threshold: float = 0.60   # distance of a hard scene cut: tracks never cross it
-    max_gap: int = 8              # force a keyframe after this many frames (tracks drift)
+    max_gap: int = 4              # force a keyframe after this many frames (tracks drift; merging keeps ids)
     # The labeller segments a frame again where the carried tracks cover less than this share
     # of what they covered at the last keyframe (0: off), at least min_keyframe_gap frames after it.
     min_coverage: float = 0.9
@@ -53,7 +53,8 @@ class SegmenterConfig:
     superpixels: int = 400
     compactness: float = 10.0
     merge_threshold: float = 14.0  # mean-colour distance (Lab) below which regions merge
-    motion_weight: float = 0.0    # video keyframes: merge distance x (1 + this x flow difference, px/frame)
+    motion_weight: float = 0.0    # video keyframes: merge distance x (1 + this x flow difference beyond
+    motion_floor: float = 1.0     # this many px/frame, the flow's noise on texture)
     # model segmenters (directsam, sam)
     resolution: int = 1024        # model input side: DirectSAM square input, SAM 2 image_size
     batch: int = 4                # keyframes per forward pass (DirectSAM)
@@ -83,7 +84,12 @@ class MergeConfig:
     # Keyframe reconciliation (dataengine.merge): shares of a fresh region's pixels
     continue_share: float = 0.5   # covered by one carried track -> the region continues it
     new_share: float = 0.5        # covered by carried tracks below this -> new content, a new id
-    keep_share: float = 0.5       # a track that would keep less of its carried pixels keeps them all
+    keep_share: float = 0.0       # a track that would keep less of its carried pixels keeps them all (0: off)
+    # Common fate (dataengine.grouping): adjacent tracks that one affine flow model explains within this
+    # many px/frame of their separate models, in every frame where they touch (>= fate_min_frames), join.
+    fate_tolerance: float = 0.2   # 0: off
+    fate_min_frames: int = 2
+    fate_max_share: float = 0.2   # a joined group stays below this share of the frame (not background)
 
 
 @dataclass

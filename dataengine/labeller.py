@@ -63,6 +63,7 @@ class Labeller:
         next_id = 1
         t_track = 0.0
         history: list[float] = []           # the tracker's forward-backward consistency so far
+        flows: dict[int, np.ndarray] = {}   # forward flow of frame t -> t+1, where the tracker made one
         planned = sorted(keyframes)
         k = planned[0] if planned else T
         while k < T:
@@ -83,6 +84,8 @@ class Labeller:
             t1 = time.perf_counter()
             tracked = self.tracker.track(frames[k:stop], result.labels)
             t_track += time.perf_counter() - t1
+            for j, f in enumerate(getattr(self.tracker, "flows", None) or []):
+                flows[k + j] = f
             shares = list(getattr(self.tracker, "consistent_share", None) or [])
             reference = float(np.median(history + shares)) if (history or shares) else 0.0
             history += shares
@@ -102,7 +105,27 @@ class Labeller:
             if propagated is not None and self.first_flow_cut(shares, reference, end - k + 1) == end - k:
                 cuts, propagated = sorted(set(cuts) | {end}), None
             k = end
+        t1 = time.perf_counter()
+        labels = self.join_common_fate(frames, labels, cuts, flows)
+        t_track += time.perf_counter() - t1
         return ClipLabels(labels, placed, sorted(cuts), merges, t_segment, t_track)
+
+    def join_common_fate(self, frames: np.ndarray, labels: np.ndarray, cuts: list[int],
+                         flows: dict[int, np.ndarray] | None = None) -> np.ndarray:
+        """Join tracks that move as one piece (``grouping``); flows across a cut are never used."""
+        m = self.cfg.merge
+        if m.fate_tolerance <= 0 or len(frames) < 2:
+            return labels
+        from .grouping import apply_lut, common_fate_lut
+        from .trackers.flow import frame_motion
+        flows = dict(flows or {})
+        for t in range(len(frames) - 1):
+            if t not in flows and (t + 1) not in cuts:
+                flows[t] = frame_motion(frames[t:t + 2], 0)
+        for c in cuts:
+            flows.pop(c - 1, None)
+        lut = common_fate_lut(labels, flows, m.fate_tolerance, m.fate_min_frames, m.fate_max_share)
+        return apply_lut(labels, lut)
 
     def segment(self, frames: np.ndarray, positions: list[int], cuts: list[int]) -> list[np.ndarray]:
         """Segment the frames at ``positions``; a segmenter that uses motion gets each one's flow."""

@@ -39,6 +39,7 @@ class FlowTracker:
         # Per step of the last ``track`` call: share of pixels whose forward and backward flow agree
         # (inside the frame). Near 0 the two frames show different content: the labeller's cut signal.
         self.consistent_share: list[float] = []
+        self.flows: list[np.ndarray] = []   # forward flow of each step (reused for grouping tracks)
 
     def track(self, frames: np.ndarray, labels0: np.ndarray) -> np.ndarray:
         out = np.zeros((len(frames),) + labels0.shape, dtype=np.int32)
@@ -50,9 +51,11 @@ class FlowTracker:
         min_pixels = max(1, int(self.cfg.min_area * h * w))
         grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
         self.consistent_share = []
+        self.flows = []
         for t in range(len(frames) - 1):
             backward = self.dis.calc(grey[t + 1], grey[t], None)
             forward = self.dis.calc(grey[t], grey[t + 1], None)
+            self.flows.append(forward)
             src = grid + backward
             # float32 carries ids exactly up to 2**24; INTER_NEAREST never blends two ids.
             warped = cv2.remap(out[t].astype(np.float32), src[..., 0], src[..., 1], cv2.INTER_NEAREST,
