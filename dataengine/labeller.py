@@ -121,7 +121,9 @@ class Labeller:
         flows = dict(flows or {})
         for t in range(len(frames) - 1):
             if t not in flows and (t + 1) not in cuts:
-                flows[t] = frame_motion(frames[t:t + 2], 0)
+                flow = frame_motion(frames[t:t + 2], 0)
+                if flow is not None:
+                    flows[t] = flow
         for c in cuts:
             flows.pop(c - 1, None)
         lut = common_fate_lut(labels, flows, m.fate_tolerance, m.fate_min_frames, m.fate_max_share)
@@ -192,4 +194,6 @@ class Labeller:
             if carried is not None:
                 merges.append({"position": s, "matched": [[i, iou] for i, iou in result.matched],
                                "new": result.new_ids, "ended": result.ended_ids})
-        return ClipLabels(labels, starts, list(cuts), merges, t_segment, 0.0)
+        t1 = time.perf_counter()
+        labels = self.join_common_fate(frames, labels, list(cuts))
+        return ClipLabels(labels, starts, list(cuts), merges, t_segment, time.perf_counter() - t1)

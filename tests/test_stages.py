@@ -156,3 +156,27 @@ def test_labeller_finds_a_cut_the_histograms_miss():
     # within each shot the pan is followed: most of the frame keeps the ids of the shot's first frame
     for a, b in ((0, 5), (6, 11)):
         assert np.isin(out.labels[b], np.unique(out.labels[a])).mean() > 0.8
+
+
+def test_common_fate_joins_pieces_that_move_together():
+    from dataengine.grouping import apply_lut, common_fate_lut
+    T, H, W = 4, 48, 64
+    labels = np.zeros((T, H, W), np.int32)
+    flows = {}
+    for t in range(T):
+        lab = labels[t]
+        lab[:, :32], lab[:, 32:] = 4, 5                      # static background, split in two halves
+        lab[10:20, 10 + 2 * t:20 + 2 * t] = 1                 # object A: two pieces moving right together
+        lab[10:20, 20 + 2 * t:30 + 2 * t] = 2
+        lab[20 + 2 * t:30 + 2 * t, 12:22] = 3                 # object B below A, moving down
+        if t < T - 1:
+            f = np.zeros((H, W, 2), np.float32)
+            f[np.isin(lab, [1, 2])] = (2, 0)
+            f[lab == 3] = (0, 2)
+            f += np.random.default_rng(t).normal(0, 0.05, f.shape).astype(np.float32)   # flow noise
+            flows[t] = f
+    lut = common_fate_lut(labels, flows, tolerance=0.2, min_frames=2, max_share=0.2)
+    assert lut == {2: 1}                                     # A's pieces join; B and the background do not
+    # the two static background halves agree too, but a group that large is background, not an object
+    assert apply_lut(labels, lut)[0, 15, 25] == 1
+    assert set(np.unique(apply_lut(labels, lut))) == {1, 3, 4, 5}

@@ -18,12 +18,12 @@ from ..config import TrackerConfig
 from ..regions import drop_small, nearest_label
 
 
-def frame_motion(frames: np.ndarray, t: int, dis=None) -> np.ndarray:
+def frame_motion(frames: np.ndarray, t: int, dis=None) -> np.ndarray | None:
     """Dense flow ``[H, W, 2]`` (px/frame) of frame ``t`` towards the next frame (the previous one, reversed,
-    for the last frame; zeros for a single frame)."""
+    for the last frame); None for a single frame or frames too small for DIS (no evidence either way)."""
     h, w = frames.shape[1:3]
-    if len(frames) < 2:
-        return np.zeros((h, w, 2), np.float32)
+    if len(frames) < 2 or min(h, w) < 12:
+        return None
     dis = dis or cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     other, sign = (t + 1, 1.0) if t + 1 < len(frames) else (t - 1, -1.0)
     a, b = (cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY) for i in (t, other))
