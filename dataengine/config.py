@@ -50,8 +50,8 @@ class SegmenterConfig:
     min_area: float = 0.0015      # regions smaller than this share of the frame are absorbed
     max_regions: int = 128
     # classical: superpixels merged by colour similarity
-    superpixels: int = 400
-    compactness: float = 10.0
+    superpixels: int = 250
+    compactness: float = 20.0
     merge_threshold: float = 14.0  # mean-colour distance (Lab) below which regions merge
     motion_weight: float = 0.0    # video keyframes: merge distance x (1 + this x flow difference beyond
     motion_floor: float = 1.0     # this many px/frame, the flow's noise on texture)
@@ -90,6 +90,7 @@ class MergeConfig:
     fate_tolerance: float = 0.2   # 0: off
     fate_min_frames: int = 2
     fate_max_share: float = 0.2   # a joined group stays below this share of the frame (not background)
+    min_track_frames: int = 3     # shorter trajectories give their pixels to the nearest neighbour (1: off)
 
 
 @dataclass

@@ -23,7 +23,8 @@ def _design(xy: np.ndarray) -> np.ndarray:
 def _fit_residual(xy: np.ndarray, uv: np.ndarray) -> float:
     """Mean end-point error of the least-squares affine flow model of points ``xy`` with flow ``uv``."""
     a = _design(xy)
-    coef, *_ = np.linalg.lstsq(a, uv, rcond=None)
+    # normal equations (3x3), ridge-stabilised: pieces can be thin lines
+    coef = np.linalg.solve(a.T @ a + 1e-6 * np.eye(3), a.T @ uv)
     return float(np.linalg.norm(a @ coef - uv, axis=1).mean())
 
 
@@ -37,7 +38,7 @@ def _adjacent_pairs(lab: np.ndarray) -> np.ndarray:
 
 
 def common_fate_lut(labels: np.ndarray, flows: dict[int, np.ndarray], tolerance: float = 0.3,
-                    min_frames: int = 3, max_share: float = 0.2, min_pixels: int = 30, sample: int = 300,
+                    min_frames: int = 3, max_share: float = 0.2, min_pixels: int = 30, sample: int = 200,
                     seed: int = 0) -> dict[int, int]:
     """Track id -> the id it joins (the smallest of its group) for the tracks of one shot ``labels [T, H, W]``.
 
@@ -62,13 +63,17 @@ def common_fate_lut(labels: np.ndarray, flows: dict[int, np.ndarray], tolerance:
             continue
         ids = np.unique(pairs)
         points: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for i in ids:
-            ys, xs = np.nonzero(lab == i)
-            if len(ys) < min_pixels:
+        flat = lab.ravel()
+        order = np.argsort(flat, kind="stable")             # pixels grouped by id, one sort per frame
+        starts = np.searchsorted(flat[order], ids, side="left")
+        ends = np.searchsorted(flat[order], ids, side="right")
+        uv_all = flow.reshape(-1, 2)
+        for i, a0, a1 in zip(ids, starts, ends):
+            if a1 - a0 < min_pixels:
                 continue
-            pick = rng.choice(len(ys), size=min(sample, len(ys)), replace=False)
-            xy = np.column_stack([xs[pick], ys[pick]]).astype(np.float64)
-            points[int(i)] = (xy, flow[ys[pick], xs[pick]].astype(np.float64))
+            idx = order[a0 + rng.choice(a1 - a0, size=min(sample, a1 - a0), replace=False)]
+            xy = np.column_stack([idx % lab.shape[1], idx // lab.shape[1]]).astype(np.float64)
+            points[int(i)] = (xy, uv_all[idx].astype(np.float64))
         own = {i: _fit_residual(*p) for i, p in points.items()}
         for a, b in pairs:
             a, b = int(a), int(b)
@@ -107,3 +112,33 @@ def apply_lut(labels: np.ndarray, lut: dict[int, int]) -> np.ndarray:
     for a, b in lut.items():
         table[a] = b
     return table[labels]
+
+
+def absorb_short(labels: np.ndarray, cuts: list[int], min_frames: int) -> np.ndarray:
+    """Give the pixels of trajectories shorter than ``min_frames`` frames to the nearest other trajectory.
+
+    A region that a keyframe starts and the tracker loses at once is not a trajectory; its pixels
+    belong to a neighbour. Shots shorter than ``min_frames`` keep everything.
+    """
+    from .regions import nearest_label
+    from .metrics import trajectory_lengths
+
+    if min_frames <= 1 or labels.size == 0:
+        return labels
+    T = len(labels)
+    bounds = [0] + sorted(c for c in cuts if 0 < c < T) + [T]
+    out = labels.copy()
+    for a, b in zip(bounds, bounds[1:]):
+        shot = out[a:b]
+        if b - a < min_frames:
+            continue
+        ids = np.unique(shot[shot != 0])
+        short = ids[trajectory_lengths(shot) < min_frames]
+        if len(short) == 0:
+            continue
+        drop = np.isin(shot, short)
+        for t in np.flatnonzero(drop.any(axis=(1, 2))):
+            frame = np.where(drop[t], 0, shot[t])
+            if (frame != 0).any():
+                shot[t] = np.where(drop[t], nearest_label(frame), frame)
+    return out

@@ -112,22 +112,23 @@ class Labeller:
 
     def join_common_fate(self, frames: np.ndarray, labels: np.ndarray, cuts: list[int],
                          flows: dict[int, np.ndarray] | None = None) -> np.ndarray:
-        """Join tracks that move as one piece (``grouping``); flows across a cut are never used."""
-        m = self.cfg.merge
-        if m.fate_tolerance <= 0 or len(frames) < 2:
-            return labels
-        from .grouping import apply_lut, common_fate_lut
+        """Join tracks that move as one piece and absorb too-short ones (``grouping``); flows across a cut
+        are never used."""
+        from .grouping import absorb_short, apply_lut, common_fate_lut
         from .trackers.flow import frame_motion
-        flows = dict(flows or {})
-        for t in range(len(frames) - 1):
-            if t not in flows and (t + 1) not in cuts:
-                flow = frame_motion(frames[t:t + 2], 0)
-                if flow is not None:
-                    flows[t] = flow
-        for c in cuts:
-            flows.pop(c - 1, None)
-        lut = common_fate_lut(labels, flows, m.fate_tolerance, m.fate_min_frames, m.fate_max_share)
-        return apply_lut(labels, lut)
+        m = self.cfg.merge
+        if m.fate_tolerance > 0 and len(frames) > 1:
+            flows = dict(flows or {})
+            for t in range(len(frames) - 1):
+                if t not in flows and (t + 1) not in cuts:
+                    flow = frame_motion(frames[t:t + 2], 0)
+                    if flow is not None:
+                        flows[t] = flow
+            for c in cuts:
+                flows.pop(c - 1, None)
+            labels = apply_lut(labels, common_fate_lut(labels, flows, m.fate_tolerance, m.fate_min_frames,
+                                                       m.fate_max_share))
+        return absorb_short(labels, cuts, m.min_track_frames)
 
     def segment(self, frames: np.ndarray, positions: list[int], cuts: list[int]) -> list[np.ndarray]:
         """Segment the frames at ``positions``; a segmenter that uses motion gets each one's flow."""

@@ -180,3 +180,15 @@ def test_common_fate_joins_pieces_that_move_together():
     # the two static background halves agree too, but a group that large is background, not an object
     assert apply_lut(labels, lut)[0, 15, 25] == 1
     assert set(np.unique(apply_lut(labels, lut))) == {1, 3, 4, 5}
+
+
+def test_absorb_short_gives_one_frame_tracks_to_their_neighbour():
+    from dataengine.grouping import absorb_short
+    labels = np.zeros((6, 8, 8), np.int32)
+    labels[:, :, :4], labels[:, :, 4:] = 1, 2
+    labels[2, :2, :2] = 9                         # a track that lives one frame, inside 1's area
+    labels[4:, :, :] = 5                          # after the cut at 4: a two-frame shot, kept whole
+    out = absorb_short(labels, [4], min_frames=3)
+    assert (out[2, :2, :2] == 1).all() and 9 not in out
+    assert (out[4:] == 5).all() and (out[:4, :, 4:] == 2).all()
+    assert (absorb_short(labels, [4], min_frames=1) == labels).all()

@@ -72,6 +72,10 @@ def _merge_mean_colour(g, src, dst):
     d["mean motion"] = d["total motion"] / d["pixel count"]
 
 
+def _colour_weight(g, src, dst, n):
+    return {"weight": float(np.linalg.norm(g.nodes[dst]["mean color"] - g.nodes[n]["mean color"]))}
+
+
 def _edge_weight(g, src, dst, n):
     diff = float(np.linalg.norm(g.nodes[dst]["mean color"] - g.nodes[n]["mean color"]))
     w = g.graph.get("motion_weight", 0.0)
@@ -102,7 +106,8 @@ class ClassicalSegmenter:
         rag = colour_rag(lab, sp, flow, cfg.motion_weight)
         merged = graph.merge_hierarchical(sp, rag, thresh=cfg.merge_threshold, rag_copy=False,
                                           in_place_merge=True, merge_func=_merge_mean_colour,
-                                          weight_func=_edge_weight)
+                                          weight_func=_edge_weight if flow is not None and cfg.motion_weight > 0
+                                          else _colour_weight)
         labels = consecutive(merged + 1)
         min_pixels = max(1, int(cfg.min_area * labels.size))
         labels = keep_largest(drop_small(labels, min_pixels), cfg.max_regions)
