@@ -389,3 +389,18 @@ def test_motion_and_count_labels(tmp_path, style):
     wds_meta = [json.loads(v) for k, v in _members(out / "wds" / "videos" / "00000.tar").items()
                 if k.endswith("_00000.json")]
     assert len(wds_meta) == 6 and all(m["motion"] in ("left", "right", "up", "down") and m["count"] for m in wds_meta)
+
+
+def test_cli_styles_and_one_line_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import trajdata
+    runner = CliRunner()
+    r = runner.invoke(trajdata, ["synth", str(tmp_path / "f"), "--videos", "1", "--images", "1", "--frames", "4",
+                                 "--style", "flat"])
+    assert r.exit_code == 0, r.output
+    assert "flat style" in r.output and (tmp_path / "f" / "media" / "video_000.mp4").exists()
+    assert "photo" not in (tmp_path / "f" / "media" / "video_000.json").read_text()
+    for bad in (["--style", "sketch"], ["--photos", "c"]):
+        r = runner.invoke(trajdata, ["synth", str(tmp_path / "g"), "--videos", "1", *bad])
+        assert r.exit_code == 2 and "error:" in r.output and len(r.output.strip().splitlines()) == 1, r.output
