@@ -192,3 +192,17 @@ def test_absorb_short_gives_one_frame_tracks_to_their_neighbour():
     assert (out[2, :2, :2] == 1).all() and 9 not in out
     assert (out[4:] == 5).all() and (out[:4, :, 4:] == 2).all()
     assert (absorb_short(labels, [4], min_frames=1) == labels).all()
+
+
+def test_classical_motion_term_keeps_regions_that_move_apart():
+    rng = np.random.default_rng(0)
+    frame = np.clip(rng.normal(128, 2, (64, 96, 3)), 0, 255).astype(np.uint8)
+    frame[:, 48:] += 20                             # two halves of similar colour (Lab distance ~8)
+    flow = np.zeros((64, 96, 2), np.float32)
+    flow[:, 48:, 0] = 4.0                           # the right half moves 4 px/frame
+    seg = ClassicalSegmenter(SegmenterConfig(motion_weight=0.0))
+    assert len(np.unique(seg.segment_one(frame, flow))) == 1
+    seg = ClassicalSegmenter(SegmenterConfig(motion_weight=1.0))
+    labels = seg.segment_one(frame, flow)
+    assert len(np.unique(labels)) >= 2
+    assert np.unique(labels[:, :44]).size == 1 and not set(np.unique(labels[:, 52:])) & set(np.unique(labels[:, :44]))

@@ -6,12 +6,12 @@ merge, so regions do not chain across gradients the way single linkage
 would). Regions below ``min_area`` are absorbed by their nearest neighbour so
 every pixel belongs to a region.
 
-In a video the labeller also hands over each keyframe's optical flow to the
-next frame. Colour alone cannot tell a textured object from a background of
-similar colours; motion often can: the merge distance of two regions is
-their colour distance times ``1 + motion_weight * |mean flow difference|``
-(pixels per frame), so regions that move apart are kept apart while regions
-moving together merge by colour as before.
+Optionally (``motion_weight`` > 0; off by default: on the photo corpus it
+split textured objects more than it separated them from the background, see
+bench/REPORT.md) the labeller hands over each keyframe's optical flow, and
+the merge distance of two regions becomes their colour distance times
+``1 + motion_weight * max(0, |mean flow difference| - motion_floor)``, so
+regions that move apart are kept apart.
 """
 from __future__ import annotations
 
