@@ -47,13 +47,20 @@ def synth(out: Path = typer.Argument(..., help="Output directory (media/, wds/, 
           videos: int = typer.Option(6, help="Number of videos."),
           images: int = typer.Option(4, help="Number of still images."),
           seed: int = typer.Option(0, help="Random seed; same seed, same bytes."),
+          style: str = typer.Option("photo", help="photo: pieces of real photographs over a photograph, moving "
+                                                  "camera, web-quality H.264/JPEG; flat: coloured shapes over a "
+                                                  "smooth background."),
+          photos: str = typer.Option("all", help="Photo pool (photo style): all, or one of the disjoint halves "
+                                                 "a / b, to check tuning on photographs it never saw."),
+          frames: int = typer.Option(48, help="Frames per video."),
           overwrite: bool = typer.Option(False, help="Replace an existing corpus in OUT.")):
     """Write a sample corpus with ground-truth trajectories."""
     from dataengine.synth import make_corpus
 
-    with console.status("writing synthetic corpus"):
-        summary = make_corpus(out, videos=videos, images=images, seed=seed, overwrite=overwrite)
-    console.print(f"wrote {videos} videos and {images} images to {out} (media/, wds/, gt/)")
+    with console.status(f"writing synthetic corpus ({style} style)"):
+        summary = make_corpus(out, videos=videos, images=images, seed=seed, n_frames=frames, overwrite=overwrite,
+                              style=style, photos=photos)
+    console.print(f"wrote {videos} videos and {images} images ({style} style) to {out} (media/, wds/, gt/)")
     return summary
 
 
@@ -263,7 +270,8 @@ def export(directory: Path = typer.Argument(..., help="A shard + manifest direct
 def eval_cmd(pred: Path = typer.Option(..., help="Predicted trajectory shards (annotate output)."),
              gt: Path = typer.Option(..., help="Ground-truth trajectory shards (e.g. synth OUT/gt)."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON.")):
-    """Class-agnostic STQ / VEQ / VPQ and trajectory recall of predictions against ground truth."""
+    """Class-agnostic STQ / VEQ / VPQ, strict trajectory recall and fragmentation (ids per GT trajectory,
+    length ratio) of predictions against ground truth."""
     from dataengine.evaluate import evaluate_dirs, format_table
 
     with console.status("evaluating"):
@@ -328,7 +336,8 @@ def eval_segmenter_cmd(checkpoint: Path = typer.Option(..., help="A segmenter .s
     result["samples"], result["errors"] = len(pairs), errors
     for row, key in zip(result.get("per_sequence", []), keys):
         row["key"] = key
-    summary = {k: result[k] for k in ("STQ", "AQ", "SQ", "VEQ", "VPQ", "recall_at_0.5", "mean_best_iou", "samples")}
+    summary = {k: result[k] for k in ("STQ", "AQ", "SQ", "VEQ", "VPQ", "recall_at_0.5", "mean_best_iou",
+                                       "ids_per_gt_trajectory", "length_ratio", "samples")}
     Console().print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
     if json_out:
         json_out.write_text(json.dumps(result, indent=2, default=float))

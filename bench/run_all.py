@@ -51,11 +51,12 @@ def commands(json_path: Path, quick: bool) -> dict[str, list[str]]:
         "backends": [str(BENCH / "backends.py"), "--json", j],
         "segmenter": [str(BENCH / "segmenter.py"), "--json", j],
         "memory": [str(BENCH / "memory.py"), "--json", j] + (["--frames", "16"] if quick else []),
+        "quality": [str(BENCH / "quality.py"), "--json", j] + (["--seeds", "200", "--videos", "4"] if quick else []),
     }
 
 
 SCRIPTS = {"throughput": "annotate.py", "scaling": "scaling.py", "loader": "loader.py", "storage": "storage.py",
-           "backends": "backends.py", "segmenter": "segmenter.py", "memory": "memory.py"}
+           "backends": "backends.py", "segmenter": "segmenter.py", "memory": "memory.py", "quality": "quality.py"}
 
 
 def run_one(name: str, quick: bool, work: Path) -> dict:
@@ -151,6 +152,23 @@ def summary_rows(recs: dict[str, dict]) -> list[tuple[str, str, str, str]]:
                          f"(target <= {r['result']['target']})",
                          f"{_f(c['long_peak_mb'], 0)} MB", f"{_f(c['short_peak_mb'], 0)} MB", _f(c["ratio"], 3)))
     failed("memory", "peak RSS long vs short video")
+    r = recs.get("quality")
+    if r and r["status"] == "ok":
+        res = r["result"]
+        for style, e in res["styles"].items():
+            cur, base = e["current"], e.get("baseline")
+            where = (f"{style} style, held-out seeds {', '.join(map(str, res['seeds']))}, "
+                     f"{cur['n_trajectories']} GT trajectories")
+            for key, what in (("recall_at_0.5", "strict trajectory recall@0.5"), ("mean_best_iou", "mean best IoU"),
+                              ("ids_per_gt_trajectory", "predicted ids per GT trajectory"),
+                              ("length_ratio", "mean trajectory length, predicted / GT"),
+                              ("cpu_seconds_clip", "CPU seconds per clip, classical+flow")):
+                rows.append((f"label quality: {what} ({where}), this tree vs baseline {res.get('baseline')}",
+                             _f(cur[key], 3), _f(base[key], 3) if base else "—",
+                             _f(cur[key] / base[key], 2) if base and base[key] else "—"))
+            rows.append((f"label quality: trajectories across a scene cut ({style})", str(cur["cut_crossings"]),
+                         str(base["cut_crossings"]) if base else "—", "—"))
+    failed("quality", "label quality")
     return rows
 
 

@@ -95,8 +95,8 @@ def label_row(row: Row, labeller: Labeller) -> Row:
     except Exception as e:
         return _fail(row, f"labelling failed: {type(e).__name__}: {e} "
                           f"[{traceback.extract_tb(e.__traceback__)[-1].name}]")
-    # A video segmenter decides its own clip starts, so keyframes come from the labeller.
-    info.update(keyframes=result.keyframes, merges=result.merges, backends=labeller.backends)
+    # The labeller places keyframes (and finds cuts by flow) itself, so both come from its result.
+    info.update(keyframes=result.keyframes, cuts=result.cuts, merges=result.merges, backends=labeller.backends)
     row["info"] = json.dumps(info)
     row["labels"], row["labels_spec"] = pack(result.labels.astype(np.uint16 if result.labels.max() < 65535 else np.int32))
     row["frames"] = b""

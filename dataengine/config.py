@@ -34,7 +34,14 @@ class KeyframeConfig:
     luma_bins: int = 16
     threshold: float = 0.30       # histogram distance that starts a new clip
     cut_threshold: float = 0.60   # distance of a hard scene cut: tracks never cross it
-    max_gap: int = 4              # force a keyframe after this many frames (tracks drift; segmenting is cheap)
+    max_gap: int = 4              # force a keyframe after this many frames (tracks drift; merging keeps ids)
+    # The labeller segments a frame again where the carried tracks cover less than this share
+    # of what they covered at the last keyframe (0: off), at least min_keyframe_gap frames after it.
+    min_coverage: float = 0.9
+    min_keyframe_gap: int = 2
+    # ... and treats a frame as a scene cut when the share of its pixels passing the tracker's
+    # forward-backward flow check from the frame before is below this fraction of the video's median.
+    cut_consistency: float = 0.35
 
 
 @dataclass
@@ -44,9 +51,11 @@ class SegmenterConfig:
     min_area: float = 0.0015      # regions smaller than this share of the frame are absorbed
     max_regions: int = 128
     # classical: superpixels merged by colour similarity
-    superpixels: int = 400
-    compactness: float = 10.0
+    superpixels: int = 250
+    compactness: float = 20.0
     merge_threshold: float = 14.0  # mean-colour distance (Lab) below which regions merge
+    motion_weight: float = 0.0    # video keyframes: merge distance x (1 + this x flow difference beyond
+    motion_floor: float = 1.0     # this many px/frame, the flow's noise on texture)
     # model segmenters (directsam, sam)
     resolution: int = 1024        # model input side: DirectSAM square input, SAM 2 image_size
     batch: int = 4                # keyframes per forward pass (DirectSAM)
@@ -73,7 +82,16 @@ class TrackerConfig:
 
 @dataclass
 class MergeConfig:
-    iou_threshold: float = 0.5    # keyframe regions inherit an id only above this IoU
+    # Keyframe reconciliation (dataengine.merge): shares of a fresh region's pixels
+    continue_share: float = 0.5   # covered by one carried track -> the region continues it
+    new_share: float = 0.5        # covered by carried tracks below this -> new content, a new id
+    keep_share: float = 0.0       # a track that would keep less of its carried pixels keeps them all (0: off)
+    # Common fate (dataengine.grouping): adjacent tracks that one affine flow model explains within this
+    # many px/frame of their separate models, in every frame where they touch (>= fate_min_frames), join.
+    fate_tolerance: float = 0.2   # 0: off
+    fate_min_frames: int = 2
+    fate_max_share: float = 0.2   # a joined group stays below this share of the frame (not background)
+    min_track_frames: int = 3     # shorter trajectories give their pixels to the nearest neighbour (1: off)
 
 
 @dataclass

@@ -40,6 +40,11 @@ from . import metrics, trajformat
 from .shards import read_dataset
 
 METRIC_KEYS = ("STQ", "AQ", "SQ", "VEQ", "VPQ", "recall_at_0.5", "mean_best_iou")
+# Fragmentation: predicted ids covering a GT trajectory (>= metrics.COVER_SHARE of it), and the
+# predicted / GT ratio of mean trajectory length in frames.
+FRAGMENTATION_KEYS = ("ids_per_gt_trajectory", "length_ratio")
+COLUMN_NAMES = {"recall_at_0.5": "R@0.5", "mean_best_iou": "mIoU", "ids_per_gt_trajectory": "ids/GT",
+                "length_ratio": "len ratio"}
 
 
 def source_address(meta: dict[str, Any]) -> str | None:
@@ -97,8 +102,11 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
     Predictions are indexed first (their ``traj.json`` only, RLE-compressed);
     GT samples are then streamed and decoded one at a time.  Returns the pooled
     metrics (``STQ``, ``AQ``, ``SQ``, ``VEQ``, ``VPQ``, ``recall_at_0.5``,
-    ``mean_best_iou``, and ``pixel_recall``: see ``metrics.evaluate_sequences``
-    for how it differs from ``SQ``), ``samples`` (GT samples scored), ``matched``,
+    ``mean_best_iou`` (strict IoU: predicted pixels on GT void count),
+    ``pixel_recall`` (see ``metrics.evaluate_sequences`` for how it differs
+    from ``SQ``), the fragmentation figures ``ids_per_gt_trajectory`` (mean
+    number of predicted ids covering >= 5 % of a GT trajectory),
+    ``length_ratio``, ``mean_gt_length``, ``mean_pred_length``), ``samples`` (GT samples scored), ``matched``,
     ``missing_pred``, ``unmatched_pred`` and ``per_sample`` (one row per GT
     sample: ``key``, ``pred_key``, ``matched_by`` ('key' | 'address' | None),
     ``frames``, ``frames_without_gt``, ``n_gt_trajectories``,
@@ -145,6 +153,7 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
         per_sample.append({**row, **seq})
     out = {k: res[k] for k in METRIC_KEYS}
     out["pixel_recall"] = res["pixel_recall"]
+    out.update({k: res[k] for k in metrics.FRAGMENTATION_KEYS})
     out.update(samples=len(per_sample),
                matched=sum(1 for r in per_sample if r["matched_by"] is not None),
                missing_pred=sum(1 for r in per_sample if r["matched_by"] is None),
@@ -169,15 +178,16 @@ def format_table(result: dict[str, Any], max_rows: int = 30) -> Table:
     table.add_column("frames", justify="right")
     table.add_column("GT traj", justify="right")
     table.add_column("pred traj", justify="right")
-    for name in METRIC_KEYS:
-        table.add_column({"recall_at_0.5": "R@0.5", "mean_best_iou": "mIoU"}.get(name, name), justify="right")
+    keys = METRIC_KEYS + FRAGMENTATION_KEYS
+    for name in keys:
+        table.add_column(COLUMN_NAMES.get(name, name), justify="right")
     rows = result["per_sample"]
     table.add_row("ALL", "", str(sum(r["frames"] for r in rows)),
                   str(sum(r["n_gt_trajectories"] for r in rows)), str(sum(r["n_pred_trajectories"] for r in rows)),
-                  *(_fmt(result[k]) for k in METRIC_KEYS), style="bold", end_section=True)
+                  *(_fmt(result[k]) for k in keys), style="bold", end_section=True)
     for r in rows[:max_rows]:
         table.add_row(r["key"], r["matched_by"] or "missing", str(r["frames"]), str(r["n_gt_trajectories"]),
-                      str(r["n_pred_trajectories"]), *(_fmt(r[k]) for k in METRIC_KEYS))
+                      str(r["n_pred_trajectories"]), *(_fmt(r[k]) for k in keys))
     if len(rows) > max_rows:
-        table.add_row(f"... {len(rows) - max_rows} more", *([""] * (4 + len(METRIC_KEYS))))
+        table.add_row(f"... {len(rows) - max_rows} more", *([""] * (4 + len(keys))))
     return table

@@ -1,52 +1,109 @@
-"""Cross-clip merge: keyframe regions inherit the ids of the tracks they continue.
+"""Keyframe reconciliation: a fresh segmentation continues the tracks carried into it.
 
-At each keyframe the tracker's propagated label map (the previous clip carried
-forward) is matched one-to-one to the fresh segmentation by IoU with the
-Hungarian algorithm. Pairs at or above the threshold keep the old id;
-unmatched regions start new trajectories; unmatched tracks simply end there.
-Nothing is dropped silently.
+At a keyframe the tracker's label map (the previous clip carried forward, 0
+where it could not explain a pixel) meets the segmenter's fresh partition.
+Segmenters over-split textured objects and their region boundaries rarely
+match a tracked mask to IoU 0.5, so regions are not matched one-to-one;
+instead each fresh region is judged by how much of it the carried tracks
+cover:
+
+* a region mostly covered by one track (``continue_share`` of its pixels)
+  continues that track: many regions may continue one track, and the track
+  takes the region's boundary (this is where drift is corrected);
+* a region that the carried tracks mostly leave unexplained (less than
+  ``new_share`` of it carried) is new content and starts a new trajectory;
+* a region covered by several tracks, none dominant, is no evidence to merge
+  them: the carried ids stay, and its untracked pixels go to the largest one;
+* a carried track that the fresh regions would take away (it would keep less
+  than ``keep_share`` of its carried pixels) is still visible by the
+  tracker's account: its carried pixels keep its id rather than being
+  merged into a neighbour.
+
+Tracks end only where the tracker lost them. The same function serves every
+labeller (segmenter + tracker, and video segmenters linking their clips).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-
-from .regions import iou_matrix
 
 
 @dataclass
 class MergeResult:
     labels: np.ndarray                      # the keyframe's regions with trajectory ids
-    matched: list[tuple[int, float]] = field(default_factory=list)   # (id, IoU) carried over
+    matched: list[tuple[int, float]] = field(default_factory=list)   # (id, share of its regions it covers)
     new_ids: list[int] = field(default_factory=list)
     ended_ids: list[int] = field(default_factory=list)
 
 
-def merge_keyframe(propagated: np.ndarray | None, segmentation: np.ndarray, next_id: int,
-                   iou_threshold: float) -> tuple[MergeResult, int]:
-    """Assign trajectory ids to ``segmentation`` (regions 1..n); returns the result and the next free id."""
+def _fresh(segmentation: np.ndarray, next_id: int) -> tuple[MergeResult, int]:
     seg_ids = np.unique(segmentation[segmentation != 0])
-    mapping: dict[int, int] = {}
-    matched: list[tuple[int, float]] = []
-    ended: list[int] = []
-    if propagated is not None:
-        prev_ids, new_ids, iou = iou_matrix(propagated, segmentation)
-        if iou.size:
-            rows, cols = linear_sum_assignment(-iou)
-            for r, c in zip(rows, cols):
-                if iou[r, c] >= iou_threshold:
-                    mapping[int(new_ids[c])] = int(prev_ids[r])
-                    matched.append((int(prev_ids[r]), round(float(iou[r, c]), 4)))
-        ended = sorted(set(int(i) for i in prev_ids) - set(mapping.values()))
-    fresh = []
-    for s in seg_ids:  # ascending order: deterministic id assignment
-        if int(s) not in mapping:
-            mapping[int(s)] = next_id
-            fresh.append(next_id)
-            next_id += 1
     lut = np.zeros(int(segmentation.max()) + 1, dtype=np.int32)
-    for s, t in mapping.items():
-        lut[s] = t
-    return MergeResult(lut[segmentation], sorted(matched), fresh, ended), next_id
+    lut[seg_ids] = np.arange(next_id, next_id + len(seg_ids), dtype=np.int32)
+    new = list(range(next_id, next_id + len(seg_ids)))
+    return MergeResult(lut[segmentation], [], new, []), next_id + len(seg_ids)
+
+
+def merge_keyframe(propagated: np.ndarray | None, segmentation: np.ndarray, next_id: int,
+                   continue_share: float = 0.5, new_share: float = 0.5,
+                   keep_share: float = 0.5) -> tuple[MergeResult, int]:
+    """Assign trajectory ids to ``segmentation`` (regions 1..n); returns the result and the next free id."""
+    segmentation = np.asarray(segmentation, dtype=np.int32)
+    if propagated is None or not (propagated != 0).any():
+        return _fresh(segmentation, next_id)
+    carried = np.asarray(propagated, dtype=np.int32)
+    track_ids, c_inv = np.unique(carried, return_inverse=True)       # track_ids[0] == 0 (holes) when any
+    c_inv = c_inv.reshape(carried.shape)
+    if track_ids[0] != 0:
+        track_ids = np.concatenate([[0], track_ids])
+        c_inv = c_inv + 1
+    seg_ids, s_inv = np.unique(segmentation, return_inverse=True)
+    s_inv = s_inv.reshape(segmentation.shape)
+    S, C = len(seg_ids), len(track_ids)
+    joint = np.bincount((s_inv * C + c_inv).ravel(), minlength=S * C).reshape(S, C)
+    size = joint.sum(axis=1)
+    tracks = joint[:, 1:]
+    dominant = tracks.argmax(axis=1) + 1                              # index into track_ids
+    dom_count = tracks.max(axis=1) if C > 1 else np.zeros(S, np.int64)
+    explained = tracks.sum(axis=1)
+
+    # Region -> id: a track index (>0), a new id (<0 marker), or keep the carried ids (0).
+    region_to = np.zeros(S, np.int64)
+    cont = dom_count >= continue_share * np.maximum(size, 1)
+    region_to[cont] = dominant[cont]
+    is_new = (~cont) & (explained < new_share * size) & (seg_ids != 0)
+    region_to[seg_ids == 0] = 0
+    fresh: list[int] = []
+    new_lut = np.zeros(S, np.int32)
+    for r in np.flatnonzero(is_new):                                  # ascending region id: deterministic
+        new_lut[r] = next_id
+        fresh.append(next_id)
+        next_id += 1
+    per_region = np.where(region_to > 0, track_ids[np.minimum(region_to, C - 1)], 0).astype(np.int32)
+    per_region[is_new] = new_lut[is_new]
+    out = per_region[s_inv]
+    # Regions with several tracks and none dominant: the carried ids stay; holes go to the largest.
+    mixed = (~cont) & (~is_new) & (seg_ids != 0)
+    if mixed.any():
+        in_mixed = mixed[s_inv]
+        out[in_mixed] = carried[in_mixed]
+        holes = in_mixed & (carried == 0)
+        out[holes] = track_ids[dominant][s_inv[holes]]
+    # A track the fresh partition would swallow keeps its carried pixels (no evidence it is gone).
+    c_area = np.bincount(c_inv.ravel(), minlength=C)
+    kept = np.bincount(c_inv.ravel(), weights=(out == carried).ravel(), minlength=C)
+    restore = (kept < keep_share * c_area) & (c_area > 0)
+    restore[0] = False
+    if restore.any():
+        mask = restore[c_inv]
+        out[mask] = carried[mask]
+    present = set(np.unique(out).tolist()) - {0}
+    matched = []
+    for j in range(1, C):
+        tid = int(track_ids[j])
+        if tid in present:
+            matched.append((tid, round(float(kept[j] / max(c_area[j], 1)), 4)))
+    ended = sorted(int(t) for t in track_ids[1:] if int(t) not in present)
+    fresh = [i for i in fresh if i in present]
+    return MergeResult(out.astype(np.int32), matched, fresh, ended), next_id

@@ -46,6 +46,8 @@ Departures from the reference scripts, all in degenerate cases only:
 
 ``trajectory_recall`` and ``evaluate_sequences`` are this project's own:
 class-agnostic trajectory id maps where 0 means "no trajectory" (void in GT).
+Their trajectory IoU is strict: a predicted trajectory's pixels on GT void
+count in its union (STQ / VEQ / VPQ keep their published void rules).
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ WINDOW_SIZES: tuple[int, ...] = (1, 2, 4, 6, 8)
 MATCH_IOU = 0.5          # VPQ / VEQ tube match threshold (strictly greater)
 VOID_FP_SHARE = 0.5      # an unmatched prediction more than this much on void/crowd is not a FP
 RECALL_IOU = 0.5         # trajectory recall threshold (greater or equal)
+COVER_SHARE = 0.05       # a predicted id covers a GT trajectory with at least this share of its volume
 _EPSILON = 1e-15         # deeplab2's guard for empty denominators
 _DENSE_LIMIT = 1 << 22   # largest id range counted with a dense bincount
 
@@ -472,33 +475,38 @@ def veq(gt: Any, pred: Any, void_id: int = 0, crowd_ids: Iterable[int] = (),
 
 # --------------------------------------------------------------------------- trajectory recall
 
-def _recall_video(g: np.ndarray, p: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best spatio-temporal IoU of each GT trajectory: ``(gt_ids, best_iou, best_pred_id)``.
+def _recall_video(g: np.ndarray, p: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Best spatio-temporal IoU of each GT trajectory: ``(gt_ids, best_iou, best_pred_id, n_covering)``.
 
     IoU of trajectories a, b = sum_t |a_t & b_t| / sum_t |a_t | b_t|, i.e. the
-    IoU of the two space-time volumes, with GT void (0) left out of the union as
-    in the VPQ / VEQ IoU above (panopticapi's ``|P & void|`` term): a prediction
-    that also covers pixels the reference does not label is not penalised
-    there.  Pseudo-labels cover 80-95 % of a frame, and a panoptic segmenter
-    labels every pixel.  ``best_pred_id`` is 0 when nothing overlaps.
+    IoU of the two space-time volumes.  The rule is *strict*: every predicted
+    pixel of the trajectory is in the union, including pixels where the
+    reference is 0 (void), so a trajectory that bleeds into unlabelled
+    background loses IoU; STQ / VEQ / VPQ instead keep their published rules,
+    which leave a prediction's void pixels out of the union.
+    ``best_pred_id`` is 0 when nothing overlaps.  ``n_covering`` counts, per GT
+    trajectory, the predicted ids whose overlap is at least ``COVER_SHARE`` of
+    the GT trajectory's volume (fragmentation: 1 is ideal).
     """
     g_uniq, g_inv = _compact(g)
     keep = g_uniq != 0
     gt_ids = g_uniq[keep]
+    n = int(keep.sum())
     if not keep.any():
-        return gt_ids, np.zeros(0), np.zeros(0, np.int64)
+        return gt_ids, np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
     if p is None:
-        return gt_ids, np.zeros(len(gt_ids)), np.zeros(len(gt_ids), np.int64)
+        return gt_ids, np.zeros(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
     p_uniq, p_inv = _compact(p)
     G, P = len(g_uniq), len(p_uniq)
     g_vol = np.bincount(g_inv.ravel(), minlength=G).astype(np.float64)
-    p_vol = np.bincount(p_inv[keep[g_inv]], minlength=P).astype(np.float64)   # void pixels left out
+    p_vol = np.bincount(p_inv.ravel(), minlength=P).astype(np.float64)   # strict: void pixels included
     pairs, pair_inv = _compact(g_inv * P + p_inv)
     inter = np.bincount(pair_inv.ravel(), minlength=len(pairs)).astype(np.float64)
     pg, pp = pairs // P, pairs % P
     sel = (g_uniq[pg] != 0) & (p_uniq[pp] != 0)
     pg, pp, inter = pg[sel], pp[sel], inter[sel]
     iou = inter / (g_vol[pg] + p_vol[pp] - inter)
+    covering = np.bincount(pg[inter >= COVER_SHARE * g_vol[pg]], minlength=G)
     best = np.zeros(G)
     best_pred = np.zeros(G, np.int64)
     if len(iou):
@@ -509,7 +517,23 @@ def _recall_video(g: np.ndarray, p: np.ndarray | None) -> tuple[np.ndarray, np.n
         winners = order[last]
         best[pg[winners]] = iou[winners]
         best_pred[pg[winners]] = p_uniq[pp[winners]]
-    return gt_ids, best[keep], best_pred[keep]
+    return gt_ids, best[keep], best_pred[keep], covering[keep]
+
+
+def trajectory_lengths(x: np.ndarray | None) -> np.ndarray:
+    """Length in frames (last - first + 1) of every nonzero id of an id map ``[T, H, W]``."""
+    if x is None or x.size == 0:
+        return np.zeros(0, np.int64)
+    T = x.shape[0]
+    uniq, inv = _compact(x.reshape(T, -1))
+    present = np.zeros((T, len(uniq)), bool)
+    present[np.repeat(np.arange(T), inv.shape[1]), inv.ravel()] = True
+    present = present[:, uniq != 0]
+    if present.shape[1] == 0:
+        return np.zeros(0, np.int64)
+    first = present.argmax(axis=0)
+    last = T - 1 - present[::-1].argmax(axis=0)
+    return (last - first + 1).astype(np.int64)
 
 
 def _recall_summary(best: np.ndarray) -> dict[str, float]:
@@ -518,26 +542,49 @@ def _recall_summary(best: np.ndarray) -> dict[str, float]:
     return {"mean_best_iou": float(np.mean(best)), "recall_at_0.5": float(np.mean(best >= RECALL_IOU))}
 
 
+def _fragmentation_summary(covering: np.ndarray, gt_lengths: np.ndarray, pred_lengths: np.ndarray) -> dict[str, float]:
+    """``ids_per_gt_trajectory``: mean number of predicted ids covering a GT trajectory (>= ``COVER_SHARE``
+    of its volume; a missed GT trajectory counts 0, recall reports it); ``length_ratio``: mean predicted
+    trajectory length / mean GT trajectory length, in frames (first to last frame present)."""
+    ids = float(np.mean(covering)) if len(covering) else float("nan")
+    g_len = float(np.mean(gt_lengths)) if len(gt_lengths) else float("nan")
+    p_len = float(np.mean(pred_lengths)) if len(pred_lengths) else 0.0
+    ratio = p_len / g_len if len(gt_lengths) else float("nan")
+    return {"ids_per_gt_trajectory": ids, "length_ratio": ratio,
+            "mean_gt_length": g_len, "mean_pred_length": p_len}
+
+
+FRAGMENTATION_KEYS = ("ids_per_gt_trajectory", "length_ratio", "mean_gt_length", "mean_pred_length")
+
+
 def trajectory_recall(gt: Any, pred: Any) -> dict[str, Any]:
     """Per GT trajectory, its best spatio-temporal IoU with any predicted trajectory.
 
     ``gt`` / ``pred``: class-agnostic id maps (0 = no trajectory), one sequence
     or a list / dict of them.  Returns ``per_trajectory`` (rows ``sequence``,
     ``id``, ``best_iou``, ``best_pred``), ``mean_best_iou``, ``recall_at_0.5``
-    (share of GT trajectories with best IoU >= 0.5), ``n_trajectories`` and
-    ``per_sequence``.  Pooled over all trajectories of all sequences; NaN when
-    there is no GT trajectory.
+    (share of GT trajectories with best IoU >= 0.5), ``n_trajectories``,
+    the fragmentation figures (``ids_per_gt_trajectory``, ``length_ratio``:
+    see ``_fragmentation_summary``) and ``per_sequence``.  Pooled over all
+    trajectories of all sequences; NaN when there is no GT trajectory.  The
+    IoU is strict (see ``_recall_video``): predicted pixels on GT void count.
     """
-    rows, all_best, per_seq = [], [], []
+    rows, all_best, all_cov, all_gl, all_pl, per_seq = [], [], [], [], [], []
     for sid, g, p in _sequences(gt, pred):
-        ids, best, best_pred = _recall_video(g, p)
-        rows += [{"sequence": sid, "id": int(i), "best_iou": float(b), "best_pred": int(bp)}
-                 for i, b, bp in zip(ids, best, best_pred)]
+        ids, best, best_pred, cov = _recall_video(g, p)
+        gl, pl = trajectory_lengths(g), trajectory_lengths(p)
+        rows += [{"sequence": sid, "id": int(i), "best_iou": float(b), "best_pred": int(bp), "n_covering": int(c)}
+                 for i, b, bp, c in zip(ids, best, best_pred, cov)]
         all_best.append(best)
-        per_seq.append({"id": sid, "n_trajectories": int(len(ids)), **_recall_summary(best)})
-    best = np.concatenate(all_best) if all_best else np.zeros(0)
+        all_cov.append(cov)
+        all_gl.append(gl)
+        all_pl.append(pl)
+        per_seq.append({"id": sid, "n_trajectories": int(len(ids)), **_recall_summary(best),
+                        **_fragmentation_summary(cov, gl, pl)})
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
+    best = cat(all_best)
     return {"per_trajectory": rows, **_recall_summary(best), "n_trajectories": int(len(best)),
-            "per_sequence": per_seq}
+            **_fragmentation_summary(cat(all_cov), cat(all_gl), cat(all_pl)), "per_sequence": per_seq}
 
 
 # --------------------------------------------------------------------------- class-agnostic bundle
@@ -590,9 +637,15 @@ def evaluate_sequences(pairs: Iterable[tuple[Any, Any]] | Mapping[Any, tuple[Any
     half of it as soon as it leaves any of them uncovered.
     ``pixel_recall`` is the trajectory-class IoU alone (covered GT trajectory
     pixels / GT trajectory pixels, GT void excluded).
+    ``recall_at_0.5`` / ``mean_best_iou`` use the strict IoU of
+    ``trajectory_recall`` (a prediction's pixels on GT void count in its
+    union), and the fragmentation figures ``ids_per_gt_trajectory`` /
+    ``length_ratio`` (with ``mean_gt_length``, ``mean_pred_length``) come
+    from ``_fragmentation_summary``.
     """
     items = pairs.items() if isinstance(pairs, Mapping) else enumerate(pairs)
     stq_stats, pq_total, best_all, per_seq = [], None, [], []
+    cov_all, gl_all, pl_all = [], [], []
     conf_total = None
     for sid, pair in items:
         gt, pred = pair
@@ -601,21 +654,28 @@ def evaluate_sequences(pairs: Iterable[tuple[Any, Any]] | Mapping[Any, tuple[Any
         stq_stats.append((sid, s))
         pq = _veq_video(g, p, 0, (), window_sizes)
         pq_total = _pq_add(pq_total, pq)
-        _, best, _ = _recall_video(g, p)
+        _, best, _, cov = _recall_video(g, p)
+        gl, pl = trajectory_lengths(g), trajectory_lengths(p)
         best_all.append(best)
+        cov_all.append(cov)
+        gl_all.append(gl)
+        pl_all.append(pl)
         srow = _stq_result([(sid, s)], _AGNOSTIC_INCLUDE)["per_sequence"][0]
         conf_total = s["conf"] if conf_total is None else conf_total + s["conf"]
         veq_s = _pq_summary(pq, 1, None, "VEQ")["VEQ"]
         n_pred = 0 if p is None else int(np.count_nonzero(_compact(p)[0]))
         per_seq.append({"id": sid, "frames": int(g.shape[0]), "n_gt_trajectories": int(len(best)),
                         "n_pred_trajectories": n_pred, "STQ": srow["STQ"], "AQ": srow["AQ"], "SQ": srow["IoU"],
-                        "pixel_recall": _pixel_recall(s["conf"]), "VEQ": veq_s, "VPQ": veq_s, **_recall_summary(best)})
+                        "pixel_recall": _pixel_recall(s["conf"]), "VEQ": veq_s, "VPQ": veq_s, **_recall_summary(best),
+                        **_fragmentation_summary(cov, gl, pl)})
     res = _stq_result(stq_stats, _AGNOSTIC_INCLUDE)
     if pq_total is None:
         veq_v = float("nan")
     else:
         veq_v = _pq_summary(pq_total, 1, None, "VEQ")["VEQ"]
-    best = np.concatenate(best_all) if best_all else np.zeros(0)
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
+    best = cat(best_all)
     return {"STQ": res["STQ"], "AQ": res["AQ"], "SQ": res["IoU"],
             "pixel_recall": float("nan") if conf_total is None else _pixel_recall(conf_total), "VEQ": veq_v, "VPQ": veq_v,
-            **_recall_summary(best), "sequences": len(per_seq), "per_sequence": per_seq}
+            **_recall_summary(best), **_fragmentation_summary(cat(cov_all), cat(gl_all), cat(pl_all)),
+            "sequences": len(per_seq), "per_sequence": per_seq}

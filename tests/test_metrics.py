@@ -273,6 +273,31 @@ def test_vpq_categories_things_stuff_and_crowd():
 
 # --------------------------------------------------------------------------- trajectory recall
 
+def test_fragmentation_and_length_ratio():
+    # GT: trajectory 1 in all 4 frames (8 px each), trajectory 2 in frames 0-1 (4 px each)
+    g = np.zeros((4, 4, 4), np.int64)
+    g[:, :2, :] = 1
+    g[:2, 3, :] = 2
+    p = np.zeros_like(g)
+    p[:2][g[:2] == 1] = 10                            # trajectory 1 broken at frame 2 into two ids
+    p[2:][g[2:] == 1] = 11
+    p[0, 0, 0] = 12                                   # a 1-px sliver: 1/32 < 5 % of trajectory 1, not counted
+    p[:2][g[:2] == 2] = 20                            # trajectory 2 found whole
+    r = M.trajectory_recall(g, p)
+    assert {x["id"]: x["n_covering"] for x in r["per_trajectory"]} == {1: 2, 2: 1}
+    assert r["ids_per_gt_trajectory"] == pytest.approx(1.5)
+    # lengths (frames): GT 4 and 2 -> mean 3; predicted 10: 2, 11: 2, 12: 1, 20: 2 -> mean 7/4
+    assert r["mean_gt_length"] == pytest.approx(3.0) and r["mean_pred_length"] == pytest.approx(1.75)
+    assert r["length_ratio"] == pytest.approx(1.75 / 3)
+    e = M.evaluate_sequences([(g, p), (g, None)])
+    # pooled: the missing prediction adds two GT trajectories covered by no id and no predicted length
+    assert e["ids_per_gt_trajectory"] == pytest.approx(3 / 4)
+    assert e["length_ratio"] == pytest.approx(1.75 / 3)
+    assert e["per_sequence"][0]["ids_per_gt_trajectory"] == pytest.approx(1.5)
+    assert e["per_sequence"][1]["length_ratio"] == 0.0
+    assert list(M.trajectory_lengths(np.array([[[0]], [[3]], [[0]], [[3]]]))) == [3]
+
+
 def test_trajectory_recall_cases():
     g = np.zeros((2, 4, 4), np.int64)
     g[:, :2, :2] = 1                                  # 8 px
@@ -297,11 +322,14 @@ def test_trajectory_recall_cases():
     p3 = np.zeros_like(g)
     p3[:, :3, :2] = 1
     assert M.trajectory_recall(g, p3)["per_trajectory"][0]["best_iou"] == pytest.approx(8 / 12)
-    # GT void (0) stays out of the union: covering trajectory 1 and the unlabelled corner beside it is a
-    # perfect match, while the same spill onto labelled trajectory 2 (p3 above) costs IoU
+    # strict rule: a spill onto GT void (0) costs IoU just like a spill onto trajectory 2 (p3 above);
+    # the same prediction is still a perfect VEQ match, which leaves its void pixels out of the union
     p4 = np.zeros_like(g)
     p4[:, :2, :] = 5                                  # trajectory 1 (8 px) + void (8 px)
-    assert M.trajectory_recall(g, p4)["per_trajectory"][0]["best_iou"] == pytest.approx(1.0)
+    assert M.trajectory_recall(g, p4)["per_trajectory"][0]["best_iou"] == pytest.approx(8 / 16)
+    g1 = np.where(g == 1, 1, 0)
+    assert M.veq(g1, p4)["VEQ"] == pytest.approx(1.0)
+    assert M.evaluate_sequences([(g1, p4)])["mean_best_iou"] == pytest.approx(0.5)
     # missing prediction and pooling over sequences
     r4 = M.trajectory_recall([g, g], [g.copy(), None])
     assert r4["n_trajectories"] == 4 and r4["recall_at_0.5"] == 0.5 and r4["mean_best_iou"] == 0.5

@@ -18,12 +18,28 @@ from ..config import TrackerConfig
 from ..regions import drop_small, nearest_label
 
 
+def frame_motion(frames: np.ndarray, t: int, dis=None) -> np.ndarray | None:
+    """Dense flow ``[H, W, 2]`` (px/frame) of frame ``t`` towards the next frame (the previous one, reversed,
+    for the last frame); None for a single frame or frames too small for DIS (no evidence either way)."""
+    h, w = frames.shape[1:3]
+    if len(frames) < 2 or min(h, w) < 12:
+        return None
+    dis = dis or cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    other, sign = (t + 1, 1.0) if t + 1 < len(frames) else (t - 1, -1.0)
+    a, b = (cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY) for i in (t, other))
+    return sign * dis.calc(a, b, None)
+
+
 class FlowTracker:
     name = "flow"
 
     def __init__(self, cfg: TrackerConfig):
         self.cfg = cfg
         self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        # Per step of the last ``track`` call: share of pixels whose forward and backward flow agree
+        # (inside the frame). Near 0 the two frames show different content: the labeller's cut signal.
+        self.consistent_share: list[float] = []
+        self.flows: list[np.ndarray] = []   # forward flow of each step (reused for grouping tracks)
 
     def track(self, frames: np.ndarray, labels0: np.ndarray) -> np.ndarray:
         out = np.zeros((len(frames),) + labels0.shape, dtype=np.int32)
@@ -34,9 +50,12 @@ class FlowTracker:
         grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)
         min_pixels = max(1, int(self.cfg.min_area * h * w))
         grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+        self.consistent_share = []
+        self.flows = []
         for t in range(len(frames) - 1):
             backward = self.dis.calc(grey[t + 1], grey[t], None)
             forward = self.dis.calc(grey[t], grey[t + 1], None)
+            self.flows.append(forward)
             src = grid + backward
             # float32 carries ids exactly up to 2**24; INTER_NEAREST never blends two ids.
             warped = cv2.remap(out[t].astype(np.float32), src[..., 0], src[..., 1], cv2.INTER_NEAREST,
@@ -44,6 +63,8 @@ class FlowTracker:
             fwd_at_src = cv2.remap(forward, src[..., 0], src[..., 1], cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             error = np.linalg.norm(backward + fwd_at_src, axis=-1)
+            inside = (src[..., 0] >= 0) & (src[..., 0] <= w - 1) & (src[..., 1] >= 0) & (src[..., 1] <= h - 1)
+            self.consistent_share.append(float((inside & (error <= self.cfg.consistency)).mean()))
             warped[error > self.cfg.consistency] = 0
             warped = drop_small(warped, min_pixels)
             if self.cfg.fill_colour_distance > 0:
