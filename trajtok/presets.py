@@ -61,7 +61,7 @@ def _paper() -> Preset:
         name="paper",
         model=SegmenterConfig(backbone="convnext_tiny", image_size=224, frames=16, dim=512,
                               num_queries=128, depth=2, heads=8),
-        encoder=TrajectoryEncoderConfig(in_dim=512, out_dim=768, depth=2),
+        encoder=TrajectoryEncoderConfig(in_dim=512, dim=512, out_dim=1024, depth=2, heads=8),
         data=DataConfig(batch_size=8, shuffle_buffer=128),
         train=TrainConfig(warmup_steps=2000, max_steps=100_000, save_every=1000, num_workers=4),
     )
@@ -78,7 +78,7 @@ def _tiny() -> Preset:
         # recall 0.80); image batches of 8 make the steps fewer and dearer (1000 steps 760 s, 0.72).
         model=SegmenterConfig(backbone="convnext_atto", image_size=128, frames=8, dim=128,
                               num_queries=32, depth=2, heads=4),
-        encoder=TrajectoryEncoderConfig(in_dim=128, out_dim=192, depth=1),
+        encoder=TrajectoryEncoderConfig(in_dim=128, dim=128, out_dim=192, depth=2, heads=4),
         data=DataConfig(batch_size=2, image_batch_size=2, shuffle_buffer=32,
                         augment=AugmentConfig(crop_scale=(0.5, 1.0))),
         train=TrainConfig(warmup_steps=20, max_steps=1200, save_every=200, num_workers=0),
