@@ -47,13 +47,20 @@ def synth(out: Path = typer.Argument(..., help="Output directory (media/, wds/, 
           videos: int = typer.Option(6, help="Number of videos."),
           images: int = typer.Option(4, help="Number of still images."),
           seed: int = typer.Option(0, help="Random seed; same seed, same bytes."),
+          style: str = typer.Option("photo", help="photo: pieces of real photographs over a photograph, moving "
+                                                  "camera, web-quality H.264/JPEG; flat: coloured shapes over a "
+                                                  "smooth background."),
+          photos: str = typer.Option("all", help="Photo pool (photo style): all, or one of the disjoint halves "
+                                                 "a / b, to check tuning on photographs it never saw."),
+          frames: int = typer.Option(48, help="Frames per video."),
           overwrite: bool = typer.Option(False, help="Replace an existing corpus in OUT.")):
     """Write a sample corpus with ground-truth trajectories."""
     from dataengine.synth import make_corpus
 
-    with console.status("writing synthetic corpus"):
-        summary = make_corpus(out, videos=videos, images=images, seed=seed, overwrite=overwrite)
-    console.print(f"wrote {videos} videos and {images} images to {out} (media/, wds/, gt/)")
+    with console.status(f"writing synthetic corpus ({style} style)"):
+        summary = make_corpus(out, videos=videos, images=images, seed=seed, n_frames=frames, overwrite=overwrite,
+                              style=style, photos=photos)
+    console.print(f"wrote {videos} videos and {images} images ({style} style) to {out} (media/, wds/, gt/)")
     return summary
 
 

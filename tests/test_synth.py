@@ -191,10 +191,10 @@ def test_write_video_and_render_image(tmp_path):
 
 
 def test_colours_are_separable():
-    """Object colours sit apart from each other and from a less saturated background (Lab)."""
+    """Flat style: object colours sit apart from each other and from a less saturated background (Lab)."""
     from skimage.color import rgb2lab
     for seed in range(3):
-        rgb, lab = synth.render_image(seed, 320, 240)
+        rgb, lab = synth.render_image(seed, 320, 240, style="flat")
         L = rgb2lab(rgb)
         ids = np.unique(lab)
         means = np.array([L[lab == i].mean(axis=0) for i in ids])
