@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from trajtok.losses import clip_loss
 from trajtok.models import Tokenizer, TrajectoryEncoder, TrajectoryEncoderConfig
+from trajtok.models import trajectory_encoder
 from trajtok.models.trajectory_encoder import fourier_queries, segment_attention
 from trajtok.synthetic import toy_preset
 
@@ -26,7 +27,14 @@ def _scene(N=5, T=2, h=6, w=6, C=16):
     return torch.randn(1, T, C, h, w), logits.softmax(1), assign
 
 
-def test_token_sees_only_its_trajectory():
+@pytest.fixture(params=["dense", "segment"])
+def attention_path(request, monkeypatch):
+    """Both implementations of the masked cross-attention (dense masked matmul, per-pixel segments)."""
+    monkeypatch.setattr(trajectory_encoder, "DENSE_MAX_TOKENS", 10**9 if request.param == "dense" else 0)
+    return request.param
+
+
+def test_token_sees_only_its_trajectory(attention_path):
     enc = _encoder()
     feats, masks, assign = _scene()
     outside = (assign != 0).unsqueeze(2).expand_as(feats)          # pixels not of trajectory 0
@@ -59,7 +67,7 @@ def test_segment_attention_equals_masked_dense_attention():
 
 
 @pytest.mark.parametrize("k", [1, 2, 4])
-def test_k_tokens_per_valid_trajectory(k):
+def test_k_tokens_per_valid_trajectory(k, attention_path):
     enc = _encoder()
     feats, masks, assign = _scene()
     out = enc(feats, masks, k=k)
@@ -71,7 +79,7 @@ def test_k_tokens_per_valid_trajectory(k):
         enc(feats, masks, k=3)
 
 
-def test_empty_trajectories_give_no_nan_and_gradients_stay_finite():
+def test_empty_trajectories_give_no_nan_and_gradients_stay_finite(attention_path):
     enc = _encoder()
     enc.train()
     feats, masks, _ = _scene()

@@ -161,7 +161,7 @@ def _video_text_cpu() -> VideoTextPreset:
             text=TextConfig(kind="word", width=128, depth=2, heads=4, context_length=64)),
         data=DataConfig(batch_size=16, shuffle_buffer=64,
                         augment=AugmentConfig(crop_scale=(0.7, 1.0), **CAPTION_SAFE_AUGMENT)),
-        train=TrainConfig(lr=1e-3, weight_decay=1e-2, betas=(0.9, 0.98), warmup_steps=50, max_steps=1000,
+        train=TrainConfig(lr=1e-3, weight_decay=1e-2, betas=(0.9, 0.98), warmup_steps=40, max_steps=400,
                           save_every=500, num_workers=0),
     )
 

@@ -38,6 +38,9 @@ from .layers import MLP, Attention
 from .segmenter import Segmenter, SegmenterConfig
 
 N_GEOMETRY = 9  # mean (t, y, x), std (t, y, x), velocity (dy/dt, dx/dt), log area fraction
+# Up to this many tokens per clip the masked cross-attention runs as one dense masked matmul
+# (faster on CPU for the small presets); above it, per-pixel segment attention (O(pixels x K)).
+DENSE_MAX_TOKENS = 64
 
 
 @dataclass
@@ -141,10 +144,17 @@ class MaskedCrossAttention(nn.Module):
         q = self.q(tokens).view(B, N, K, H, d)
         k = self.k(pixels).view(B, -1, H, d)
         v = self.v(pixels).view(B, -1, H, d)
-        if assign is None:
+        if assign is None or N * K <= DENSE_MAX_TOKENS:
             qf = q.reshape(B, N * K, H, d).transpose(1, 2)
-            out = F.scaled_dot_product_attention(qf, k.transpose(1, 2), v.transpose(1, 2))
+            mask = None
+            if assign is not None:   # same result as the segment path; few tokens make dense matmuls cheaper
+                own = assign[:, None, :] == torch.arange(N, device=assign.device)[None, :, None]   # [B, N, P]
+                empty = ~own.any(-1)
+                mask = (own | empty[..., None]).repeat_interleave(K, dim=1)[:, None]        # [B, 1, N*K, P]
+            out = F.scaled_dot_product_attention(qf, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
             out = out.transpose(1, 2).reshape(B, N, K, D)
+            if assign is not None:   # an empty trajectory gets no update, as in the segment path
+                out = out.masked_fill(empty[:, :, None, None], 0.0)
         else:   # fold the batch into segment ids: segment b*N + n
             seg = (assign + torch.arange(B, device=assign.device)[:, None] * N).masked_fill(assign < 0, -1)
             out = segment_attention(q.reshape(B * N, K, H, d), k.reshape(-1, H, d), v.reshape(-1, H, d),
