@@ -156,3 +156,15 @@ def test_shuffled_captions_and_schedule():
     assert cosine_lr(0, 1.0, 10, 100) == pytest.approx(0.1)
     assert cosine_lr(10, 1.0, 10, 100) == pytest.approx(1.0)
     assert cosine_lr(100, 1.0, 10, 100) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_weight_decay_groups():
+    from trajtok.train.trajvit2 import _param_groups
+    model = _model()
+    decay, plain = (set(map(id, g["params"])) for g in _param_groups(model, 0.01))
+    named = dict(model.named_parameters())
+    for name in ("video.tokenizer.segmenter.mask_embed.weight", "video_proj.weight", "text.blocks.0.attn.q.weight"):
+        assert id(named[name]) in decay, name
+    for name in ("text.embed.weight", "text.pos", "video.transformer.cls", "log_scale",
+                 "video.tokenizer.segmenter.queries", "video.tokenizer.encoder.sub_queries.2"):
+        assert id(named[name]) in plain, name

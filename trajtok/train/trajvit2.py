@@ -42,7 +42,9 @@ from ..models.video_text import VideoTextConfig, VideoTextModel
 from ..presets import VideoTextPreset, get_video_text_preset
 from .segmenter import _setup_distributed, _truncate_log
 
-NO_DECAY = ("cls", "pos", "spatial", "queries", "sub_queries", "log_scale", "embed.weight")
+# Module/parameter names kept out of weight decay: position tables, learned slots and queries,
+# the temperature and the word embedding (decay would pull them toward 0 for no regularising gain).
+NO_DECAY = {"cls", "pos", "spatial", "queries", "sub_queries", "log_scale", "embed"}
 
 
 def cosine_lr(step: int, peak: float, warmup: int, total: int, floor: float = 0.0) -> float:
@@ -78,7 +80,7 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        plain = p.ndim < 2 or any(part in name.split(".") or name.endswith(part) for part in NO_DECAY)
+        plain = p.ndim < 2 or bool(NO_DECAY & set(name.split(".")))
         (no_decay if plain else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
