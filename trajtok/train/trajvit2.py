@@ -157,7 +157,8 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         if model.segmenter is None:
             raise ValueError("--segmenter warm-starts TrajViT2's tokenizer; vit3d has no segmenter")
         warm = load_segmenter(segmenter)
-        if warm.cfg.to_dict() != P.model.segmenter.to_dict():
+        as_json = lambda cfg: json.loads(json.dumps(cfg.to_dict()))   # noqa: E731 (tuples vs lists)
+        if as_json(warm.cfg) != as_json(P.model.segmenter):
             raise ValueError(f"{segmenter}: segmenter config differs from preset {P.name}'s: {warm.cfg.to_dict()}")
         model.segmenter.load_state_dict(warm.state_dict())
     optimizer = torch.optim.AdamW(_param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
