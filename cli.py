@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console(stderr=True)
 trajdata = typer.Typer(help="Trajectory pseudo-label data engine.", no_args_is_help=True,
                        pretty_exceptions_enable=False, add_completion=False)
-trajtok_app = typer.Typer(help="Train and evaluate TrajTok trajectory segmenters.", no_args_is_help=True,
+trajtok_app = typer.Typer(help="Train and evaluate TrajTok segmenters and TrajViT2 video-text models.", no_args_is_help=True,
                           pretty_exceptions_enable=False, add_completion=False)
 
 # Errors a user can fix: one line, exit code 2, no traceback.
@@ -288,7 +288,8 @@ def eval_cmd(pred: Path = typer.Option(..., help="Predicted trajectory shards (a
 @friendly
 def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: directory, tar, or glob."),
                         output: Path = typer.Option(..., help="Run directory (checkpoints, log.jsonl, tb/)."),
-                        preset: str = typer.Option("tiny", help="tiny (one CPU, minutes) | paper (224 px, 16 frames)."),
+                        preset: str = typer.Option("tiny", help="tiny (one CPU, minutes) | cpu (the segmenter of "
+                                                                "train-trajvit2's cpu preset) | paper (224 px, 16 frames)."),
                         resume: bool = typer.Option(False, help="Continue from OUTPUT/last.safetensors."),
                         max_steps: Optional[int] = typer.Option(None, help="Schedule length (default: the preset's)."),
                         batch_size: Optional[int] = typer.Option(None, help="Video clips per batch, per process."),
@@ -343,9 +344,64 @@ def eval_segmenter_cmd(checkpoint: Path = typer.Option(..., help="A segmenter .s
         json_out.write_text(json.dumps(result, indent=2, default=float))
 
 
+@trajtok_app.command("train-trajvit2")
+@friendly
+def train_trajvit2_cmd(data: str = typer.Option(..., help="Captioned trajectory shards: directory, tar, or glob."),
+                       output: Path = typer.Option(..., help="Run directory (checkpoints, log.jsonl, config.json)."),
+                       preset: str = typer.Option("cpu", help="cpu (one CPU core, minutes) | paper (ViT-L, 224 px, 16 frames)."),
+                       video_model: str = typer.Option("trajvit2", help="trajvit2 (trajectory tokens) | vit3d "
+                                                                       "(2x16x16 tubelets, the baseline)."),
+                       segmenter: Optional[Path] = typer.Option(None, help="Warm-start TrajViT2's segmenter from a "
+                                                                          "train-segmenter RUN/last.safetensors."),
+                       text_model: Optional[Path] = typer.Option(None, help="Local transformers encoder directory "
+                                                                           "(e.g. BERT) instead of the built-in text tower."),
+                       resume: bool = typer.Option(False, help="Continue from OUTPUT/last.safetensors."),
+                       max_steps: Optional[int] = typer.Option(None, help="Schedule length (default: the preset's)."),
+                       batch_size: Optional[int] = typer.Option(None, help="Clips per batch, per process."),
+                       lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the preset's)."),
+                       workers: Optional[int] = typer.Option(None, help="Data loader workers per process."),
+                       shuffle_captions: bool = typer.Option(False, help="Control run: pair every clip with another "
+                                                                        "clip's caption (must stay at chance)."),
+                       seed: int = typer.Option(0, help="Random seed.")):
+    """Train TrajViT2 (or ViT3D) with a CLIP loss on captioned shards (CPU, or GPUs under torchrun)."""
+    from trajtok.train import train_video_text
+
+    with progress() as bar:
+        task = bar.add_task(f"training {video_model}", total=max_steps)
+        summary = train_video_text(data, output, preset=preset, video_model=video_model, text_model=text_model,
+                                   segmenter=segmenter, resume=resume, max_steps=max_steps, batch_size=batch_size,
+                                   lr=lr, num_workers=workers, seed=seed, shuffle_captions=shuffle_captions,
+                                   on_step=lambda n, total: bar.update(task, completed=n, total=total))
+    if summary.get("rank", 0) == 0:
+        console.print(f"trained {summary['video_model']} to step {summary['step']} "
+                      f"({summary['cpu_seconds']:.0f} CPU s) -> {summary['checkpoint']}")
+
+
+@trajtok_app.command("eval-retrieval")
+@friendly
+def eval_retrieval_cmd(checkpoint: Path = typer.Option(..., help="A train-trajvit2 .safetensors checkpoint."),
+                       data: str = typer.Option(..., help="Captioned trajectory shards to retrieve among."),
+                       json_out: Optional[Path] = typer.Option(None, "--json", help="Write t2v / v2t metrics as JSON."),
+                       k: Optional[int] = typer.Option(None, help="Sub-tokens per trajectory (default: the model's)."),
+                       batch_size: int = typer.Option(16, help="Clips per forward pass."),
+                       limit: Optional[int] = typer.Option(None, help="Use at most this many samples.")):
+    """Text-to-video and video-to-text R@1/5/10 and median rank, chance levels beside them."""
+    from trajtok.retrieval import evaluate_retrieval, format_retrieval
+
+    with progress() as bar:
+        task = bar.add_task("embedding", total=limit)
+        result = evaluate_retrieval(checkpoint, data, batch_size=batch_size, k=k, limit=limit,
+                                    on_batch=lambda n: bar.advance(task, n))
+    Console().print(format_retrieval(result), highlight=False)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {json_out}")
+    return result
+
+
 @trajtok_app.command()
 @friendly
-def info(preset: str = typer.Option("paper", help="tiny | paper"),
+def info(preset: str = typer.Option("paper", help="tiny | cpu | paper"),
          frames: int = typer.Option(16, help="Clip length for the FLOP count."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON (modules, total, flops).")):
     """Parameter counts per module and FLOPs per clip of a preset's tokenizer."""

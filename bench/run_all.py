@@ -52,11 +52,15 @@ def commands(json_path: Path, quick: bool) -> dict[str, list[str]]:
         "segmenter": [str(BENCH / "segmenter.py"), "--json", j],
         "memory": [str(BENCH / "memory.py"), "--json", j] + (["--frames", "16"] if quick else []),
         "quality": [str(BENCH / "quality.py"), "--json", j] + (["--seeds", "200", "--videos", "4"] if quick else []),
+        "tokens": [str(BENCH / "tokens.py"), "--json", j] + (["--frames", "16", "32", "--steps", "4"] if quick else []),
+        "retrieval": [str(BENCH / "retrieval.py"), "--json", j, "--jobs", "2"]
+                     + (["--videos", "40", "--steps", "20", "--only", "trajvit2_seed0"] if quick else []),
     }
 
 
 SCRIPTS = {"throughput": "annotate.py", "scaling": "scaling.py", "loader": "loader.py", "storage": "storage.py",
-           "backends": "backends.py", "segmenter": "segmenter.py", "memory": "memory.py", "quality": "quality.py"}
+           "backends": "backends.py", "segmenter": "segmenter.py", "memory": "memory.py", "quality": "quality.py",
+           "tokens": "tokens.py", "retrieval": "retrieval.py"}
 
 
 def run_one(name: str, quick: bool, work: Path) -> dict:
@@ -169,6 +173,31 @@ def summary_rows(recs: dict[str, dict]) -> list[tuple[str, str, str, str]]:
             rows.append((f"label quality: trajectories across a scene cut ({style})", str(cur["cut_crossings"]),
                          str(base["cut_crossings"]) if base else "—", "—"))
     failed("quality", "label quality")
+    r = recs.get("tokens")
+    if r and r["status"] == "ok":
+        x = r["result"]
+        first, last = x["rows"][0], x["rows"][-1]
+        span = f"{last['frames']} vs {first['frames']} frames"
+        for name, label in (("vit3d", "ViT3D"), ("trajvit2_k4", "TrajViT2 K=4"), ("trajvit2_k1", "TrajViT2 K=1"),
+                            ("trajvit2_chunk16_k4", "TrajViT2 K=4, 16-frame chunks")):
+            rows.append((f"forward GFLOPs per video, {label}, {span} (linear = x{x['frame_ratio']:g})",
+                         _f(last[f"{name}_gflops"], 0), _f(first[f"{name}_gflops"], 0), _f(x["growth"][name], 2)))
+        rows.append((f"tokens per {first['frames']}-frame clip, TrajViT2 K=4 (bound) vs ViT3D",
+                     str(first["trajvit2_k4_tokens"]), str(first["vit3d_tokens"]),
+                     _f(first["trajvit2_k4_tokens"] / first["vit3d_tokens"], 3)))
+        step = x.get("train_step", {})
+        if "trajvit2" in step and "vit3d" in step:
+            rows.append(("CPU seconds per training step, cpu preset, TrajViT2 vs ViT3D (1 thread)",
+                         _f(step["trajvit2"]["cpu_seconds_per_step"], 3), _f(step["vit3d"]["cpu_seconds_per_step"], 3),
+                         _f(step["trajvit2"]["cpu_seconds_per_step"] / step["vit3d"]["cpu_seconds_per_step"], 2)))
+    failed("tokens", "tokens and FLOPs per video")
+    r = recs.get("retrieval")
+    if r and r["status"] == "ok":
+        for run in r["result"]["runs"]:
+            rows.append((f"held-out t2v R@5 vs chance, {run['name']} ({run['steps']} steps, "
+                         f"{_f(run['train_cpu_seconds'], 0)} CPU s)", _f(run["t2v"]["R@5"], 3),
+                         _f(run["t2v"]["chance"]["R@5"], 3), _f(run["t2v_R@5_over_chance"], 2)))
+    failed("retrieval", "held-out retrieval vs chance")
     return rows
 
 

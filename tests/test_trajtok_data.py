@@ -185,3 +185,16 @@ def test_resume_position_matches_uninterrupted_stream(dataset, workers):
     assert all(torch.equal(a["frames"], b["frames"]) for a, b in zip(resumed, ref[3:]))
     with pytest.raises(ValueError):
         ShardDataset(dataset, c, position=3)
+
+
+def test_batches_carry_each_samples_caption(dataset):
+    stored = {s.key: s.caption for s in shard_io.read_dataset(dataset, with_media=False)}
+    assert len(set(stored.values())) > 1 and all(stored.values())
+    batches = list(ShardDataset(dataset, cfg()).iter_batches(0, 1))
+    seen = {"vid": 0, "img": 0}
+    for b in batches:
+        assert len(b["captions"]) == len(b["keys"]) == b["frames"].shape[0]
+        for key, caption in zip(b["keys"], b["captions"]):
+            assert caption == stored[key]
+            seen[key[:3]] += 1
+    assert seen["vid"] and seen["img"]            # video and image samples both bring their text

@@ -93,7 +93,7 @@ def test_tokenizer_tokens(toy):
     torch.manual_seed(0)
     tok = Tokenizer(toy.model, toy.encoder)
     out = tok(torch.rand(2, 4, 3, 32, 32))
-    assert out["tokens"].shape == (2, toy.model.num_queries, toy.encoder.out_dim)
+    assert out["tokens"].shape == (2, toy.model.num_queries * 4, toy.encoder.out_dim)
     assert out["valid"].dtype == torch.bool and out["valid"].any(1).all()
     out["tokens"].sum().backward()              # pooled with soft masks: differentiable end to end
     assert tok.segmenter.queries.grad is not None

@@ -95,3 +95,40 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"training state not found: {path}")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+VIDEO_TEXT_FORMAT = "trajtok.videotext"
+
+
+def save_video_text(model: torch.nn.Module, path: str | Path, step: int = 0) -> Path:
+    """A video-text model (TrajViT2 or ViT3D + text tower) with its full config, tokenizer included."""
+    path = Path(path)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": VIDEO_TEXT_FORMAT, "format_version": FORMAT_VERSION,
+            "config": json.dumps(model.cfg.to_dict(), sort_keys=True), "step": str(int(step))}
+    _atomic(path, lambda p: save_file(state, str(p), metadata=meta))
+    return path
+
+
+def read_video_text_metadata(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != VIDEO_TEXT_FORMAT:
+        raise ValueError(f"{path} is not a trajtok video-text checkpoint (format={meta.get('format')!r})")
+    return meta
+
+
+def load_video_text(path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild a video-text model from its checkpoint (a ``--text-model`` directory must still exist)."""
+    from safetensors.torch import load_file
+
+    from .models.video_text import VideoTextConfig, VideoTextModel
+    meta = read_video_text_metadata(path)
+    model = VideoTextModel(VideoTextConfig.from_dict(json.loads(meta["config"])), pretrained_text=False)
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    return model.to(map_location).eval()

@@ -139,7 +139,7 @@ def batches_for_worker(batches: int, worker: int, num_workers: int) -> int:
 
 
 class ShardDataset(IterableDataset):
-    """Batches ``{"frames": [B,T,3,S,S] float, "labels": [B,T,S/4,S/4] int64, "keys": [...]}``.
+    """Batches ``{"frames": [B,T,3,S,S] float, "labels": [B,T,S/4,S/4] int64, "keys": [...], "captions": [...]}``.
 
     Use with ``DataLoader(dataset, batch_size=None, num_workers=...)`` (see ``make_loader``).
     """
@@ -206,7 +206,7 @@ class ShardDataset(IterableDataset):
                 yield bucket
 
     def load(self, plan: list[shard_io.ShardSample], rng: np.random.Generator) -> dict[str, Any] | None:
-        frames, labels, keys = [], [], []
+        frames, labels, keys, captions = [], [], [], []
         aug = self.cfg.augment
         for s in plan:
             T = self.cfg.frames if is_video(s) else 1
@@ -220,9 +220,10 @@ class ShardDataset(IterableDataset):
             frames.append(f)
             labels.append(l)
             keys.append(s.key)
+            captions.append(s.caption)
         if not frames:
             return None
-        return {"frames": torch.stack(frames), "labels": torch.stack(labels), "keys": keys}
+        return {"frames": torch.stack(frames), "labels": torch.stack(labels), "keys": keys, "captions": captions}
 
     def iter_batches(self, consumer: int, n_consumers: int, skip: int = 0) -> Iterator[dict[str, Any]]:
         for n, plan in enumerate(self.plans(consumer, n_consumers)):

@@ -108,3 +108,23 @@ def segmenter_loss(logits: torch.Tensor, labels: torch.Tensor,
     loss = cfg.focal_weight * focal + cfg.dice_weight * dice + cfg.empty_weight * empty
     return {"loss": loss, "focal": focal.detach(), "dice": dice.detach(), "empty": empty.detach(),
             "matched": torch.tensor(float(n_matched))}
+
+
+def clip_loss(video: torch.Tensor, text: torch.Tensor, scale: torch.Tensor,
+              groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE over L2-normalised embeddings ``[B, E]``; ``scale`` = 1 / temperature.
+
+    ``groups`` ``[B]`` (e.g. caption ids): samples of one group are joint positives, so two
+    clips with the same caption are not pushed apart; the loss is the negative log of the
+    probability mass on all positives of a row.
+    """
+    logits = scale * video @ text.T
+    if groups is None:
+        groups = torch.arange(video.shape[0], device=video.device)
+    positive = groups[:, None] == groups[None, :]
+    neg_inf = torch.finfo(logits.dtype).min
+
+    def one_way(lg: torch.Tensor) -> torch.Tensor:
+        return (torch.logsumexp(lg, dim=1) - torch.logsumexp(lg.masked_fill(~positive, neg_inf), dim=1)).mean()
+
+    return 0.5 * (one_way(logits) + one_way(logits.T))

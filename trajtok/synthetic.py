@@ -104,7 +104,7 @@ def toy_preset(image_size: int = 32, frames: int = 4, batch_size: int = 2):
     P.model.backbone_kwargs = {"depths": (1, 1, 1, 1), "dims": (16, 32, 64, 128)}
     P.model.image_size, P.model.frames = image_size, frames
     P.model.dim, P.model.num_queries, P.model.heads = 32, 8, 4
-    P.encoder.in_dim, P.encoder.out_dim = 32, 48
+    P.encoder.in_dim, P.encoder.dim, P.encoder.out_dim, P.encoder.heads = 32, 32, 48, 4
     P.data.batch_size, P.data.shuffle_buffer = batch_size, 8
     P.train.warmup_steps, P.train.max_steps, P.train.num_workers = 2, 20, 0
     return P.sync()

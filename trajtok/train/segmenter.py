@@ -28,12 +28,12 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import (load_segmenter, load_train_state, read_metadata, save_segmenter,
+from ..checkpoint import (load_segmenter, load_train_state, read_metadata, save_segmenter,
                          save_train_state, weights_digest)
-from .data import make_loader
-from .losses import segmenter_loss
-from .models.segmenter import Segmenter, build_segmenter
-from .presets import Preset, get_preset
+from ..data import make_loader
+from ..losses import segmenter_loss
+from ..models.segmenter import Segmenter, build_segmenter
+from ..presets import Preset, get_preset
 
 __all__ = ["train_segmenter", "load_segmenter", "lr_at"]
 

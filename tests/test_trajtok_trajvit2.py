@@ -1,0 +1,188 @@
+"""TrajViT2 / ViT3D video-text models: towers, CLIP loss, training command, checkpoints, retrieval."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+import cli
+from dataengine.synth import make_corpus
+from trajtok.checkpoint import load_video_text
+from trajtok.losses import clip_loss
+from trajtok.models.text import TextConfig, build_word_vocab
+from trajtok.models.video_text import VideoTextModel
+from trajtok.presets import get_video_text_preset
+from trajtok.retrieval import _chance, chance_hit, retrieval_metrics
+from trajtok.train.trajvit2 import cosine_lr, shuffled_captions, train_video_text
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    make_corpus(out, videos=6, images=2, seed=3, n_frames=8, width=64, height=48)
+    return out / "gt"
+
+
+def tiny_preset(video_model="trajvit2"):
+    P = get_video_text_preset("cpu")
+    m = P.model
+    m.video_model = video_model
+    m.segmenter.image_size, m.segmenter.frames, m.segmenter.num_queries = 32, 4, 8
+    m.segmenter.backbone_kwargs = {"depths": (1, 1, 1, 1), "dims": (16, 32, 64, 128)}
+    m.segmenter.dim = m.encoder.in_dim = m.encoder.dim = 32
+    m.encoder.out_dim = m.transformer.width = 48
+    m.transformer.depth, m.text.width, m.text.depth = 1, 32, 1
+    P.data.batch_size, P.data.image_batch_size, P.data.shuffle_buffer = 4, 2, 8
+    m.transformer.tubelet = (2, 16, 16)
+    return P.sync()
+
+
+def _model(video_model="trajvit2"):
+    P = tiny_preset(video_model)
+    P.model.text.vocab = build_word_vocab(["a red square moves left", "a blue disc"])
+    torch.manual_seed(0)
+    return VideoTextModel(P.model)
+
+
+@pytest.mark.parametrize("video_model", ["trajvit2", "vit3d"])
+def test_forward_shapes_and_unit_embeddings(video_model):
+    model = _model(video_model)
+    out = model(torch.rand(2, 4, 3, 32, 32), ["a red square moves left", "an unseen word"], k=2)
+    assert out["video"].shape == out["text"].shape == (2, 256)
+    assert torch.allclose(out["video"].norm(dim=-1), torch.ones(2), atol=1e-5)
+    if video_model == "trajvit2":
+        assert out["logits"].shape == (2, 8, 4, 8, 8)
+        assert (out["tokens"] <= 8 * 2).all()                       # at most N x K tokens
+    else:
+        assert int(out["tokens"][0]) == 2 * 2 * 2                   # (4/2) x (32/16)^2 tubelets
+    image = model.encode_video(torch.rand(1, 1, 3, 32, 32))["video"]  # images run as T = 1 clips
+    assert torch.isfinite(image).all()
+
+
+def test_clip_loss_joint_positives_and_temperature():
+    torch.manual_seed(0)
+    v = F.normalize(torch.randn(4, 8), dim=-1)
+    t = v.clone()
+    t[1] = v[0]                                                     # clips 0 and 1 share a caption
+    scale = torch.tensor(20.0)
+    # Counted as separate pairs, the two identical captions would each lose half their mass.
+    assert clip_loss(v, t, scale, torch.tensor([0, 0, 1, 2])) < clip_loss(v, t, scale)
+    assert clip_loss(v, v, scale) < clip_loss(v, v.roll(1, 0), scale)
+
+
+def test_hf_text_model_from_local_directory(tmp_path, corpus):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+    words = sorted({w for s in ["textured objects moving over a panning background ellipses rectangles polygons "
+                                "and then hard cut to new shapes on one two three four five six seven eight "
+                                "nine ten eleven twelve differently coloured"] for w in s.split()})
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "(", ")", ",", *words]) + "\n")
+    bert_dir = tmp_path / "bert"
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab.read_text().split()), hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(bert_dir)
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(bert_dir)
+    run = tmp_path / "run"
+    train_video_text(corpus, run, preset=tiny_preset(), text_model=bert_dir, max_steps=2, seed=0)
+    model = load_video_text(run / "last.safetensors")
+    assert model.cfg.text.kind == "hf" and type(model.text.model).__name__ == "BertModel"
+    texts = ["six textured objects (ellipses) moving over a panning background"]
+    a = model.encode_text(texts)
+    b = load_video_text(run / "last.safetensors").encode_text(texts)
+    assert torch.allclose(a, b) and a.shape == (1, 256)
+
+
+def test_train_resume_and_eval_commands(tmp_path, corpus):
+    runner = CliRunner()
+    P = tiny_preset()
+    run = tmp_path / "run"
+    summary = train_video_text(corpus, run, preset=P, max_steps=4, stop_after=2, seed=1)
+    assert summary["step"] == 2
+    summary = train_video_text(corpus, run, preset=P, max_steps=4, resume=True, seed=1)
+    assert summary["step"] == 4
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and {r["k"] for r in log} <= {1, 2, 4}
+    assert all(np.isfinite(r["loss"]) and r["seg"] > 0 for r in log)
+    with pytest.raises(FileExistsError):
+        train_video_text(corpus, run, preset=P, max_steps=4)
+    out = tmp_path / "ret.json"
+    res = runner.invoke(cli.trajtok_app, ["eval-retrieval", "--checkpoint", str(run / "last.safetensors"),
+                                          "--data", str(corpus), "--json", str(out), "--batch-size", "4"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    for way in ("t2v", "v2t"):
+        assert set(result[way]) == {"R@1", "R@5", "R@10", "MedR", "chance"}
+        assert set(result[way]["chance"]) == {"R@1", "R@5", "R@10", "MedR"}
+    assert result["samples"] == 8                                   # 6 videos + 2 images, each once
+    # The command itself, on the ViT3D baseline (cpu preset, two steps).
+    res = runner.invoke(cli.trajtok_app, ["train-trajvit2", "--data", str(corpus), "--output", str(tmp_path / "v3"),
+                                          "--preset", "cpu", "--video-model", "vit3d", "--max-steps", "2",
+                                          "--batch-size", "4"])
+    assert res.exit_code == 0, res.output
+    assert load_video_text(tmp_path / "v3" / "last.safetensors").cfg.video_model == "vit3d"
+    res = runner.invoke(cli.trajtok_app, ["train-trajvit2", "--data", str(corpus), "--output", str(tmp_path / "x"),
+                                          "--video-model", "nope"])
+    assert res.exit_code == 2 and "unknown video model" in res.output
+
+
+def test_retrieval_metrics_with_joint_positives():
+    captions = np.array([0, 0, 1, 2])                               # clips 0 and 1 share caption 0
+    video = torch.tensor([[1.0, 0, 0], [0.9, 0, 0.1], [0, 1, 0], [0, 0, 1]])
+    text = torch.eye(3)
+    r = retrieval_metrics(video, text, captions)
+    assert r["t2v"]["R@1"] == 1.0 and r["v2t"]["R@1"] == 1.0
+    assert r["distinct_captions"] == 3 and r["samples"] == 4
+    r = retrieval_metrics(video, text[[1, 2, 0]], captions)         # every caption misplaced
+    assert r["t2v"]["R@1"] == 0.0 and r["v2t"]["R@1"] == 0.0
+
+
+def test_chance_levels_match_random_rankings():
+    rng = np.random.default_rng(0)
+    n, p, k = 20, 3, 5
+    hits = [(rng.permutation(n)[:k] < p).any() for _ in range(20000)]
+    assert abs(np.mean(hits) - chance_hit(n, p, k)) < 0.01
+    c = _chance(10, [1] * 10)
+    assert c["R@1"] == pytest.approx(0.1) and c["R@5"] == pytest.approx(0.5) and c["MedR"] == 5
+
+
+def test_shuffled_captions_and_schedule():
+    caps = {f"k{i}": f"caption {i}" for i in range(9)}
+    sh = shuffled_captions(caps, seed=0)
+    assert sorted(sh.values()) == sorted(caps.values()) and all(sh[k] != caps[k] for k in caps)
+    assert cosine_lr(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert cosine_lr(10, 1.0, 10, 100) == pytest.approx(1.0)
+    assert cosine_lr(100, 1.0, 10, 100) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_weight_decay_groups():
+    from trajtok.train.trajvit2 import _param_groups
+    model = _model()
+    decay, plain = (set(map(id, g["params"])) for g in _param_groups(model, 0.01))
+    named = dict(model.named_parameters())
+    for name in ("video.tokenizer.segmenter.mask_embed.weight", "video_proj.weight", "text.blocks.0.attn.q.weight"):
+        assert id(named[name]) in decay, name
+    for name in ("text.embed.weight", "text.pos", "video.transformer.cls", "log_scale",
+                 "video.tokenizer.segmenter.queries", "video.tokenizer.encoder.sub_queries.2"):
+        assert id(named[name]) in plain, name
+
+
+def test_warm_start_from_a_train_segmenter_checkpoint(tmp_path, corpus):
+    from trajtok.checkpoint import load_segmenter
+    from trajtok.train import train_segmenter
+    seg = tmp_path / "seg"
+    train_segmenter(corpus, seg, preset="cpu", max_steps=1, batch_size=2, image_batch_size=2)
+    run = tmp_path / "vt"
+    train_video_text(corpus, run, preset="cpu", segmenter=seg / "last.safetensors", max_steps=5, stop_after=0,
+                     batch_size=4)
+    warm = load_segmenter(seg / "last.safetensors").state_dict()
+    loaded = load_video_text(run / "last.safetensors").segmenter.state_dict()
+    assert warm.keys() == loaded.keys() and all(torch.equal(warm[k], loaded[k]) for k in warm)
+    train_segmenter(corpus, tmp_path / "tiny", preset="tiny", max_steps=1, batch_size=2,
+                    image_batch_size=2)
+    with pytest.raises(ValueError, match="config differs"):
+        train_video_text(corpus, tmp_path / "bad", preset="cpu", segmenter=tmp_path / "tiny" / "last.safetensors",
+                         max_steps=1)

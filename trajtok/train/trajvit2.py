@@ -1,0 +1,289 @@
+"""Video-text training of TrajViT2 (or the ViT3D baseline): CLIP loss + joint segmentation loss.
+
+Same shape as the segmenter loop: single process, or DDP under ``torchrun`` (gloo on CPU,
+nccl on GPU); rank 0 writes ``output/``:
+
+    config.json        resolved preset (the word vocabulary included)
+    log.jsonl          one line per logged step (clip, seg, loss, lr, temperature, K, cpu seconds)
+    last.safetensors   weights + full config (``load_video_text`` rebuilds the model from it)
+    last.optim.pt      optimizer state, step, data position (``resume``)
+
+Per batch, K (sub-tokens per trajectory) is drawn from the encoder's choices, so one model
+serves every K at inference. Clips with identical captions are joint positives of the CLIP
+loss; under DDP the embeddings of all ranks are gathered (with gradient) before the loss.
+``shuffle_captions`` pairs every clip with another clip's caption (a fixed permutation):
+the control run that must stay at chance.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import resource
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from dataengine import shards as shard_io
+
+from ..checkpoint import (load_segmenter, load_train_state, read_video_text_metadata, save_train_state,
+                          save_video_text)
+from ..data import make_loader, resolve_shards
+from ..losses import clip_loss, segmenter_loss
+from ..models.text import build_word_vocab
+from ..models.video_text import VideoTextConfig, VideoTextModel
+from ..presets import VideoTextPreset, get_video_text_preset
+from .segmenter import _setup_distributed, _truncate_log
+
+# Module/parameter names kept out of weight decay: position tables, learned slots and queries,
+# the temperature and the word embedding (decay would pull them toward 0 for no regularising gain).
+NO_DECAY = {"cls", "pos", "spatial", "queries", "sub_queries", "log_scale", "embed"}
+
+
+def cosine_lr(step: int, peak: float, warmup: int, total: int, floor: float = 0.0) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then half a cosine down to ``floor``."""
+    if step < warmup:
+        return peak * (step + 1) / max(1, warmup)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def caption_ids(captions: list[str]) -> torch.Tensor:
+    """Stable 63-bit id per caption text (equal on every rank): equal ids = joint positives."""
+    return torch.tensor([int.from_bytes(hashlib.sha1(c.encode()).digest()[:8], "little") >> 1
+                         for c in captions], dtype=torch.long)
+
+
+def read_captions(data: Any) -> dict[str, str]:
+    """key -> caption of every sample in the shards (media not loaded)."""
+    return {s.key: s.caption for path in resolve_shards(data) for s in shard_io.read_shard(path, with_media=False)}
+
+
+def shuffled_captions(captions: dict[str, str], seed: int) -> dict[str, str]:
+    """A fixed derangement of the captions over the keys (the shuffled-caption control)."""
+    keys = sorted(captions)
+    order = np.random.default_rng([seed, 99]).permutation(len(keys))
+    if len(keys) > 1:   # a permutation may keep some pairs; rotate those away
+        order = np.where(order == np.arange(len(keys)), np.roll(order, 1), order)
+    return {k: captions[keys[j]] for k, j in zip(keys, order)}
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        plain = p.ndim < 2 or bool(NO_DECAY & set(name.split(".")))
+        (no_decay if plain else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _gather(x: torch.Tensor, world: int) -> torch.Tensor:
+    """Rows of every rank, with gradient to this rank's. Ranks may hold different row counts
+    (a video batch on one, an image batch on another), so rows are padded to the largest."""
+    if world == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    most = int(max(int(s) for s in sizes))
+    padded = torch.cat([x, x.new_zeros((most - x.shape[0], *x.shape[1:]))]) if x.shape[0] < most else x
+    return torch.cat([g[:int(s)] for g, s in zip(all_gather(padded), sizes)], dim=0)
+
+
+def resolve_preset(preset: str | VideoTextPreset, video_model: str | None, text_model: str | Path | None,
+                   captions: list[str]) -> VideoTextPreset:
+    P = get_video_text_preset(preset)
+    if video_model:
+        P.model.video_model = video_model
+    if text_model:
+        P.model.text.kind, P.model.text.model_dir, P.model.text.vocab = "hf", str(Path(text_model).resolve()), None
+    elif P.model.text.kind == "word" and not P.model.text.vocab:
+        P.model.text.vocab = build_word_vocab(captions)
+    return P.sync()
+
+
+def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPreset = "cpu",
+                     video_model: str | None = None, text_model: str | Path | None = None,
+                     segmenter: str | Path | None = None, resume: bool = False, max_steps: int | None = None,
+                     batch_size: int | None = None, lr: float | None = None, warmup_steps: int | None = None,
+                     num_workers: int | None = None, save_every: int | None = None, log_every: int | None = None,
+                     seed: int = 0, shuffle_captions: bool = False, stop_after: int | None = None,
+                     on_step=None) -> dict[str, Any]:
+    """Train a video-text model on captioned trajectory shards; returns a summary dict.
+
+    ``segmenter``: a ``train-segmenter`` checkpoint to warm-start TrajViT2's segmenter (its
+    config must equal the preset's). ``text_model``: a local transformers directory.
+    """
+    out = Path(output)
+    last, last_state = out / "last.safetensors", out / "last.optim.pt"
+    if last.exists() and not resume:
+        raise FileExistsError(f"{out} already holds a checkpoint; pass resume=True or use a new output dir")
+    captions = read_captions(data)
+    if not captions or not any(captions.values()):
+        raise ValueError(f"{data}: no captioned samples (video-text training needs the shards' txt members)")
+    if resume:
+        if not last.exists():
+            raise FileNotFoundError(f"resume requested but {last} does not exist")
+        P = get_video_text_preset(preset)
+        P.model = VideoTextConfig.from_dict(json.loads(read_video_text_metadata(last)["config"]))
+        P.sync()
+    else:
+        P = resolve_preset(preset, video_model, text_model, list(captions.values()))
+    t = P.train
+    if max_steps is not None:
+        t.max_steps = max_steps
+    if warmup_steps is not None:
+        t.warmup_steps = warmup_steps
+    elif t.warmup_steps >= t.max_steps:
+        t.warmup_steps = max(1, t.max_steps // 10)
+    t.lr = lr if lr is not None else t.lr
+    t.num_workers = num_workers if num_workers is not None else t.num_workers
+    t.save_every = save_every or t.save_every
+    t.log_every = log_every or t.log_every
+    if batch_size is not None:
+        P.data.batch_size = batch_size
+    P.data.seed = seed
+    P.sync()
+    pairing = shuffled_captions(captions, seed) if shuffle_captions else captions
+
+    rank, world, device, created_group = _setup_distributed()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = VideoTextModel(P.model).to(device)
+    if segmenter and not resume:
+        if model.segmenter is None:
+            raise ValueError("--segmenter warm-starts TrajViT2's tokenizer; vit3d has no segmenter")
+        warm = load_segmenter(segmenter)
+        as_json = lambda cfg: json.loads(json.dumps(cfg.to_dict()))   # noqa: E731 (tuples vs lists)
+        if as_json(warm.cfg) != as_json(P.model.segmenter):
+            raise ValueError(f"{segmenter}: segmenter config differs from preset {P.name}'s: {warm.cfg.to_dict()}")
+        model.segmenter.load_state_dict(warm.state_dict())
+    optimizer = torch.optim.AdamW(_param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
+    step = 0
+    if resume:
+        from safetensors.torch import load_file
+        model.load_state_dict(load_file(str(last)))
+        state = load_train_state(last_state)
+        if state["step"] != int(read_video_text_metadata(last)["step"]):
+            raise ValueError(f"{last} and {last_state} disagree on the step; restore a matching pair")
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        for key, now in (("world_size", world), ("batch_size", P.data.batch_size), ("num_workers", t.num_workers)):
+            if state.get(key, now) != now:
+                warnings.warn(f"{key} changed since the checkpoint ({state.get(key)} -> {now}): the data order "
+                              "differs from an uninterrupted run")
+        if rank == 0:
+            _truncate_log(out / "log.jsonl", step)
+    trajvit = P.model.video_model == "trajvit2"
+    ddp = model
+    if world > 1:   # only one K's sub-queries take part in a step
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=trajvit)
+    loader = make_loader(data, P.data, rank=rank, world_size=world, position=step * P.data.batch_size,
+                         num_workers=t.num_workers)
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps({"preset": P.to_dict(), "world_size": world,
+                                                    "shuffle_captions": shuffle_captions, "seed": seed}, indent=2))
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    saved_at = step if resume else -1
+
+    def save() -> None:
+        nonlocal saved_at
+        if rank != 0 or saved_at == step:
+            return
+        saved_at = step
+        save_train_state(last_state, {"step": step, "optimizer": optimizer.state_dict(), "world_size": world,
+                                      "batch_size": P.data.batch_size, "num_workers": t.num_workers,
+                                      "data_position": step * P.data.batch_size})
+        save_video_text(model, last, step=step)
+        if step % t.save_every == 0:
+            save_video_text(model, out / f"step-{step:07d}.safetensors", step=step)
+
+    choices = list(P.model.encoder.sub_tokens)
+    losses: list[float] = []
+    start_step, t0 = step, time.time()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    model.train()
+    for batch in loader:
+        if step >= t.max_steps or (stop_after is not None and step - start_step >= stop_after):
+            break
+        lr_now = cosine_lr(step, t.lr, t.warmup_steps, t.max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+        k = choices[int(np.random.default_rng([seed, step, 5]).integers(len(choices)))]
+        texts = [pairing.get(key, c) for key, c in zip(batch["keys"], batch["captions"])]
+        frames = batch["frames"].to(device, non_blocking=True)
+        with autocast():
+            res = ddp(frames, texts, k=k)
+        video = _gather(res["video"].float(), world)
+        text = _gather(res["text"].float(), world)
+        groups = _gather(caption_ids(texts).to(device), world)
+        clip = clip_loss(video, text, res["scale"].float(), groups)
+        loss = clip
+        seg = torch.zeros((), device=device)
+        if trajvit and P.seg_weight > 0:
+            seg = segmenter_loss(res["logits"].float(), batch["labels"].to(device), P.loss)["loss"]
+            loss = loss + P.seg_weight * seg
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+        optimizer.step()
+        step += 1
+        stats = torch.stack([loss.detach().float().cpu(), clip.detach().float().cpu(), seg.detach().float().cpu()])
+        if world > 1:
+            stats = stats.to(device)
+            dist.all_reduce(stats)
+            stats = stats.cpu() / world
+        losses.append(float(stats[0]))
+        if rank == 0 and (step % t.log_every == 0 or step == t.max_steps):
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            rec = {"step": step, "loss": float(stats[0]), "clip": float(stats[1]), "seg": float(stats[2]),
+                   "k": k, "lr": lr_now, "grad_norm": float(grad_norm),
+                   "temperature": float(1.0 / model.scale().detach()), "seconds": round(time.time() - t0, 3),
+                   "cpu_seconds": round(ru.ru_utime + ru.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 3)}
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        if on_step is not None:
+            on_step(step, t.max_steps)
+        if step % t.save_every == 0:
+            save()
+    save()
+    del loader
+    if world > 1:
+        dist.barrier()
+    if created_group:
+        dist.destroy_process_group()
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"step": step, "steps_run": step - start_step, "checkpoint": str(last), "output": str(out),
+            "losses": losses, "rank": rank, "world_size": world, "seconds": round(time.time() - t0, 3),
+            "cpu_seconds": round(ru.ru_utime + ru.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 3),
+            "preset": P.name, "video_model": P.model.video_model}
+
+
+def _main() -> None:
+    """``torchrun -m trajtok.train.trajvit2 DATA OUTPUT [PRESET] [VIDEO_MODEL] [MAX_STEPS]``."""
+    import sys
+    args = sys.argv[1:]
+    torch.set_num_threads(int(os.environ.get("TRAJTOK_THREADS", "1")))
+    result = train_video_text(args[0], args[1], preset=args[2] if len(args) > 2 else "cpu",
+                              video_model=args[3] if len(args) > 3 else None,
+                              max_steps=int(args[4]) if len(args) > 4 else None,
+                              resume=Path(args[1], "last.safetensors").exists())
+    print(json.dumps({k: v for k, v in result.items() if k != "losses"}))
+
+
+if __name__ == "__main__":
+    _main()
