@@ -23,7 +23,8 @@ fixed, so equal arguments give byte-identical files (with the same library
 versions).
 """
 from .captions import COUNT_BINS
-from .corpus import DEFAULT_STYLE, IMAGE_SIZES, JPEG_QUALITY, STYLES, encode_jpeg, make_corpus, render_image, write_video
+from .corpus import (DEFAULT_STYLE, IMAGE_SIZES, JPEG_QUALITY, STYLES, encode_jpeg, make_corpus, render_image,
+                     write_video)
 from .photos import SPLITS as PHOTO_SPLITS
 
 __all__ = ["COUNT_BINS", "DEFAULT_STYLE", "IMAGE_SIZES", "JPEG_QUALITY", "PHOTO_SPLITS", "STYLES", "encode_jpeg",

@@ -75,7 +75,8 @@ class _Scene:
 
     @property
     def camera(self) -> dict[str, Any]:
-        return {"pan": [round(float(self.pan[0]), 4) + 0.0, round(float(self.pan[1]), 4) + 0.0], "zoom": 1.0, "background": "a mottled background"}
+        return {"pan": [round(float(self.pan[0]), 4) + 0.0, round(float(self.pan[1]), 4) + 0.0], "zoom": 1.0,
+                "background": "a mottled background"}
 
     def render(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         return _render(self, t)

@@ -67,7 +67,7 @@ class PhotoObject:
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "shape": self.shape, "role": self.role, "photo": self.photo,
-                "texture": self.noun, "colour": colour_word_rgb(self.rgba)[1]}
+                "texture": self.noun, "colour": self.colour}
 
 
 def colour_word_rgb(rgba: np.ndarray) -> tuple[np.ndarray, str]:
