@@ -62,3 +62,13 @@ def consistent(forward: np.ndarray, backward: np.ndarray, tolerance: float) -> n
     back = cv2.remap(backward, gx + forward[..., 0], gy + forward[..., 1], cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_CONSTANT, borderValue=1e3)
     return np.linalg.norm(forward + back, axis=-1) <= tolerance
+
+
+def textured(frame: np.ndarray, min_std: float, window: int = 7) -> np.ndarray:
+    """Pixels whose grey level varies by more than ``min_std`` (std) in a ``window`` neighbourhood: where
+    the flow is measured rather than filled in by its smoothing (plain areas take the motion of whatever
+    textured neighbour moves, e.g. a flat background next to a moving object)."""
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    mean = cv2.blur(grey, (window, window))
+    var = cv2.blur(grey * grey, (window, window)) - mean * mean
+    return var > min_std * min_std

@@ -210,7 +210,7 @@ def test_classical_motion_term_keeps_regions_that_move_apart():
 
 def _panning_scene(seed: int = 0):
     """Two frames: a textured background panning 2 px/frame and a two-tone textured square (a red and a
-    blue half) moving 6 px/frame the other way; returns the frames and the square's mask in frame 0."""
+    brown half, Lab distance ~26: apart for the colour merge alone) moving 6 px/frame the other way; returns the frames and the square's mask in frame 0."""
     from scipy import ndimage
     rng = np.random.default_rng(seed)
     h, w, pad = 96, 128, 16
@@ -218,7 +218,7 @@ def _panning_scene(seed: int = 0):
     canvas = np.clip(128 + 60 * canvas / canvas.std(), 0, 255)
     tex = ndimage.gaussian_filter(rng.normal(0, 1, (32, 32, 3)), (1.5, 1.5, 0))
     tex = 30 * tex / tex.std()
-    square = np.where(np.arange(32)[None, :, None] < 16, [170, 60, 60], [60, 60, 170]) + tex
+    square = np.where(np.arange(32)[None, :, None] < 16, [170, 60, 60], [150, 95, 70]) + tex
     frames, mask = [], np.zeros((h, w), bool)
     for t in range(2):
         f = canvas[:, pad + 2 * t:pad + 2 * t + w].copy()
@@ -242,12 +242,13 @@ def test_motion_layers_join_a_moving_textured_object_over_a_panning_background()
         ids, counts = np.unique(labels[mask], return_counts=True)
         return int((counts >= 0.1 * mask.sum()).sum()), max(counts) / mask.sum()
 
-    base = SegmenterConfig(merge_threshold=14.0)
+    base = SegmenterConfig(merge_threshold=14.0, motion_layers=False)
     without = ClassicalSegmenter(base).segment_one(frames[0], flow)
     layered = ClassicalSegmenter(SegmenterConfig(merge_threshold=14.0, motion_layers=True)).segment_one(frames[0], flow)
-    n_without, _ = pieces(without)
+    n_without, share_without = pieces(without)
     n_layered, share = pieces(layered)
-    assert n_without >= 2 and n_layered == 1 and share > 0.85
+    assert n_without >= 2 and share_without < 0.5
+    assert n_layered == 1 and share > 0.6
     # and the object's region does not leak into the background
     obj = np.bincount(layered[mask]).argmax()
     assert (layered[~mask] == obj).sum() < 0.2 * mask.sum()

@@ -27,13 +27,14 @@ from skimage import color, graph
 from skimage.segmentation import slic
 
 from ..config import SegmenterConfig
-from ..motionlayers import camera_residual, region_motion
+from ..motionlayers import camera_residual, region_motion, textured
 from ..regions import consecutive, drop_small, fill_unlabelled, keep_largest
 
 
 def colour_rag(lab: np.ndarray, labels: np.ndarray, flow: np.ndarray | None = None,
                motion_weight: float = 0.0, residual: np.ndarray | None = None, min_speed: float = 1.0,
-               layer_tolerance: float = 1.0, reliable: np.ndarray | None = None) -> graph.RAG:
+               layer_tolerance: float = 1.0, reliable: np.ndarray | None = None,
+               layer_join: float = 0.0, layer_split: float | None = None) -> graph.RAG:
     """The region adjacency graph of ``labels`` weighted by mean-colour distance.
 
     Same graph as ``skimage.graph.rag_mean_color(mode="distance")``, but the
@@ -71,7 +72,8 @@ def colour_rag(lab: np.ndarray, labels: np.ndarray, flow: np.ndarray | None = No
                                                 "layer": int(layer[i])})
     rag.graph["motion_weight"] = motion_weight
     rag.graph["layer_tolerance"] = layer_tolerance if residual is not None else None
-    rag.graph["layer_min_speed"] = min_speed
+    rag.graph["layer_join"] = layer_join
+    rag.graph["layer_split"] = min_speed if layer_split is None else layer_split
     means = totals / np.maximum(counts, 1)[:, None]
     weights = np.linalg.norm(means[pairs[:, 0]] - means[pairs[:, 1]], axis=1)
     if flow is not None and motion_weight > 0:
@@ -96,10 +98,10 @@ def _layer_weight(g, a: int, b: int, colour: float) -> float:
         return colour
     ra, rb = na["mean residual"], nb["mean residual"]
     d = math.hypot(ra[0] - rb[0], ra[1] - rb[1])
-    if d > g.graph["layer_min_speed"]:
+    if d > g.graph["layer_split"]:
         return math.inf
     if na["layer"] == nb["layer"] == 1 and d <= tol:
-        return 0.0
+        return colour * g.graph["layer_join"]
     return colour
 
 
@@ -154,8 +156,11 @@ class ClassicalSegmenter:
             residual = camera_residual(forward)
             if flow.shape[-1] == 3:                 # forward-backward check: occluded and halo pixels drop out
                 reliable = flow[..., 2] > 0.5
+            if cfg.layer_min_texture > 0:
+                plain = ~textured(frame, cfg.layer_min_texture)
+                reliable = ~plain if reliable is None else reliable & ~plain
         rag = colour_rag(lab, sp, flow if flow is None else flow[..., :2], cfg.motion_weight, residual,
-                         cfg.layer_min_speed, cfg.layer_tolerance, reliable)
+                         cfg.layer_min_speed, cfg.layer_tolerance, reliable, cfg.layer_join, cfg.layer_split)
         merged = graph.merge_hierarchical(sp, rag, thresh=cfg.merge_threshold, rag_copy=False,
                                           in_place_merge=True, merge_func=_merge_mean_colour,
                                           weight_func=_edge_weight if flow is not None and cfg.motion_weight > 0
