@@ -5,11 +5,11 @@ robustly (RANSAC affine, OpenCV) to a grid of optical-flow vectors between the
 keyframe and its neighbour; what is left of each pixel's flow after the camera
 model is its *residual*. A superpixel whose mean residual is clearly above the
 flow's noise belongs to an independently moving object. The classical
-segmenter uses the layers as merge constraints: moving superpixels with similar
-residuals join whatever their colour (an object's differently textured pieces
-move together), and a moving superpixel never joins a static one (an object is
-not swallowed by similar-coloured background). Static content keeps the colour
-merge.
+segmenter uses the layers as merge constraints: moving regions with similar
+residuals merge more easily (an object's differently textured pieces move
+together), and regions whose residuals differ clearly never merge (an object
+is not swallowed by similar-coloured background). Static content keeps the
+colour merge.
 """
 from __future__ import annotations
 

@@ -13,10 +13,11 @@ the merge distance of two regions becomes their colour distance times
 ``1 + motion_weight * max(0, |mean flow difference| - motion_floor)``, so
 regions that move apart are kept apart.
 
-With ``motion_layers`` on, the keyframe's flow is split into the camera's
-motion and each superpixel's residual (``dataengine.motionlayers``): moving
-superpixels with similar residuals merge whatever their colour, and moving
-and static superpixels never merge.
+With ``motion_layers`` on (opt-in, see bench/REPORT.md), the keyframe's flow
+is split into the camera's motion and each superpixel's residual
+(``dataengine.motionlayers``): regions whose residuals differ by more than
+``layer_split`` never merge, and moving regions whose residuals agree have
+their colour distance scaled by ``layer_join``.
 """
 from __future__ import annotations
 
@@ -86,10 +87,10 @@ def colour_rag(lab: np.ndarray, labels: np.ndarray, flow: np.ndarray | None = No
 
 
 def _layer_weight(g, a: int, b: int, colour: float) -> float:
-    """Motion-layer constraint on a merge distance: regions whose residual flows differ by more than the
-    moving threshold never merge (moving against static, or two objects moving apart); moving regions whose
-    residuals agree within the tolerance merge first; regions without reliable flow keep the colour
-    distance."""
+    """Motion-layer constraint on a merge distance: regions whose residual flows differ by more than
+    ``layer_split`` never merge (moving against static, or two objects moving apart); moving regions whose
+    residuals agree within the tolerance get their colour distance scaled by ``layer_join`` (an object's
+    differently coloured pieces move together); regions without reliable flow keep the colour distance."""
     tol = g.graph.get("layer_tolerance")
     if tol is None:
         return colour
