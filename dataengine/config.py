@@ -56,6 +56,13 @@ class SegmenterConfig:
     merge_threshold: float = 14.0  # mean-colour distance (Lab) below which regions merge
     motion_weight: float = 0.0    # video keyframes: merge distance x (1 + this x flow difference beyond
     motion_floor: float = 1.0     # this many px/frame, the flow's noise on texture)
+    motion_layers: bool = False   # video keyframes: flow minus the camera's motion splits moving from static
+    layer_min_speed: float = 2.5  # px/frame of residual flow above which a superpixel moves on its own
+    layer_split: float = 4.0      # px/frame of residual difference beyond which two regions never merge
+    layer_tolerance: float = 1.0  # px/frame: moving superpixels whose residuals differ less merge
+    layer_join: float = 0.5       # their colour distance is scaled by this (0: they merge whatever the colour)
+    layer_min_texture: float = 3.0  # grey-level std (7x7) below which a pixel's flow is not evidence (0: off)
+    layer_consistency: float = 1.5  # px forward-backward flow error beyond which a pixel's motion is unknown
     # model segmenters (directsam, sam)
     resolution: int = 1024        # model input side: DirectSAM square input, SAM 2 image_size
     batch: int = 4                # keyframes per forward pass (DirectSAM)

@@ -42,6 +42,8 @@ class Labeller:
         # A video segmenter (trained TrajTok) tracks by itself: no separate tracker.
         self.joint = bool(getattr(self.segmenter, "segments_video", False))
         self.tracker = None if self.joint else build_tracker(cfg.tracker, device)
+        # keyframe position -> (forward, backward) flow to the next frame, made for its motion layers
+        self.keyframe_steps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def backends(self) -> dict[str, str]:
@@ -51,6 +53,7 @@ class Labeller:
     def label(self, frames: np.ndarray, keyframes: list[int], cuts: list[int]) -> ClipLabels:
         if self.joint:
             return self.label_jointly(frames, cuts)
+        self.keyframe_steps = {}
         T = len(frames)
         t0 = time.perf_counter()
         # All planned keyframes in one call: model backends batch them on the GPU.
@@ -82,7 +85,11 @@ class Labeller:
             # Track through the clip and into the next keyframe (unless it is a cut).
             stop = end + 1 if (end < T and end not in cuts) else end
             t1 = time.perf_counter()
-            tracked = self.tracker.track(frames[k:stop], result.labels)
+            first = self.keyframe_steps.pop(k, None)
+            if first is not None and stop > k + 1 and getattr(self.tracker, "name", "") == "flow":
+                tracked = self.tracker.track(frames[k:stop], result.labels, first_step=first)
+            else:
+                tracked = self.tracker.track(frames[k:stop], result.labels)
             t_track += time.perf_counter() - t1
             for j, f in enumerate(getattr(self.tracker, "flows", None) or []):
                 flows[k + j] = f
@@ -132,7 +139,8 @@ class Labeller:
 
     def segment(self, frames: np.ndarray, positions: list[int], cuts: list[int]) -> list[np.ndarray]:
         """Segment the frames at ``positions``; a segmenter that uses motion gets each one's flow."""
-        if not (getattr(self.segmenter, "uses_motion", False) and self.cfg.segmenter.motion_weight > 0):
+        scfg = self.cfg.segmenter
+        if not (getattr(self.segmenter, "uses_motion", False) and (scfg.motion_weight > 0 or scfg.motion_layers)):
             return self.segmenter.segment(frames[positions])
         from .trackers.flow import frame_motion
         motion = []
@@ -140,7 +148,11 @@ class Labeller:
             # the flow stays inside the keyframe's shot
             shot_end = min([c for c in cuts if c > k] + [len(frames)])
             shot_start = max([c for c in cuts if c <= k] + [0])
-            motion.append(frame_motion(frames[shot_start:shot_end], k - shot_start))
+            steps: dict = {}
+            motion.append(frame_motion(frames[shot_start:shot_end], k - shot_start, steps=steps,
+                                       reliability=scfg.layer_consistency if scfg.motion_layers else 0.0))
+            if steps:                       # the tracker's first step from this keyframe: computed once
+                self.keyframe_steps[k] = steps[k - shot_start]
         return self.segmenter.segment(frames[positions], motion)
 
     def merge(self, carried: np.ndarray | None, segmentation: np.ndarray, next_id: int):

@@ -206,3 +206,61 @@ def test_classical_motion_term_keeps_regions_that_move_apart():
     labels = seg.segment_one(frame, flow)
     assert len(np.unique(labels)) >= 2
     assert np.unique(labels[:, :44]).size == 1 and not set(np.unique(labels[:, 52:])) & set(np.unique(labels[:, :44]))
+
+
+def _panning_scene(seed: int = 0):
+    """Two frames: a textured background panning 2 px/frame and a two-tone textured square (a red and a
+    brown half, Lab distance ~26: apart for the colour merge alone) moving 6 px/frame the other way; returns the frames and the square's mask in frame 0."""
+    from scipy import ndimage
+    rng = np.random.default_rng(seed)
+    h, w, pad = 96, 128, 16
+    canvas = ndimage.gaussian_filter(rng.normal(0, 1, (h, w + 2 * pad, 3)), (3, 3, 0))
+    canvas = np.clip(128 + 60 * canvas / canvas.std(), 0, 255)
+    tex = ndimage.gaussian_filter(rng.normal(0, 1, (32, 32, 3)), (1.5, 1.5, 0))
+    tex = 30 * tex / tex.std()
+    square = np.where(np.arange(32)[None, :, None] < 16, [170, 60, 60], [150, 95, 70]) + tex
+    frames, mask = [], np.zeros((h, w), bool)
+    for t in range(2):
+        f = canvas[:, pad + 2 * t:pad + 2 * t + w].copy()
+        x = 40 - 6 * t
+        f[32:64, x:x + 32] = square
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+    mask[32:64, 40:72] = True
+    return np.stack(frames), mask
+
+
+def test_motion_layers_join_a_moving_textured_object_over_a_panning_background():
+    from dataengine.motionlayers import camera_residual
+    from dataengine.trackers.flow import frame_motion
+    frames, mask = _panning_scene()
+    flow = frame_motion(frames, 0, reliability=1.5)    # as the labeller hands it over: flow + reliable mask
+    residual = camera_residual(flow[..., :2])
+    # the camera's pan is explained away: the background's residual is small, the square's is not
+    assert np.median(np.abs(residual[~mask])) < 0.5 and np.median(residual[mask][:, 0]) < -2.5
+
+    def pieces(labels):                     # regions holding >= 10 % of the square
+        ids, counts = np.unique(labels[mask], return_counts=True)
+        return int((counts >= 0.1 * mask.sum()).sum()), max(counts) / mask.sum()
+
+    base = SegmenterConfig(merge_threshold=14.0, motion_layers=False)
+    without = ClassicalSegmenter(base).segment_one(frames[0], flow)
+    layered = ClassicalSegmenter(SegmenterConfig(merge_threshold=14.0, motion_layers=True)).segment_one(frames[0], flow)
+    n_without, share_without = pieces(without)
+    n_layered, share = pieces(layered)
+    assert n_without >= 2 and share_without < 0.5
+    assert n_layered == 1 and share > 0.6
+    # and the object's region does not leak into the background
+    obj = np.bincount(layered[mask]).argmax()
+    assert (layered[~mask] == obj).sum() < 0.2 * mask.sum()
+
+
+def test_flow_tracker_reuses_the_keyframe_step_unchanged():
+    from dataengine.trackers.flow import FlowTracker, frame_motion
+    frames, mask = _panning_scene()
+    steps: dict = {}
+    frame_motion(frames, 0, reliability=1.5, steps=steps)
+    tracker = FlowTracker(TrackerConfig())
+    labels0 = mask.astype(np.int32) + 1
+    plain = tracker.track(frames, labels0)
+    reused = tracker.track(frames, labels0, first_step=steps[0])
+    assert (plain == reused).all() and (plain[1] == 1).sum() > 0.8 * mask.sum()

@@ -18,16 +18,28 @@ from ..config import TrackerConfig
 from ..regions import drop_small, nearest_label
 
 
-def frame_motion(frames: np.ndarray, t: int, dis=None) -> np.ndarray | None:
+def frame_motion(frames: np.ndarray, t: int, dis=None, reliability: float = 0.0,
+                 steps: dict | None = None) -> np.ndarray | None:
     """Dense flow ``[H, W, 2]`` (px/frame) of frame ``t`` towards the next frame (the previous one, reversed,
-    for the last frame); None for a single frame or frames too small for DIS (no evidence either way)."""
+    for the last frame); None for a single frame or frames too small for DIS (no evidence either way).
+    With ``reliability`` > 0 a third channel is 1 where the forward-backward check passes within that many
+    px (the backward flow costs a second DIS call); the (forward, backward) pair of the step t -> t+1 is
+    then left in ``steps[t]`` for the tracker to reuse."""
     h, w = frames.shape[1:3]
     if len(frames) < 2 or min(h, w) < 12:
         return None
     dis = dis or cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     other, sign = (t + 1, 1.0) if t + 1 < len(frames) else (t - 1, -1.0)
     a, b = (cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY) for i in (t, other))
-    return sign * dis.calc(a, b, None)
+    forward = dis.calc(a, b, None)
+    if reliability <= 0:
+        return sign * forward
+    from ..motionlayers import consistent
+    backward = dis.calc(b, a, None)
+    if steps is not None and sign > 0:
+        steps[t] = (forward, backward)
+    ok = consistent(forward, backward, reliability)
+    return np.concatenate([sign * forward, ok[..., None].astype(np.float32)], axis=-1)
 
 
 class FlowTracker:
@@ -41,7 +53,10 @@ class FlowTracker:
         self.consistent_share: list[float] = []
         self.flows: list[np.ndarray] = []   # forward flow of each step (reused for grouping tracks)
 
-    def track(self, frames: np.ndarray, labels0: np.ndarray) -> np.ndarray:
+    def track(self, frames: np.ndarray, labels0: np.ndarray,
+              first_step: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """``first_step``: the (forward, backward) flow of frames 0 -> 1 where the caller computed it already
+        (the keyframe's motion layers)."""
         out = np.zeros((len(frames),) + labels0.shape, dtype=np.int32)
         out[0] = labels0
         if len(frames) == 1:
@@ -53,8 +68,11 @@ class FlowTracker:
         self.consistent_share = []
         self.flows = []
         for t in range(len(frames) - 1):
-            backward = self.dis.calc(grey[t + 1], grey[t], None)
-            forward = self.dis.calc(grey[t], grey[t + 1], None)
+            if t == 0 and first_step is not None:
+                forward, backward = first_step
+            else:
+                backward = self.dis.calc(grey[t + 1], grey[t], None)
+                forward = self.dis.calc(grey[t], grey[t + 1], None)
             self.flows.append(forward)
             src = grid + backward
             # float32 carries ids exactly up to 2**24; INTER_NEAREST never blends two ids.
