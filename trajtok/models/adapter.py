@@ -66,6 +66,24 @@ def vit3d_patch_features(model: ViT3DVideo, video: torch.Tensor) -> torch.Tensor
     return tr.norm(x[:, 1:]).reshape(B, Tp, h, w, C)
 
 
+@torch.no_grad()
+def frozen_clip_inputs(backbone: ViT3DVideo, segmenter: nn.Module, clips: torch.Tensor, image_size: int
+                       ) -> dict[str, torch.Tensor]:
+    """Clips ``[B, T, 3, H, W]`` in [0, 1] -> what the trainable parts need, computed once:
+    backbone ``features`` ``[B, T', h, w, C]``, and the segmenter's hard trajectories (run on the
+    raw clip at its own input size) resampled to that grid, ``fractions`` and ``majority``."""
+    def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+        if x.shape[-2:] == (size, size):
+            return x
+        y = F.interpolate(x.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return y.clamp(0, 1).view(*x.shape[:3], size, size)
+
+    features = vit3d_patch_features(backbone, resize(clips, image_size))
+    assign = segmenter(resize(clips, segmenter.cfg.image_size))["logits"].argmax(dim=1)
+    fractions, majority = resample_masks(assign, tuple(features.shape[1:4]), segmenter.cfg.num_queries)
+    return {"features": features, "fractions": fractions, "majority": majority}
+
+
 class AttentiveHead(nn.Module):
     """One learned query cross-attends to the tokens; LayerNorm, then a linear classifier."""
 

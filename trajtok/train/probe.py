@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import load_segmenter
 from ..data import decode_sample, is_video, resolve_shards
-from ..models.adapter import METHODS, build_probe, resample_masks, vit3d_patch_features
+from ..models.adapter import METHODS, build_probe, frozen_clip_inputs
 from ..models.video import TransformerConfig, ViT3DVideo
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,6 @@ def build_backbone(spec: str, cfg: ProbeConfig, seed: int = 0) -> tuple[torch.nn
     raise ValueError(f"unknown backbone {spec!r}; use vit3d or vit3d:PATH")
 
 
-def _resize(rgb: np.ndarray, size: int) -> torch.Tensor:
-    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-
-
 @torch.no_grad()
 def extract(data: Any, label_key: str, backbone: torch.nn.Module, segmenter: torch.nn.Module, cfg: ProbeConfig,
             batch: int = 8, on_clip: Callable[[], None] | None = None) -> dict[str, Any]:
@@ -95,11 +90,12 @@ def extract(data: Any, label_key: str, backbone: torch.nn.Module, segmenter: tor
     def flush() -> None:
         if not pending:
             return
-        seg_in = torch.stack([_resize(rgb, segmenter.cfg.image_size) for _, _, rgb in pending])
-        bb_in = torch.stack([_resize(rgb, cfg.image_size) for _, _, rgb in pending])
-        f = vit3d_patch_features(backbone, bb_in)                      # [b, T', h, w, C]
-        assign = segmenter(seg_in)["logits"].argmax(dim=1)             # [b, T, H/4, W/4]
-        frac, maj = resample_masks(assign, tuple(f.shape[1:4]), segmenter.cfg.num_queries)
+        side = max(cfg.image_size, segmenter.cfg.image_size)   # clips of any size stack once square
+        clips = torch.stack([F.interpolate(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0, size=(side, side),
+                                           mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+                             for _, _, rgb in pending])
+        out = frozen_clip_inputs(backbone, segmenter, clips, cfg.image_size)
+        f, frac, maj = out["features"], out["fractions"], out["majority"]
         feats.append(f.half())
         fracs.append(frac.half())
         majs.append(maj.to(torch.int16))
