@@ -31,23 +31,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from dataengine import shards as shard_io  # noqa: E402
 from trajtok.checkpoint import load_segmenter  # noqa: E402
-from trajtok.data import resolve_shards  # noqa: E402
 from trajtok.models.vlm import TrajVLM, VLMConfig, load_lm, write_tiny_lm  # noqa: E402
-from trajtok.train.probe import PRESETS, build_backbone, cached_extract  # noqa: E402
+from trajtok.train.probe import PRESETS, build_backbone, cached_extract, select  # noqa: E402
 
 COUNT_WORDS = {"0-3": "few", "4-6": "some", "7-9": "many", "10+": "lots"}
 QUESTIONS = {"motion": "which way do the objects move ?", "count": "how many objects are there ?"}
 
 
-def qa_pairs(data: str, extracted: dict) -> list[tuple[int, str, str, str]]:
+def qa_pairs(extracted: dict) -> list[tuple[int, str, str, str]]:
     """(clip index, question kind, question, answer) for every extracted clip."""
-    meta = {s.key: s.meta for p in resolve_shards(data) for s in shard_io.read_shard(p)}
     out = []
-    for i, key in enumerate(extracted["keys"]):
-        out.append((i, "motion", QUESTIONS["motion"], str(meta[key]["motion"])))
-        out.append((i, "count", QUESTIONS["count"], COUNT_WORDS[str(meta[key]["count"])]))
+    for i, meta in enumerate(extracted["meta"]):
+        out.append((i, "motion", QUESTIONS["motion"], meta["motion"]))
+        out.append((i, "count", QUESTIONS["count"], COUNT_WORDS[meta["count"]]))
     return out
 
 
@@ -115,9 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cfg = PRESETS["cpu"]
-    train = cached_extract(args.data, "motion", "vit3d", args.segmenter, cfg, args.cache, 0)
-    held = cached_extract(args.eval_data, "motion", "vit3d", args.segmenter, cfg, args.cache, 0)
-    train_qa, held_qa = qa_pairs(args.data, train), qa_pairs(args.eval_data, held)
+    train = select(cached_extract(args.data, "vit3d", args.segmenter, cfg, args.cache), "motion")
+    held = select(cached_extract(args.eval_data, "vit3d", args.segmenter, cfg, args.cache), "motion")
+    train_qa, held_qa = qa_pairs(train), qa_pairs(held)
     words = [w for q in QUESTIONS.values() for w in q.split()] + ["left", "right", "up", "down"] + list(COUNT_WORDS.values())
     result = {"n_train_pairs": len(train_qa), "n_held_out_pairs": len(held_qa), "majority": majority(train_qa, held_qa),
               "epochs": args.epochs, "lr": args.lr, "seed": args.seed}

@@ -76,16 +76,21 @@ def build_backbone(spec: str, cfg: ProbeConfig, seed: int = 0) -> tuple[torch.nn
     raise ValueError(f"unknown backbone {spec!r}; use vit3d or vit3d:PATH")
 
 
+def _scalar_labels(meta: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
+
+
 @torch.no_grad()
-def extract(data: Any, label_key: str, backbone: torch.nn.Module, segmenter: torch.nn.Module, cfg: ProbeConfig,
+def extract(data: Any, backbone: torch.nn.Module, segmenter: torch.nn.Module, cfg: ProbeConfig,
             batch: int = 8, on_clip: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Features, resampled masks and labels of every labelled video clip in ``data``."""
+    """Features, resampled masks and scalar json fields (any of them can be the label) of every
+    decodable video clip in ``data``; ``skipped`` counts the other samples."""
     if segmenter.cfg.num_queries > MAX_TRAJECTORIES:
         raise ValueError(f"segmenter has {segmenter.cfg.num_queries} queries; the probe takes at most "
                          f"{MAX_TRAJECTORIES} trajectories")
     from dataengine import shards as shard_io
-    feats, fracs, majs, labels, keys, skipped = [], [], [], [], [], 0
-    pending: list[tuple[str, str, np.ndarray]] = []
+    feats, fracs, majs, metas, keys, skipped = [], [], [], [], [], 0
+    pending: list[tuple[str, dict[str, str], np.ndarray]] = []
 
     def flush() -> None:
         if not pending:
@@ -95,17 +100,16 @@ def extract(data: Any, label_key: str, backbone: torch.nn.Module, segmenter: tor
                                            mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
                              for _, _, rgb in pending])
         out = frozen_clip_inputs(backbone, segmenter, clips, cfg.image_size)
-        f, frac, maj = out["features"], out["fractions"], out["majority"]
-        feats.append(f.half())
-        fracs.append(frac.half())
-        majs.append(maj.to(torch.int16))
-        labels.extend(lab for _, lab, _ in pending)
+        feats.append(out["features"].half())
+        fracs.append(out["fractions"].half())
+        majs.append(out["majority"].to(torch.int16))
+        metas.extend(m for _, m, _ in pending)
         keys.extend(k for k, _, _ in pending)
         pending.clear()
 
     for path in resolve_shards(data):
         for s in shard_io.read_shard(path):
-            if not is_video(s) or label_key not in s.meta:
+            if not is_video(s):
                 skipped += 1
                 continue
             try:
@@ -114,30 +118,42 @@ def extract(data: Any, label_key: str, backbone: torch.nn.Module, segmenter: tor
                 log.warning("skipping %s: %s", s.key, e)
                 skipped += 1
                 continue
-            pending.append((s.key, str(s.meta[label_key]), rgb))
+            pending.append((s.key, _scalar_labels(s.meta), rgb))
             if on_clip:
                 on_clip()
             if len(pending) == batch:
                 flush()
     flush()
-    if not labels:
-        raise ValueError(f"no video sample in {data} has the label {label_key!r}")
+    if not keys:
+        raise ValueError(f"no decodable video sample in {data}")
     return {"features": torch.cat(feats), "fractions": torch.cat(fracs), "majority": torch.cat(majs),
-            "labels": labels, "keys": keys, "skipped": skipped}
+            "meta": metas, "keys": keys, "skipped": skipped}
 
 
-def cached_extract(data: Any, label_key: str, backbone_spec: str, segmenter_path: str | Path, cfg: ProbeConfig,
-                   cache: str | Path | None, backbone_seed: int, **kw) -> dict[str, Any]:
+def select(extracted: dict[str, Any], label_key: str, data: Any = "") -> dict[str, Any]:
+    """The clips that carry ``label_key``, with ``labels``; the others join ``skipped``."""
+    keep = [i for i, m in enumerate(extracted["meta"]) if label_key in m]
+    if not keep:
+        raise ValueError(f"no video sample in {data} has the label {label_key!r}")
+    idx = torch.tensor(keep)
+    return {"features": extracted["features"][idx], "fractions": extracted["fractions"][idx],
+            "majority": extracted["majority"][idx], "labels": [extracted["meta"][i][label_key] for i in keep],
+            "keys": [extracted["keys"][i] for i in keep],
+            "skipped": extracted["skipped"] + len(extracted["keys"]) - len(keep)}
+
+
+def cached_extract(data: Any, backbone_spec: str, segmenter_path: str | Path, cfg: ProbeConfig,
+                   cache: str | Path | None, backbone_seed: int = 0, **kw) -> dict[str, Any]:
     """``extract`` through an optional on-disk cache keyed by everything that changes the tensors."""
     shard_sig = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in resolve_shards(data)]
     seg = Path(segmenter_path)
-    key = json.dumps([shard_sig, label_key, backbone_spec, backbone_seed, str(seg.resolve()), seg.stat().st_mtime_ns,
+    key = json.dumps([shard_sig, backbone_spec, backbone_seed, str(seg.resolve()), seg.stat().st_mtime_ns,
                       cfg.frames, cfg.image_size, cfg.backbone_width, cfg.backbone_depth, cfg.backbone_heads])
     path = Path(cache) / f"probe-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt" if cache else None
     if path is not None and path.is_file():
         return torch.load(path, weights_only=True)
     backbone, _ = build_backbone(backbone_spec, cfg, backbone_seed)
-    out = extract(data, label_key, backbone, load_segmenter(segmenter_path), cfg, **kw)
+    out = extract(data, backbone, load_segmenter(segmenter_path), cfg, **kw)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(out, path)
@@ -189,8 +205,8 @@ def run_probe(data: Any, eval_data: Any, label_key: str, segmenter: str | Path, 
     for m in methods:
         build_probe(m, 8, 2, 8, 2)   # fail fast on an unknown name, before any decoding
     seeds = list(seeds or [0])
-    train = cached_extract(data, label_key, backbone, segmenter, cfg, cache, 0, on_clip=on_clip)
-    held = cached_extract(eval_data, label_key, backbone, segmenter, cfg, cache, 0, on_clip=on_clip)
+    train = select(cached_extract(data, backbone, segmenter, cfg, cache, 0, on_clip=on_clip), label_key, data)
+    held = select(cached_extract(eval_data, backbone, segmenter, cfg, cache, 0, on_clip=on_clip), label_key, eval_data)
     classes = sorted(set(train["labels"]))
     n_traj = int(train["fractions"].shape[1])
     per_seed: dict[str, list[float]] = {m: [] for m in methods}
