@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(VENV)/bin/trajdata synth $(DEMO)/corpus --videos 6 --images 4 --seed 0
+	$(VENV)/bin/trajdata synth $(DEMO)/corpus --videos 6 --images 4 --seed 0 --style photo
 	$(VENV)/bin/trajdata annotate --source local --input $(DEMO)/corpus/media --output $(DEMO)/annotated --cpus 2
 	$(VENV)/bin/trajdata filter $(DEMO)/annotated --output $(DEMO)/filtered
 	$(VENV)/bin/trajdata validate $(DEMO)/annotated

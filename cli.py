@@ -250,7 +250,8 @@ def eval_cmd(pred: Path = typer.Option(..., help="Predicted trajectory shards (a
 @friendly
 def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: directory, tar, or glob."),
                         output: Path = typer.Option(..., help="Run directory (checkpoints, log.jsonl, tb/)."),
-                        preset: str = typer.Option("tiny", help="tiny (one CPU, minutes) | paper (224 px, 16 frames)."),
+                        preset: str = typer.Option("tiny", help="tiny (one CPU, minutes) | cpu (the segmenter of "
+                                                                "train-trajvit2's cpu preset) | paper (224 px, 16 frames)."),
                         resume: bool = typer.Option(False, help="Continue from OUTPUT/last.safetensors."),
                         max_steps: Optional[int] = typer.Option(None, help="Schedule length (default: the preset's)."),
                         batch_size: Optional[int] = typer.Option(None, help="Video clips per batch, per process."),
@@ -394,7 +395,7 @@ def probe_cmd(data: str = typer.Option(..., help="Labelled training shards (e.g.
 
 @trajtok_app.command()
 @friendly
-def info(preset: str = typer.Option("paper", help="tiny | paper"),
+def info(preset: str = typer.Option("paper", help="tiny | cpu | paper"),
          frames: int = typer.Option(16, help="Clip length for the FLOP count."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON (modules, total, flops).")):
     """Parameter counts per module and FLOPs per clip of a preset's tokenizer."""

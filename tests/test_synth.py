@@ -1,4 +1,6 @@
-"""The synthetic corpus: determinism, ground truth vs media, and the wds layouts of FORMATS.md."""
+"""The synthetic corpus: determinism, ground truth vs media, and the wds layouts of FORMATS.md.
+
+The shared fixture uses the default (photo) style; tests of one style name it."""
 from __future__ import annotations
 
 import json
@@ -12,6 +14,7 @@ import pytest
 from PIL import Image
 
 from dataengine import manifest, shards, synth, trajformat
+from dataengine.synth import photo, photos
 
 FRAMES = 12          # short clips keep the module fast; the cut lands at frame 6
 KW = dict(videos=2, images=1, n_frames=FRAMES)
@@ -202,3 +205,202 @@ def test_colours_are_separable():
         assert dist.min() > 15
         chroma = np.hypot(means[:, 1], means[:, 2])
         assert chroma[0] < chroma[1:].min()          # ids[0] == 0 is the background
+
+
+# ------------------------------------------------------------ photo style
+@pytest.fixture(scope="module")
+def photo_a(tmp_path_factory) -> Path:
+    """A few more photo clips, drawn from one half of the photo pool."""
+    out = tmp_path_factory.mktemp("synth") / "photo_a"
+    synth.make_corpus(out, videos=4, images=3, seed=11, n_frames=FRAMES, photos="a")
+    return out
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-9))
+
+
+def _scene_at(scenes, t):
+    return max((s for s in scenes if s[0] <= t), key=lambda s: s[0])
+
+
+def test_photo_labels_are_the_painters_order_of_each_objects_own_mask(tmp_path):
+    """Re-render every object alone: the ground truth is the front-most object whose own mask covers a pixel,
+    and the media decoded from H.264 is the rendered frame (web quality, not a different picture)."""
+    seed, T = 21, 10
+    labels = synth.write_video(tmp_path / "v.mp4", seed=seed, n_frames=T, scene_cut_at=5)
+    frames = _decode(tmp_path / "v.mp4")
+    scenes = photo.video_scenes(seed, T, 256, 192, 5, None)
+    occluded = 0
+    for t in range(T):
+        start, scene = _scene_at(scenes, t)
+        rgb, lab = scene.render(t - start)
+        assert np.array_equal(lab, labels[t])
+        assert _psnr(rgb, frames[t]) > 27, t
+        expect = np.zeros_like(lab)
+        covered = np.zeros(lab.shape, dtype=np.int32)
+        everything = scene.objects
+        for obj in everything:                      # back to front
+            scene.objects = [obj]
+            alone = scene.render(t - start)[1] == obj.id
+            expect[alone] = obj.id
+            covered += alone
+        scene.objects = everything
+        assert np.array_equal(expect, lab)
+        occluded += int((covered > 1).sum())
+    assert occluded > 0, "no object ever passes in front of another"
+
+
+def test_photo_enter_and_leave_over_a_corpus(photo_a):
+    samples = [s for s in shards.read_dataset(photo_a / "gt") if s.meta["media_type"] == "video"]
+    enters = leaves = 0
+    for s in samples:
+        T = len(s.traj["frame_indices"])
+        enters += sum(t["first"] > 0 and t["first"] not in s.meta["scene_cuts"] for t in s.traj["trajectories"])
+        leaves += sum(t["last"] < T - 1 and t["last"] + 1 not in s.meta["scene_cuts"]
+                      for t in s.traj["trajectories"])
+        for rles in s.traj["masklet"]:
+            assert trajformat.decode_masks(rles, 192, 256).sum(axis=0).max() <= 1
+    assert enters >= len(samples) and leaves >= len(samples)
+
+
+def test_photo_scenes_vary_camera_and_scale():
+    """Pan, zoom, growing/shrinking objects and irregular shapes all occur over a handful of scenes."""
+    scenes = [sc for seed in range(8) for _, sc in photo.video_scenes(seed, 24, 256, 192, None, None)]
+    cams = [sc.camera for sc in scenes]
+    assert sum(np.hypot(*c["pan"]) > 0.3 for c in cams) >= 3
+    assert any(c["zoom"] > 1.08 for c in cams) and any(c["zoom"] < 1 / 1.08 for c in cams)
+    objs = [o for sc in scenes for o in sc.objects]
+    assert any(o.scale(23) > 1.25 for o in objs) and any(o.scale(23) < 0.8 for o in objs)
+    assert {o.shape for o in objs} >= {"blob", "polygon", "horse"}
+    assert len({sc.photo for sc in scenes}) >= 5
+
+
+def test_photo_split_uses_only_its_half(photo_a):
+    half = {p.name for p in photos.pool("a")}
+    assert half and not half & {p.name for p in photos.pool("b")}
+    assert {p.name for p in photos.pool("all")} == half | {p.name for p in photos.pool("b")}
+    for s in shards.read_dataset(photo_a / "gt"):
+        used = {c["photo"] for c in s.meta["camera"]} | {o["photo"] for o in s.meta["objects"]}
+        assert used <= half, used - half
+    with pytest.raises(ValueError):
+        synth.make_corpus(photo_a.parent / "bad", videos=1, images=0, photos="c")
+
+
+def test_photo_cut_changes_the_photograph(gt):
+    cams = gt["video_001"].meta["camera"]
+    assert len(cams) == 2 and cams[0]["photo"] != cams[1]["photo"]
+    assert len(gt["video_000"].meta["camera"]) == 1
+
+
+def test_photo_images_decode_to_the_rendered_picture(corpus, gt):
+    from dataengine.synth.common import seed_rng
+    data = (corpus / "media" / "image_000.jpg").read_bytes()
+    jpg = np.asarray(Image.open(corpus / "media" / "image_000.jpg").convert("RGB"))
+    iseed = int(seed_rng("corpus", 3, "image", 0).integers(2**31))
+    rgb, labels = photo.image_scene(iseed, 320, 240).render(0.0)
+    assert np.array_equal(labels, gt["image_000"].labels[0]) and len(np.unique(labels)) > 2
+    # Web-quality JPEG: the rendered picture, compressed well beyond the near-lossless q95 of the flat style.
+    assert _psnr(rgb, jpg) > 26
+    assert len(data) < len(synth.encode_jpeg(rgb, 95)) * 0.7
+
+
+# ------------------------------------------------------- captions, labels
+def _captions(root: Path) -> dict[str, str]:
+    return {p.stem: p.read_text() for p in sorted((root / "media").glob("*.txt"))}
+
+
+def test_captions_are_distinct_and_describe_motion(photo_a, corpus):
+    caps = {**_captions(photo_a), **{f"c-{k}": v for k, v in _captions(corpus).items()}}
+    assert len(set(caps.values())) == len(caps)
+    for key, text in caps.items():
+        if "video" in key:
+            assert "camera" in text and any(w in text for w in ("moves", "enters", "leaves", "stays put")), text
+        else:
+            assert "in front of" in text, text
+    cut = _captions(corpus)["video_001"]
+    assert "hard cut" in cut
+
+
+_BORDER = {"left": (slice(None), 0), "right": (slice(None), -1), "top": (0, slice(None)), "bottom": (-1, slice(None))}
+
+
+def test_captions_say_where_objects_enter_and_leave(photo_a, corpus):
+    """Every "enters from the X" has an object appearing after the first frame at border X;
+    every "leaves to the X" has one last seen at border X before the end (per scene)."""
+    import re
+    checked = 0
+    for root in (photo_a, corpus):
+        for s in shards.read_dataset(root / "gt"):
+            if s.meta["media_type"] != "video":
+                continue
+            labels = s.labels
+            T = labels.shape[0]
+            starts = [0] + s.meta["scene_cuts"]
+            for part, text in zip(starts, s.caption.split(". Then a hard cut: ")):
+                end = ([c for c in starts if c > part] + [T])[0]
+                tracks = [t for t in s.traj["trajectories"] if part <= t["first"] < end]
+                for verb, where in re.findall(r"(enters from|leaves to) the (left|right|top|bottom)", text):
+                    frame = (lambda t: t["first"]) if verb == "enters from" else (lambda t: t["last"])
+                    ok = [t for t in tracks if (part < frame(t) if verb == "enters from" else frame(t) < end - 1)
+                          and (labels[frame(t)][_BORDER[where]] == t["id"]).any()]
+                    assert ok, (s.key, verb, where)
+                    checked += 1
+    assert checked >= 4
+
+
+def _centroid_motion(s: shards.ShardSample) -> np.ndarray:
+    """Summed frame-to-frame centroid shifts of objects that are wholly inside the frame in both frames."""
+    labels = s.labels
+    T, H, W = labels.shape
+    total = np.zeros(2)
+    for i in np.unique(labels[labels > 0]):
+        for t in range(T - 1):
+            a, b = labels[t] == i, labels[t + 1] == i
+            if a.sum() < 30 or b.sum() < 30 or t + 1 in s.meta["scene_cuts"]:
+                continue
+            ya, xa = np.nonzero(a)
+            yb, xb = np.nonzero(b)
+            total += (xb.mean() - xa.mean(), yb.mean() - ya.mean())
+    return total
+
+
+@pytest.mark.parametrize("style", ["photo", "flat"])
+def test_motion_and_count_labels(tmp_path, style):
+    out = tmp_path / style
+    synth.make_corpus(out, videos=6, images=1, seed=5, n_frames=FRAMES, style=style)
+    agree = 0
+    samples = list(shards.read_dataset(out / "gt"))
+    for s in samples:
+        side = json.loads((out / "media" / f"{s.key}.json").read_text())
+        assert side["count"] == s.meta["count"] and side["n_objects"] == s.meta["n_objects"]
+        assert s.meta["n_objects"] == len(s.traj["trajectories"])
+        lo_hi = {name: (lo, hi) for lo, hi, name in synth.COUNT_BINS}[s.meta["count"]]
+        assert lo_hi[0] <= s.meta["n_objects"] and (lo_hi[1] is None or s.meta["n_objects"] <= lo_hi[1])
+        if s.meta["media_type"] == "image":
+            assert "motion" not in s.meta
+            continue
+        assert s.meta["motion"] in ("left", "right", "up", "down") and side["motion"] == s.meta["motion"]
+        v = _centroid_motion(s)
+        measured = ("right" if v[0] > 0 else "left") if abs(v[0]) >= abs(v[1]) else ("down" if v[1] > 0 else "up")
+        agree += measured == s.meta["motion"]
+    assert agree >= 4, "the motion label should match what the masks do in most videos"
+    wds_meta = [json.loads(v) for k, v in _members(out / "wds" / "videos" / "00000.tar").items()
+                if k.endswith("_00000.json")]
+    assert len(wds_meta) == 6 and all(m["motion"] in ("left", "right", "up", "down") and m["count"] for m in wds_meta)
+
+
+def test_cli_styles_and_one_line_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import trajdata
+    runner = CliRunner()
+    r = runner.invoke(trajdata, ["synth", str(tmp_path / "f"), "--videos", "1", "--images", "1", "--frames", "4",
+                                 "--style", "flat"])
+    assert r.exit_code == 0, r.output
+    assert "flat style" in r.output and (tmp_path / "f" / "media" / "video_000.mp4").exists()
+    assert "photo" not in (tmp_path / "f" / "media" / "video_000.json").read_text()
+    for bad in (["--style", "sketch"], ["--photos", "c"]):
+        r = runner.invoke(trajdata, ["synth", str(tmp_path / "g"), "--videos", "1", *bad])
+        assert r.exit_code == 2 and "error:" in r.output and len(r.output.strip().splitlines()) == 1, r.output

@@ -168,3 +168,21 @@ def test_weight_decay_groups():
     for name in ("text.embed.weight", "text.pos", "video.transformer.cls", "log_scale",
                  "video.tokenizer.segmenter.queries", "video.tokenizer.encoder.sub_queries.2"):
         assert id(named[name]) in plain, name
+
+
+def test_warm_start_from_a_train_segmenter_checkpoint(tmp_path, corpus):
+    from trajtok.checkpoint import load_segmenter
+    from trajtok.train import train_segmenter
+    seg = tmp_path / "seg"
+    train_segmenter(corpus, seg, preset="cpu", max_steps=1, batch_size=2, image_batch_size=2)
+    run = tmp_path / "vt"
+    train_video_text(corpus, run, preset="cpu", segmenter=seg / "last.safetensors", max_steps=5, stop_after=0,
+                     batch_size=4)
+    warm = load_segmenter(seg / "last.safetensors").state_dict()
+    loaded = load_video_text(run / "last.safetensors").segmenter.state_dict()
+    assert warm.keys() == loaded.keys() and all(torch.equal(warm[k], loaded[k]) for k in warm)
+    train_segmenter(corpus, tmp_path / "tiny", preset="tiny", max_steps=1, batch_size=2,
+                    image_batch_size=2)
+    with pytest.raises(ValueError, match="config differs"):
+        train_video_text(corpus, tmp_path / "bad", preset="cpu", segmenter=tmp_path / "tiny" / "last.safetensors",
+                         max_steps=1)

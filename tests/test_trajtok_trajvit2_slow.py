@@ -20,7 +20,9 @@ torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[3])
 from test_trajtok_trajvit2 import tiny_preset
 from trajtok.train.trajvit2 import train_video_text
-res = train_video_text(sys.argv[1], sys.argv[2], preset=tiny_preset(), max_steps=3, batch_size=2)
+P = tiny_preset()
+P.data.image_batch_size = 3        # ranks may draw a video batch (2) and an image batch (3) in one step
+res = train_video_text(sys.argv[1], sys.argv[2], preset=P, max_steps=4, batch_size=2)
 import pathlib
 pathlib.Path(sys.argv[2], f"rank{res['rank']}.json").write_text(json.dumps(res))
 """
@@ -28,7 +30,7 @@ pathlib.Path(sys.argv[2], f"rank{res['rank']}.json").write_text(json.dumps(res))
 
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
-    make_corpus(tmp_path / "c", videos=8, images=0, seed=5, n_frames=8, width=64, height=48)
+    make_corpus(tmp_path / "c", videos=6, images=9, seed=5, n_frames=8, width=64, height=48)
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "ddp"
@@ -38,7 +40,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
-    assert [r["world_size"] for r in ranks] == [2, 2] and [r["step"] for r in ranks] == [3, 3]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["step"] for r in ranks] == [4, 4]
     assert ranks[0]["losses"] == ranks[1]["losses"]          # loss over the gathered batch, all-reduced
 
 

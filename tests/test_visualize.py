@@ -20,7 +20,8 @@ from pipelines.annotate import annotate
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("vis")
-    make_corpus(tmp, videos=1, images=1, seed=0, n_frames=12)
+    # Flat style: the outline-colour checks need objects larger than the id tags drawn on them.
+    make_corpus(tmp, videos=1, images=1, seed=0, n_frames=12, style="flat")
     cfg = build_annotate_config(source=vars(load_source("local", str(tmp / "media"))))
     out = tmp / "out"
     annotate(cfg, str(out), use_ray=False)

@@ -85,7 +85,22 @@ def _tiny() -> Preset:
     )
 
 
-PRESETS = {"paper": _paper, "tiny": _tiny}
+def _cpu() -> Preset:
+    """The segmenter of the ``cpu`` video-text preset, so ``train-segmenter --preset cpu`` gives a
+    checkpoint that ``train-trajvit2 --preset cpu --segmenter`` can warm-start from."""
+    P = _tiny()
+    P.name = "cpu"
+    P.model = _cpu_segmenter()
+    P.encoder = TrajectoryEncoderConfig(in_dim=64, dim=64, out_dim=128, depth=2, heads=4)
+    return P.sync()
+
+
+def _cpu_segmenter() -> SegmenterConfig:
+    return SegmenterConfig(backbone="convnext_atto", image_size=64, frames=8, dim=64, num_queries=16, depth=1,
+                           heads=4, backbone_kwargs={"depths": (1, 1, 2, 1), "dims": (32, 64, 128, 256)})
+
+
+PRESETS = {"paper": _paper, "tiny": _tiny, "cpu": _cpu}
 
 
 def get_preset(name: str | Preset) -> Preset:
@@ -153,10 +168,7 @@ def _video_text_cpu() -> VideoTextPreset:
     return VideoTextPreset(
         name="cpu",
         model=VideoTextConfig(
-            segmenter=SegmenterConfig(backbone="convnext_atto", image_size=64, frames=8, dim=64, num_queries=16,
-                                      depth=1, heads=4,
-                                      backbone_kwargs={"depths": (1, 1, 2, 1), "dims": (32, 64, 128, 256)}),
-            encoder=TrajectoryEncoderConfig(in_dim=64, dim=64, out_dim=128, depth=2, heads=4),
+            segmenter=_cpu_segmenter(), encoder=_cpu().encoder,
             transformer=TransformerConfig(width=128, depth=2, heads=4),
             text=TextConfig(kind="word", width=128, depth=2, heads=4, context_length=64)),
         data=DataConfig(batch_size=16, shuffle_buffer=64,

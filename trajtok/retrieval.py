@@ -58,7 +58,7 @@ def chance_hit(n: int, p: int, k: int) -> float:
 
 
 def _chance(n: int, positives: list[int]) -> dict[str, float]:
-    out = {f"R@{k}": float(np.mean([chance_hit(n, p, k) for p in positives])) for k in RANKS}
+    out = {f"R@{k}": round(float(np.mean([chance_hit(n, p, k) for p in positives])), 6) for k in RANKS}
     median = next(m for m in range(1, n + 1) if np.mean([chance_hit(n, p, m) for p in positives]) >= 0.5)
     return {**out, "MedR": float(median)}
 

@@ -99,6 +99,7 @@ def load(name: str) -> np.ndarray:
     return rgb
 
 
+@functools.lru_cache(maxsize=None)
 def is_grey(name: str) -> bool:
     rgb = load(name)
     return bool(np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]))

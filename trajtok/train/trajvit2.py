@@ -86,10 +86,17 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
 
 
 def _gather(x: torch.Tensor, world: int) -> torch.Tensor:
+    """Rows of every rank, with gradient to this rank's. Ranks may hold different row counts
+    (a video batch on one, an image batch on another), so rows are padded to the largest."""
     if world == 1:
         return x
     from torch.distributed.nn.functional import all_gather
-    return torch.cat(all_gather(x), dim=0)
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    most = int(max(int(s) for s in sizes))
+    padded = torch.cat([x, x.new_zeros((most - x.shape[0], *x.shape[1:]))]) if x.shape[0] < most else x
+    return torch.cat([g[:int(s)] for g, s in zip(all_gather(padded), sizes)], dim=0)
 
 
 def resolve_preset(preset: str | VideoTextPreset, video_model: str | None, text_model: str | Path | None,
@@ -157,7 +164,8 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         if model.segmenter is None:
             raise ValueError("--segmenter warm-starts TrajViT2's tokenizer; vit3d has no segmenter")
         warm = load_segmenter(segmenter)
-        if warm.cfg.to_dict() != P.model.segmenter.to_dict():
+        as_json = lambda cfg: json.loads(json.dumps(cfg.to_dict()))   # noqa: E731 (tuples vs lists)
+        if as_json(warm.cfg) != as_json(P.model.segmenter):
             raise ValueError(f"{segmenter}: segmenter config differs from preset {P.name}'s: {warm.cfg.to_dict()}")
         model.segmenter.load_state_dict(warm.state_dict())
     optimizer = torch.optim.AdamW(_param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
