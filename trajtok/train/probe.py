@@ -138,7 +138,7 @@ def select(extracted: dict[str, Any], label_key: str, data: Any = "") -> dict[st
     idx = torch.tensor(keep)
     return {"features": extracted["features"][idx], "fractions": extracted["fractions"][idx],
             "majority": extracted["majority"][idx], "labels": [extracted["meta"][i][label_key] for i in keep],
-            "keys": [extracted["keys"][i] for i in keep],
+            "keys": [extracted["keys"][i] for i in keep], "meta": [extracted["meta"][i] for i in keep],
             "skipped": extracted["skipped"] + len(extracted["keys"]) - len(keep)}
 
 
