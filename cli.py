@@ -399,6 +399,39 @@ def eval_retrieval_cmd(checkpoint: Path = typer.Option(..., help="A train-trajvi
     return result
 
 
+@trajtok_app.command("probe")
+@friendly
+def probe_cmd(data: str = typer.Option(..., help="Labelled training shards (e.g. trajdata synth's gt/)."),
+              eval_data: str = typer.Option(..., help="Held-out labelled shards (e.g. a corpus of another seed)."),
+              label_key: str = typer.Option(..., help="Key of each sample's json to classify (motion, count)."),
+              segmenter: Path = typer.Option(..., help="Frozen TrajTok segmenter checkpoint (.safetensors)."),
+              backbone: str = typer.Option("vit3d", help="Frozen backbone: vit3d (random init) or vit3d:PATH "
+                                                         "(a train-trajvit2 --video-model vit3d checkpoint)."),
+              preset: str = typer.Option("cpu", help="cpu (lr 1e-3) | paper (lr 1e-4) | test."),
+              seed: List[int] = typer.Option([0], help="Probe training seed; repeat for several."),
+              method: Optional[List[str]] = typer.Option(None, help="Methods to run (default: all six)."),
+              epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
+              cache: Optional[Path] = typer.Option(None, help="Directory caching features and masks per dataset."),
+              json_out: Optional[Path] = typer.Option(None, "--json", help="Write held-out top-1 per method as JSON.")):
+    """TrajAdapter probing: held-out top-1 of linear, attentive, Perceiver and TrajAdapter (K = 1, 2, 4) probes."""
+    from trajtok.train.probe import run_probe
+
+    overrides = {"epochs": epochs} if epochs else None
+    with progress() as bar:
+        clips = bar.add_task("features + masks", total=None)
+        probes = bar.add_task("probes", total=len(method or []) or 6)
+        result = run_probe(data, eval_data, label_key, segmenter, backbone=backbone, preset=preset, seeds=seed,
+                           cache=cache, methods=method, on_clip=lambda: bar.advance(clips),
+                           on_method=lambda m: bar.advance(probes), overrides=overrides)
+    from trajtok.models.adapter import METHODS
+    Console().print("  ".join(f"{m} {result[m]:.3f}" for m in METHODS if m in result)
+                    + f"  chance {result['chance']:.3f}  majority {result['majority']:.3f}", highlight=False)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {json_out}")
+    return result
+
+
 @trajtok_app.command()
 @friendly
 def info(preset: str = typer.Option("paper", help="tiny | cpu | paper"),

@@ -18,6 +18,10 @@ Training step: ``trajtok train-trajvit2 --preset cpu`` (both video models) on a 
 synth corpus with ``torch.set_num_threads(1)``; CPU seconds (user + sys of this process) per
 step, the first steps (warm-up of allocators and caches) left out.
 
+TrajVLM (``trajtok/models/vlm.py``): visual tokens per video given to the LM, 16-frame clips of
+at most 128 tokens (paper segmenter: 128 trajectories, K = 1), for the trajectory connector (an
+upper bound: empty trajectories are dropped) and the patch-pooling connector (exactly the budget).
+
 Usage: python bench/tokens.py [--frames 16 32 64 128] [--steps 12] [--json FILE]
 """
 from __future__ import annotations
@@ -107,6 +111,24 @@ def step_seconds(steps: int) -> dict:
     return out
 
 
+def vlm_tokens(frames: list[int]) -> list[dict]:
+    """Visual tokens per video of both VLM connectors at the paper sizes (built on meta, nothing allocated)."""
+    from trajtok.models.vlm import Connector, VLMConfig
+    P = get_video_text_preset("paper")
+    rows = []
+    for T in frames:
+        row = {"frames": T}
+        for kind in ("trajectory", "patch"):
+            cfg = VLMConfig(connector=kind, k=1)
+            with torch.device("meta"):
+                conn = Connector(kind, P.model.transformer.width, 4096, P.model.segmenter.num_queries, cfg)
+            row[f"vlm_{kind}_tokens"] = -(-T // cfg.clip_frames) * conn.budget
+        rows.append(row)
+        print(f"{T:4d} frames: TrajVLM <= {row['vlm_trajectory_tokens']} visual tokens (trajectory connector), "
+              f"{row['vlm_patch_tokens']} (patch pooling)", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, nargs="+", default=[16, 32, 64, 128])
@@ -123,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"frames": args.frames, "rows": rows, "growth": growth, "frame_ratio": span,
               "vit3d_superlinear": growth["vit3d"] > span,
               "trajvit2_at_most_linear": growth["trajvit2_k4"] <= span and growth["trajvit2_k1"] <= span,
+              "vlm": vlm_tokens(args.frames),
               "train_step": step_seconds(args.steps) if args.steps else {}}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -1,0 +1,123 @@
+"""TrajAdapter probing: mask resampling to the backbone grid, the probes, the `trajtok probe` command."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import cli
+from dataengine.synth import make_corpus
+from trajtok.checkpoint import save_segmenter
+from trajtok.models.adapter import METHODS, build_probe, resample_masks, vit3d_patch_features
+from trajtok.models.segmenter import Segmenter
+from trajtok.models.video import TransformerConfig, ViT3DVideo
+from trajtok.synthetic import toy_preset
+
+torch.set_num_threads(1)
+
+
+def brute_majority(assign: np.ndarray, tubelet: tuple[int, int, int]) -> np.ndarray:
+    """Majority id of the pixels under each tubelet, by counting (ties: lower id; -1 if none has an id)."""
+    T, H, W = assign.shape
+    t, ph, pw = tubelet
+    out = np.full((T // t, H // ph, W // pw), -1)
+    for i in range(T // t):
+        for y in range(H // ph):
+            for x in range(W // pw):
+                cell = assign[i * t:(i + 1) * t, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw].ravel()
+                cell = cell[cell >= 0]
+                if cell.size:
+                    out[i, y, x] = np.bincount(cell).argmax()
+    return out
+
+
+@pytest.mark.parametrize("tubelet", [(2, 4, 4), (1, 2, 2), (4, 8, 4)])
+def test_pooled_masks_are_the_majority_vote_under_each_patch(tubelet):
+    rng = np.random.default_rng(sum(tubelet))
+    T, H, W, n = 8, 16, 16, 6
+    # Blobby segments (a coarse map upsampled) plus salt noise and some unowned pixels,
+    # so that most patches are mixed and the vote is not trivial.
+    coarse = rng.integers(0, n, (T, 4, 4))
+    assign = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
+    noise = rng.random(assign.shape) < 0.3
+    assign[noise] = rng.integers(-1, n, int(noise.sum()))
+    assign[:, :8, :8] = -1   # whole patches with no trajectory
+    grid = (T // tubelet[0], H // tubelet[1], W // tubelet[2])
+    fractions, majority = resample_masks(torch.from_numpy(assign)[None], grid, n)
+    assert fractions.shape == (1, n, *grid) and majority.shape == (1, *grid)
+    np.testing.assert_array_equal(majority[0].numpy(), brute_majority(assign, tubelet))
+    # Shares are the owned-pixel counts over the cell size.
+    cell = tubelet[0] * tubelet[1] * tubelet[2]
+    counts = np.stack([(assign == j).reshape(grid[0], tubelet[0], grid[1], tubelet[1], grid[2], tubelet[2])
+                       .sum(axis=(1, 3, 5)) for j in range(n)])
+    np.testing.assert_allclose(fractions[0].numpy(), counts / cell, atol=1e-6)
+    assert (majority[0] >= 0).any() and (majority[0] == -1).any()
+
+
+def test_vit3d_patch_features_grid_and_input_dependence():
+    torch.manual_seed(0)
+    model = ViT3DVideo(TransformerConfig(width=32, depth=2, heads=2, tubelet=(2, 8, 8)), 32).eval()
+    video = torch.rand(2, 4, 3, 32, 32)
+    feats = vit3d_patch_features(model, video)
+    assert feats.shape == (2, 2, 4, 4, 32)
+    assert torch.isfinite(feats).all() and feats.std() > 0.1
+    assert not torch.allclose(feats, vit3d_patch_features(model, torch.rand(2, 4, 3, 32, 32)))
+
+
+def test_trajadapter_reads_which_trajectory_moves():
+    """Features are pure noise; only the masks say where the object goes. The TrajAdapter must learn it."""
+    torch.manual_seed(0)
+    B, T, h, w, C, n = 64, 4, 6, 6, 16, 3
+    assign = torch.zeros(B, T, h, w, dtype=torch.long)
+    labels = torch.randint(0, 2, (B,))
+    for b in range(B):
+        for t in range(T):
+            x = 1 + t if labels[b] else 4 - t        # the object moves right (1) or left (0)
+            assign[b, t, 2:4, x:x + 1] = 1
+    fractions, majority = resample_masks(assign, (T, h, w), n)
+    feats = torch.randn(B, T, h, w, C)
+    model = build_probe("trajadapter_k2", C, 2, dim=32, heads=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(feats, fractions=fractions, majority=majority), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    acc = (model(feats, fractions=fractions, majority=majority).argmax(-1) == labels).float().mean()
+    assert acc > 0.9
+
+
+def test_every_method_builds_and_gives_class_logits():
+    feats = torch.randn(2, 2, 3, 3, 16)
+    fractions, majority = resample_masks(torch.randint(0, 4, (2, 4, 6, 6)), (2, 3, 3), 4)
+    for m in METHODS:
+        out = build_probe(m, 16, 5, dim=16, heads=2, latents=4)(feats, fractions=fractions, majority=majority)
+        assert out.shape == (2, 5)
+    with pytest.raises(ValueError, match="unknown probe method"):
+        build_probe("nearest", 16, 5)
+
+
+def test_probe_command_reports_every_method_and_chance(tmp_path):
+    train, held = tmp_path / "train", tmp_path / "held"
+    make_corpus(train, videos=6, images=1, seed=1, n_frames=6, width=64, height=48, style="flat")
+    make_corpus(held, videos=4, images=0, seed=2, n_frames=6, width=64, height=48, style="flat")
+    P = toy_preset(image_size=32, frames=4)
+    torch.manual_seed(0)
+    seg = save_segmenter(Segmenter(P.model), tmp_path / "seg.safetensors")
+    out = tmp_path / "probe.json"
+    args = ["probe", "--data", str(train / "gt"), "--eval-data", str(held / "gt"), "--label-key", "motion",
+            "--segmenter", str(seg), "--preset", "test", "--seed", "0", "--seed", "1",
+            "--cache", str(tmp_path / "cache"), "--json", str(out)]
+    res = CliRunner().invoke(cli.trajtok_app, args)
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    for m in METHODS:
+        assert 0.0 <= result[m] <= 1.0 and len(result["per_seed"][m]) == 2
+    assert result["chance"] == pytest.approx(1 / len(result["classes"]))
+    assert result["n_train"] == 6 and result["n_held_out"] == 4 and result["skipped"]["train"] == 1
+    assert result["feature_grid"] == [2, 2, 2] and result["trajectories"] == 8
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2   # features + masks cached per dataset
+    # Bad input: a label no sample carries is one clear line.
+    res = CliRunner().invoke(cli.trajtok_app, args[:5] + ["--label-key", "colour"] + args[7:])
+    assert res.exit_code == 2 and "no video sample" in res.output
