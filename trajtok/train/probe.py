@@ -81,7 +81,7 @@ def _scalar_labels(meta: dict[str, Any]) -> dict[str, str]:
 
 
 @torch.no_grad()
-def extract(data: Any, backbone: torch.nn.Module, segmenter: torch.nn.Module, cfg: ProbeConfig,
+def extract_clip_inputs(data: Any, backbone: torch.nn.Module, segmenter: torch.nn.Module, cfg: ProbeConfig,
             batch: int = 8, on_clip: Callable[[], None] | None = None) -> dict[str, Any]:
     """Features, resampled masks and scalar json fields (any of them can be the label) of every
     decodable video clip in ``data``; ``skipped`` counts the other samples."""
@@ -144,7 +144,7 @@ def select(extracted: dict[str, Any], label_key: str, data: Any = "") -> dict[st
 
 def cached_extract(data: Any, backbone_spec: str, segmenter_path: str | Path, cfg: ProbeConfig,
                    cache: str | Path | None, backbone_seed: int = 0, **kw) -> dict[str, Any]:
-    """``extract`` through an optional on-disk cache keyed by everything that changes the tensors."""
+    """``extract_clip_inputs`` through an optional on-disk cache keyed by everything that changes the tensors."""
     shard_sig = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in resolve_shards(data)]
     seg = Path(segmenter_path)
     key = json.dumps([shard_sig, backbone_spec, backbone_seed, str(seg.resolve()), seg.stat().st_mtime_ns,
@@ -153,7 +153,7 @@ def cached_extract(data: Any, backbone_spec: str, segmenter_path: str | Path, cf
     if path is not None and path.is_file():
         return torch.load(path, weights_only=True)
     backbone, _ = build_backbone(backbone_spec, cfg, backbone_seed)
-    out = extract(data, backbone, load_segmenter(segmenter_path), cfg, **kw)
+    out = extract_clip_inputs(data, backbone, load_segmenter(segmenter_path), cfg, **kw)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(out, path)
