@@ -23,6 +23,14 @@ def seed_rng(*parts: int | str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(words))
 
 
+def check_video_args(n_frames: int, scene_cut_at: int | None) -> None:
+    """The argument checks both styles' ``video_scenes`` share."""
+    if n_frames < 1:
+        raise ValueError("n_frames must be >= 1")
+    if scene_cut_at is not None and not 0 < scene_cut_at < n_frames:
+        raise ValueError(f"scene_cut_at must be in 1..{n_frames - 1}, got {scene_cut_at}")
+
+
 def reflect(x: float, lo: float, hi: float) -> float:
     """Triangle wave: a point bouncing between lo and hi, so 'stay' objects never drift away."""
     span = hi - lo

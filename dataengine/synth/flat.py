@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import entry_exit, layout, reflect, seed_rng
+from .common import check_video_args, entry_exit, layout, reflect, seed_rng
 from .words import colour_word
 
 SHAPES = ("ellipse", "rectangle", "polygon")
@@ -225,10 +225,7 @@ def _render(scene: _Scene, t: float) -> tuple[np.ndarray, np.ndarray]:
 def video_scenes(seed: int, n_frames: int, width: int, height: int, scene_cut_at: int | None,
                  n_objects: int | None, photos_split: str = "all") -> list[tuple[int, _Scene]]:
     """[(first frame, scene)]: one scene, or two when there is a hard cut."""
-    if n_frames < 1:
-        raise ValueError("n_frames must be >= 1")
-    if scene_cut_at is not None and not 0 < scene_cut_at < n_frames:
-        raise ValueError(f"scene_cut_at must be in 1..{n_frames - 1}, got {scene_cut_at}")
+    check_video_args(n_frames, scene_cut_at)
     rng = seed_rng("video", seed)
     length = scene_cut_at if scene_cut_at is not None else n_frames
     first = _make_scene(rng, width, height, length, 1, n_objects)

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from . import photos
-from .common import entry_exit, layout, reflect, seed_rng
+from .common import check_video_args, entry_exit, layout, reflect, seed_rng
 from .words import colour_word
 
 CANVAS = 160                     # side of an object's canonical texture/mask, px
@@ -335,10 +335,7 @@ def _render(scene: PhotoScene, t: float) -> tuple[np.ndarray, np.ndarray]:
 def video_scenes(seed: int, n_frames: int, width: int, height: int, scene_cut_at: int | None,
                  n_objects: int | None, photos_split: str = "all") -> list[tuple[int, PhotoScene]]:
     """[(first frame, scene)]: one scene, or two when there is a hard cut (a new photo, new objects)."""
-    if n_frames < 1:
-        raise ValueError("n_frames must be >= 1")
-    if scene_cut_at is not None and not 0 < scene_cut_at < n_frames:
-        raise ValueError(f"scene_cut_at must be in 1..{n_frames - 1}, got {scene_cut_at}")
+    check_video_args(n_frames, scene_cut_at)
     pool = photos.pool(photos_split)
     rng = seed_rng("photo-video", seed)
     length = scene_cut_at if scene_cut_at is not None else n_frames
