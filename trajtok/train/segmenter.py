@@ -45,6 +45,11 @@ def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
     return base_lr * max(0.0, (total - step) / max(1, total - warmup))
 
 
+def bf16_autocast(device: torch.device):
+    """bf16 autocast on CUDA only; CPU runs stay in fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def _setup_distributed() -> tuple[int, int, torch.device, bool]:
     """-> (rank, world_size, device, created_group)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -160,9 +165,6 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tb"))
 
-    def autocast():   # bf16 on CUDA only; CPU runs stay in fp32
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
     saved_at = step if resume else -1
 
     def save() -> None:
@@ -189,7 +191,7 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
             group["lr"] = lr_now
         frames = batch["frames"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
-        with autocast():
+        with bf16_autocast(device):
             logits = ddp(frames)["logits"]
         parts = segmenter_loss(logits.float(), labels, P.loss)
         optimizer.zero_grad(set_to_none=True)

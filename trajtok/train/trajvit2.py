@@ -40,7 +40,7 @@ from ..losses import clip_loss, segmenter_loss
 from ..models.text import build_word_vocab
 from ..models.video_text import VideoTextConfig, VideoTextModel
 from ..presets import VideoTextPreset, get_video_text_preset
-from .segmenter import _setup_distributed, _truncate_log
+from .segmenter import _setup_distributed, _truncate_log, bf16_autocast
 
 # Module/parameter names kept out of weight decay: position tables, learned slots and queries,
 # the temperature and the word embedding (decay would pull them toward 0 for no regularising gain).
@@ -195,9 +195,6 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         (out / "config.json").write_text(json.dumps({"preset": P.to_dict(), "world_size": world,
                                                     "shuffle_captions": shuffle_captions, "seed": seed}, indent=2))
 
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
     saved_at = step if resume else -1
 
     def save() -> None:
@@ -226,7 +223,7 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         k = choices[int(np.random.default_rng([seed, step, 5]).integers(len(choices)))]
         texts = [pairing.get(key, c) for key, c in zip(batch["keys"], batch["captions"])]
         frames = batch["frames"].to(device, non_blocking=True)
-        with autocast():
+        with bf16_autocast(device):
             res = ddp(frames, texts, k=k)
         video = _gather(res["video"].float(), world)
         text = _gather(res["text"].float(), world)
