@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    if 0 < args.steps <= SKIP_STEPS:  # the first SKIP_STEPS steps are warm-up and are not timed
+        ap.error(f"--steps must be 0 (no step timing) or more than {SKIP_STEPS}")
     rows = flops_table(args.frames)
     first, last = rows[0], rows[-1]
     span = last["frames"] / first["frames"]
