@@ -204,6 +204,8 @@ def run_probe(data: Any, eval_data: Any, label_key: str, segmenter: str | Path, 
     methods = list(methods or cfg.methods)
     for m in methods:
         build_probe(m, 8, 2, 8, 2)   # fail fast on an unknown name, before any decoding
+    if not Path(segmenter).is_file():
+        raise FileNotFoundError(f"segmenter checkpoint not found: {segmenter}")
     seeds = list(seeds or [0])
     train = select(cached_extract(data, backbone, segmenter, cfg, cache, 0, on_clip=on_clip), label_key, data)
     held = select(cached_extract(eval_data, backbone, segmenter, cfg, cache, 0, on_clip=on_clip), label_key, eval_data)
