@@ -23,6 +23,12 @@ from typing import Any, BinaryIO, Iterator
 
 from . import trajformat
 
+# The media extensions of the whole project, one list: sources list these, annotate decodes
+# them, shards carry them, and validate / the training loader / show find them.
+VIDEO_EXTS = frozenset({"mp4", "webm", "mkv", "avi", "mov", "m4v"})
+IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"})
+MEDIA_EXTS = VIDEO_EXTS | IMAGE_EXTS
+
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{6})\.tar$")
 SERIES_RE = re.compile(r"^[a-z0-9]{1,16}$")
@@ -135,7 +141,6 @@ def write_series(directory: str | Path, prefix: str, index: int, samples: list[S
     return written
 
 
-MEDIA_EXTS = {"mp4", "webm", "mkv", "avi", "mov", "jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"}
 
 
 def iter_tar_members(path: str | Path) -> Iterator[tuple[str, str, bytes]]:
@@ -209,7 +214,7 @@ def read_dataset(directory: str | Path, with_media: bool = True) -> Iterator[Sha
 
 
 # How Hugging Face ``datasets`` should type a series' media member (its own extension lists).
-HF_MEDIA_DTYPES = {**dict.fromkeys(("mp4", "mkv", "avi", "mov", "mpeg"), "video"),
+HF_MEDIA_DTYPES = {**dict.fromkeys(("mp4", "m4v", "mkv", "avi", "mov", "mpeg"), "video"),
                    **dict.fromkeys(("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"), "image")}
 CARD = "README.md"
 

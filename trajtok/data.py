@@ -38,7 +38,6 @@ from .augment import AugmentConfig, augment_clip
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTS = {"mp4", "webm", "mkv", "avi", "mov"}
 
 
 @dataclass
@@ -79,7 +78,7 @@ def resolve_shards(data: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 def is_video(sample: shard_io.ShardSample) -> bool:
-    return (sample.media_ext or "").lower() in VIDEO_EXTS
+    return (sample.media_ext or "").lower() in shard_io.VIDEO_EXTS
 
 
 def frame_positions(n_annotated: int, frames: int, rng: np.random.Generator | None) -> np.ndarray:

@@ -11,9 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..config import SourceConfig
-
-VIDEO_EXTS = frozenset({"mp4", "webm", "mkv", "avi", "mov", "m4v"})
-IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"})
+from ..shards import IMAGE_EXTS, VIDEO_EXTS
 META_EXTS = ("txt", "json")
 MAX_META_BYTES = 16 << 20      # a caption or JSON member larger than this is corrupt, not read
 VIDEO_PREFERENCE = ("mp4", "webm", "mkv", "mov", "m4v", "avi")  # panda clip lookup order
