@@ -45,6 +45,26 @@ def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
     return base_lr * max(0.0, (total - step) / max(1, total - warmup))
 
 
+def apply_train_overrides(P: Any, *, max_steps: int | None, warmup_steps: int | None, lr: float | None,
+                          num_workers: int | None, save_every: int | None, log_every: int | None,
+                          batch_size: int | None, seed: int) -> None:
+    """Command-line overrides of a preset's ``train`` and ``data`` sections (both training loops)."""
+    t = P.train
+    if max_steps is not None:
+        t.max_steps = max_steps
+    if warmup_steps is not None:
+        t.warmup_steps = warmup_steps
+    elif t.warmup_steps >= t.max_steps:   # a short smoke run must still reach the peak lr
+        t.warmup_steps = max(1, t.max_steps // 10)
+    t.lr = lr if lr is not None else t.lr
+    t.num_workers = num_workers if num_workers is not None else t.num_workers
+    t.save_every = save_every or t.save_every
+    t.log_every = log_every or t.log_every
+    if batch_size is not None:
+        P.data.batch_size = batch_size
+    P.data.seed = seed
+
+
 def bf16_autocast(device: torch.device):
     """bf16 autocast on CUDA only; CPU runs stay in fp32."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -101,21 +121,10 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
     """
     P = get_preset(preset)
     t = P.train
-    if max_steps is not None:
-        t.max_steps = max_steps
-    if warmup_steps is not None:
-        t.warmup_steps = warmup_steps
-    elif t.warmup_steps >= t.max_steps:   # a short smoke run must still reach the peak lr
-        t.warmup_steps = max(1, t.max_steps // 10)
-    t.lr = lr if lr is not None else t.lr
-    t.num_workers = num_workers if num_workers is not None else t.num_workers
-    t.save_every = save_every or t.save_every
-    t.log_every = log_every or t.log_every
-    if batch_size is not None:
-        P.data.batch_size = batch_size
+    apply_train_overrides(P, max_steps=max_steps, warmup_steps=warmup_steps, lr=lr, num_workers=num_workers,
+                          save_every=save_every, log_every=log_every, batch_size=batch_size, seed=seed)
     if image_batch_size is not None:
         P.data.image_batch_size = image_batch_size
-    P.data.seed = seed
     P.sync()
 
     rank, world, device, created_group = _setup_distributed()

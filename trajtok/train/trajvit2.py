@@ -40,7 +40,7 @@ from ..losses import clip_loss, segmenter_loss
 from ..models.text import build_word_vocab
 from ..models.video_text import VideoTextConfig, VideoTextModel
 from ..presets import VideoTextPreset, get_video_text_preset
-from .segmenter import _setup_distributed, _truncate_log, bf16_autocast
+from .segmenter import _setup_distributed, _truncate_log, apply_train_overrides, bf16_autocast
 
 # Module/parameter names kept out of weight decay: position tables, learned slots and queries,
 # the temperature and the word embedding (decay would pull them toward 0 for no regularising gain).
@@ -139,19 +139,8 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     else:
         P = resolve_preset(preset, video_model, text_model, list(captions.values()))
     t = P.train
-    if max_steps is not None:
-        t.max_steps = max_steps
-    if warmup_steps is not None:
-        t.warmup_steps = warmup_steps
-    elif t.warmup_steps >= t.max_steps:
-        t.warmup_steps = max(1, t.max_steps // 10)
-    t.lr = lr if lr is not None else t.lr
-    t.num_workers = num_workers if num_workers is not None else t.num_workers
-    t.save_every = save_every or t.save_every
-    t.log_every = log_every or t.log_every
-    if batch_size is not None:
-        P.data.batch_size = batch_size
-    P.data.seed = seed
+    apply_train_overrides(P, max_steps=max_steps, warmup_steps=warmup_steps, lr=lr, num_workers=num_workers,
+                          save_every=save_every, log_every=log_every, batch_size=batch_size, seed=seed)
     P.sync()
     pairing = shuffled_captions(captions, seed) if shuffle_captions else captions
 
