@@ -31,6 +31,18 @@ def check_video_args(n_frames: int, scene_cut_at: int | None) -> None:
         raise ValueError(f"scene_cut_at must be in 1..{n_frames - 1}, got {scene_cut_at}")
 
 
+class Moving:
+    """Pose of a synth object at frame ``t``: straight motion, bouncing inside ``box`` when it stays.
+    Both styles' objects carry ``p0``, ``vel``, ``box``, ``angle0`` and ``spin``."""
+
+    def pose(self, t: float) -> tuple[float, float, float]:
+        p = self.p0 + self.vel * t
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            p = np.array([reflect(p[0], x0, x1), reflect(p[1], y0, y1)])
+        return float(p[0]), float(p[1]), self.angle0 + self.spin * t
+
+
 def reflect(x: float, lo: float, hi: float) -> float:
     """Triangle wave: a point bouncing between lo and hi, so 'stay' objects never drift away."""
     span = hi - lo

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from .common import check_video_args, entry_exit, layout, reflect, seed_rng
+from .common import Moving, check_video_args, entry_exit, layout, seed_rng
 from .words import colour_word
 
 SHAPES = ("ellipse", "rectangle", "polygon")
 
 
 @dataclass
-class _Object:
+class _Object(Moving):
     id: int
     shape: str
     a: float                       # half extent along the object's own u axis, px
@@ -41,13 +41,6 @@ class _Object:
     p0: np.ndarray                 # centre at local frame 0
     vel: np.ndarray                # px / frame
     box: tuple[float, float, float, float] | None  # bounce box (stay only)
-
-    def pose(self, t: float) -> tuple[float, float, float]:
-        p = self.p0 + self.vel * t
-        if self.box is not None:
-            x0, y0, x1, y1 = self.box
-            p = np.array([reflect(p[0], x0, x1), reflect(p[1], y0, y1)])
-        return float(p[0]), float(p[1]), self.angle0 + self.spin * t
 
     def scale(self, t: float) -> float:
         return 1.0

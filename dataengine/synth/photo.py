@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from . import photos
-from .common import check_video_args, entry_exit, layout, reflect, seed_rng
+from .common import Moving, check_video_args, entry_exit, layout, seed_rng
 from .words import colour_word
 
 CANVAS = 160                     # side of an object's canonical texture/mask, px
@@ -33,7 +33,7 @@ _SHAPE_WEIGHTS = (0.45, 0.2, 0.12, 0.13, 0.1)
 
 
 @dataclass
-class PhotoObject:
+class PhotoObject(Moving):
     id: int
     shape: str
     role: str                      # stay | enter | leave
@@ -50,13 +50,6 @@ class PhotoObject:
     p0: np.ndarray
     vel: np.ndarray
     box: tuple[float, float, float, float] | None
-
-    def pose(self, t: float) -> tuple[float, float, float]:
-        p = self.p0 + self.vel * t
-        if self.box is not None:
-            x0, y0, x1, y1 = self.box
-            p = np.array([reflect(p[0], x0, x1), reflect(p[1], y0, y1)])
-        return float(p[0]), float(p[1]), self.angle0 + self.spin * t
 
     def scale(self, t: float) -> float:
         """Screen size relative to frame 0."""
