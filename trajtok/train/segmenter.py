@@ -65,6 +65,23 @@ def apply_train_overrides(P: Any, *, max_steps: int | None, warmup_steps: int | 
     P.data.seed = seed
 
 
+class Checkpointer:
+    """Rank 0 writes ``last.safetensors`` + ``last.optim.pt`` (and ``step-N`` every ``save_every``
+    steps), at most once per step; both training loops save through it."""
+
+    def __init__(self, out: Path, save_model: Any, save_every: int, rank: int, saved_at: int = -1):
+        self.out, self.save_model, self.save_every, self.rank, self.saved_at = out, save_model, save_every, rank, saved_at
+
+    def __call__(self, model: torch.nn.Module, step: int, train_state: dict[str, Any]) -> None:
+        if self.rank != 0 or self.saved_at == step:
+            return
+        self.saved_at = step
+        save_train_state(self.out / "last.optim.pt", {"step": step, **train_state})
+        self.save_model(model, self.out / "last.safetensors", step=step)
+        if step % self.save_every == 0:
+            self.save_model(model, self.out / f"step-{step:07d}.safetensors", step=step)
+
+
 def bf16_autocast(device: torch.device):
     """bf16 autocast on CUDA only; CPU runs stay in fp32."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -174,20 +191,12 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tb"))
 
-    saved_at = step if resume else -1
+    checkpoint = Checkpointer(out, save_segmenter, t.save_every, rank, saved_at=step if resume else -1)
 
     def save() -> None:
-        nonlocal saved_at
-        if rank != 0 or saved_at == step:
-            return
-        saved_at = step
-        save_train_state(last_state, {"step": step, "optimizer": optimizer.state_dict(),
-                                      "data_position": step * P.data.batch_size, "world_size": world,
-                                      "batch_size": P.data.batch_size, "image_batch_size": P.data.batch_size_for(1),
-                                      "num_workers": t.num_workers})
-        save_segmenter(model, last, step=step)
-        if step % t.save_every == 0:
-            save_segmenter(model, out / f"step-{step:07d}.safetensors", step=step)
+        checkpoint(model, step, {"optimizer": optimizer.state_dict(), "data_position": step * P.data.batch_size,
+                                 "world_size": world, "batch_size": P.data.batch_size,
+                                 "image_batch_size": P.data.batch_size_for(1), "num_workers": t.num_workers})
 
     losses: list[float] = []
     start_step, t0 = step, time.time()

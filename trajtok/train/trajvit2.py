@@ -33,14 +33,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dataengine import shards as shard_io
 
-from ..checkpoint import (load_segmenter, load_train_state, read_video_text_metadata, save_train_state,
+from ..checkpoint import (load_segmenter, load_train_state, read_video_text_metadata,
                           save_video_text)
 from ..data import make_loader, resolve_shards
 from ..losses import clip_loss, segmenter_loss
 from ..models.text import build_word_vocab
 from ..models.video_text import VideoTextConfig, VideoTextModel
 from ..presets import VideoTextPreset, get_video_text_preset
-from .segmenter import _setup_distributed, _truncate_log, apply_train_overrides, bf16_autocast
+from .segmenter import Checkpointer, _setup_distributed, _truncate_log, apply_train_overrides, bf16_autocast
 
 # Module/parameter names kept out of weight decay: position tables, learned slots and queries,
 # the temperature and the word embedding (decay would pull them toward 0 for no regularising gain).
@@ -184,19 +184,12 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         (out / "config.json").write_text(json.dumps({"preset": P.to_dict(), "world_size": world,
                                                     "shuffle_captions": shuffle_captions, "seed": seed}, indent=2))
 
-    saved_at = step if resume else -1
+    checkpoint = Checkpointer(out, save_video_text, t.save_every, rank, saved_at=step if resume else -1)
 
     def save() -> None:
-        nonlocal saved_at
-        if rank != 0 or saved_at == step:
-            return
-        saved_at = step
-        save_train_state(last_state, {"step": step, "optimizer": optimizer.state_dict(), "world_size": world,
-                                      "batch_size": P.data.batch_size, "num_workers": t.num_workers,
-                                      "data_position": step * P.data.batch_size})
-        save_video_text(model, last, step=step)
-        if step % t.save_every == 0:
-            save_video_text(model, out / f"step-{step:07d}.safetensors", step=step)
+        checkpoint(model, step, {"optimizer": optimizer.state_dict(), "world_size": world,
+                                 "batch_size": P.data.batch_size, "num_workers": t.num_workers,
+                                 "data_position": step * P.data.batch_size})
 
     choices = list(P.model.encoder.sub_tokens)
     losses: list[float] = []
