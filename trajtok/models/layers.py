@@ -1,6 +1,9 @@
 """Small transformer pieces shared by the trajtok models: 1D RoPE, attention, Perceiver layer."""
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,3 +97,11 @@ class PerceiverLayer(nn.Module):
                                        key_padding=key_padding)
         latents = latents + self.self_attn(self.norm_self(latents))
         return latents + self.mlp(self.norm_mlp(latents))
+
+
+def check_config_keys(cls: type, d: dict[str, Any]) -> None:
+    """A config dict (e.g. from a checkpoint) may name only fields of the dataclass ``cls``:
+    an unknown key means a different model, not something to drop silently."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import nn
 
-from .layers import PerceiverLayer, rope_angles
+from .layers import PerceiverLayer, check_config_keys, rope_angles
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,10 +52,7 @@ class SegmenterConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SegmenterConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown SegmenterConfig keys: {sorted(unknown)}")
+        check_config_keys(cls, d)
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

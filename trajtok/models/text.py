@@ -7,7 +7,6 @@ so a trained model needs no file besides its ``.safetensors``. Nothing is downlo
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,6 +14,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from .layers import check_config_keys
 from .video import Block
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -33,9 +33,7 @@ class TextConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TextConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(d) - known:
-            raise ValueError(f"unknown TextConfig keys: {sorted(set(d) - known)}")
+        check_config_keys(cls, d)
         return cls(**d)
 
 

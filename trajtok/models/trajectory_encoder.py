@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLP, Attention
+from .layers import MLP, Attention, check_config_keys
 from .segmenter import Segmenter, SegmenterConfig
 
 N_GEOMETRY = 9  # mean (t, y, x), std (t, y, x), velocity (dy/dt, dx/dt), log area fraction
@@ -55,9 +55,7 @@ class TrajectoryEncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrajectoryEncoderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(d) - known:
-            raise ValueError(f"unknown TrajectoryEncoderConfig keys: {sorted(set(d) - known)}")
+        check_config_keys(cls, d)
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

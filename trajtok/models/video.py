@@ -15,7 +15,6 @@ is a token.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers import MLP, Attention
+from .layers import MLP, Attention, check_config_keys
 
 
 @dataclass
@@ -36,9 +35,7 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TransformerConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(d) - known:
-            raise ValueError(f"unknown TransformerConfig keys: {sorted(set(d) - known)}")
+        check_config_keys(cls, d)
         d = dict(d)
         if "tubelet" in d:
             d["tubelet"] = tuple(d["tubelet"])

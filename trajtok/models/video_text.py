@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import check_config_keys
 from .segmenter import SegmenterConfig
 from .text import TextConfig, build_text_tower
 from .trajectory_encoder import Tokenizer, TrajectoryEncoderConfig
@@ -36,9 +37,7 @@ class VideoTextConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VideoTextConfig":
         d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(d) - known:
-            raise ValueError(f"unknown VideoTextConfig keys: {sorted(set(d) - known)}")
+        check_config_keys(cls, d)
         for name, sub in (("segmenter", SegmenterConfig), ("encoder", TrajectoryEncoderConfig),
                           ("transformer", TransformerConfig), ("text", TextConfig)):
             if name in d:
