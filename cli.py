@@ -55,7 +55,7 @@ def synth(out: Path = typer.Argument(..., help="Output directory (media/, wds/, 
           frames: int = typer.Option(48, help="Frames per video."),
           overwrite: bool = typer.Option(False, help="Replace an existing corpus in OUT.")):
     """Write a sample corpus with ground-truth trajectories."""
-    from dataengine.synth import make_corpus
+    from dataengine.tools.synth import make_corpus
 
     with console.status(f"writing synthetic corpus ({style} style)"):
         summary = make_corpus(out, videos=videos, images=images, seed=seed, n_frames=frames, overwrite=overwrite,
@@ -134,7 +134,7 @@ def models(checkpoint: Optional[str] = typer.Option(None, help="Segmenter checkp
     from rich.markup import escape
     from rich.table import Table
 
-    from dataengine.models import CHECKPOINT_ENV, describe
+    from dataengine.backends.models import CHECKPOINT_ENV, describe
 
     info = describe(checkpoint, sam2_checkpoint, sam_type=sam_type, sam2_config=sam2_config)
     if json_out:
@@ -165,7 +165,7 @@ def filter_cmd(input: Path = typer.Argument(..., help="An annotate output direct
                min_objects: int = typer.Option(10, help="Minimum number of trajectories.")):
     """Keep samples with enough coverage and trajectories (no model runs)."""
     from dataengine.config import FilterConfig
-    from dataengine.filtering import filter_dataset
+    from dataengine.tools.filtering import filter_dataset
 
     with progress() as bar:
         task = bar.add_task("filtering", total=None)
@@ -181,7 +181,7 @@ def stats(directory: Path = typer.Argument(..., help="An annotate or filter outp
           plot: Optional[Path] = typer.Option(None, help="Also write a figure of the statistics (.png)."),
           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON.")):
     """Counts by status and reason, distributions and stage times, from the manifest alone."""
-    from dataengine.stats import collect, plot as plot_stats, tables
+    from dataengine.tools.stats import collect, plot as plot_stats, tables
 
     result = collect(directory)
     for table in tables(result):
@@ -205,7 +205,7 @@ def show(directory: Path = typer.Argument(..., help="A shard + manifest director
          columns: int = typer.Option(0, help="Columns of a .png grid (0 = about square)."),
          scale: int = typer.Option(0, help="Integer upscaling of the masks for display (0 = auto).")):
     """Draw one sample's trajectories over its frames."""
-    from dataengine.visualize import show as render
+    from dataengine.tools.visualize import show as render
 
     out = out or Path(f"{key}.png")
     with console.status(f"rendering {key}"):
@@ -219,7 +219,7 @@ def show(directory: Path = typer.Argument(..., help="A shard + manifest director
 @friendly
 def validate(directory: Path = typer.Argument(..., help="A shard + manifest directory.")):
     """Check every shard, member, RLE mask and manifest row; exit 1 on problems."""
-    from dataengine.validate import validate_dataset
+    from dataengine.format.validate import validate_dataset
 
     with progress() as bar:
         task = bar.add_task("validating", total=None)
@@ -250,7 +250,7 @@ def export(directory: Path = typer.Argument(..., help="A shard + manifest direct
                                             "sparsely annotated long videos)."),
            overwrite: bool = typer.Option(False, help="Replace an existing OUT.")):
     """Write the labels in layouts other tools train on unchanged (SAM 2's SA-V / SA-1B readers, PNG id maps)."""
-    from dataengine.export import ExportConfig, export_dataset
+    from dataengine.tools.export import ExportConfig, export_dataset
 
     with progress() as bar:
         task = bar.add_task("exporting", total=None)
@@ -272,7 +272,7 @@ def eval_cmd(pred: Path = typer.Option(..., help="Predicted trajectory shards (a
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON.")):
     """Class-agnostic STQ / VEQ / VPQ, strict trajectory recall and fragmentation (ids per GT trajectory,
     length ratio) of predictions against ground truth."""
-    from dataengine.evaluate import evaluate_dirs, format_table
+    from dataengine.tools.evaluate import evaluate_dirs, format_table
 
     with console.status("evaluating"):
         result = evaluate_dirs(pred, gt)
@@ -318,7 +318,7 @@ def eval_segmenter_cmd(checkpoint: Path = typer.Option(..., help="A segmenter .s
                        limit: Optional[int] = typer.Option(None, help="Evaluate at most this many samples."),
                        json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON.")):
     """Score a trained segmenter against the shards' masks (same metrics as `trajdata eval`)."""
-    from dataengine.metrics import evaluate_sequences
+    from dataengine.metrics.scores import evaluate_sequences
     from trajtok.evaluate import predict_samples
 
     keys, pairs, errors = [], [], 0

@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from dataengine.annotate import read_and_decode, ref_to_row, run_local
+from dataengine.stages.annotate import read_and_decode, ref_to_row, run_local
 from dataengine.config import build_annotate_config, load_source
-from dataengine.labeller import Labeller
+from dataengine.stages.labeller import Labeller
 from dataengine.sources import list_samples
-from dataengine.synth import make_corpus, write_video
+from dataengine.tools.synth import make_corpus, write_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import measure  # noqa: E402  (bench/memory.py: peak RSS of a fresh annotate process)

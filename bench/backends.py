@@ -40,10 +40,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dataengine.config import AnnotateConfig, build_annotate_config  # noqa: E402
-from dataengine.decode import decode_media  # noqa: E402
-from dataengine.keyframes import detect_keyframes  # noqa: E402
-from dataengine.labeller import Labeller  # noqa: E402
-from dataengine.synth import write_video  # noqa: E402
+from dataengine.media.decode import decode_media  # noqa: E402
+from dataengine.stages.keyframes import detect_keyframes  # noqa: E402
+from dataengine.stages.labeller import Labeller  # noqa: E402
+from dataengine.tools.synth import write_video  # noqa: E402
 
 SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_l.yaml"
 

@@ -73,7 +73,7 @@ def measure(data: Path, preset: str, batches: int, steps: int, batch_size: int |
 
 def make_dataset(work: Path) -> Path:
     from dataengine.config import build_annotate_config, load_source
-    from dataengine.synth import make_corpus
+    from dataengine.tools.synth import make_corpus
     from pipelines.annotate import annotate
 
     make_corpus(work / "corpus", videos=6, images=4, seed=0)

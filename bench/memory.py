@@ -29,7 +29,7 @@ CHILD = r"""
 import json, resource, sys
 sys.path.insert(0, sys.argv[4])
 from dataengine.config import build_annotate_config, load_source
-from dataengine.labeller import Labeller
+from dataengine.stages.labeller import Labeller
 from pipelines.annotate import annotate
 import psutil
 cfg = build_annotate_config(source=vars(load_source("local", sys.argv[1])), decode={"frames": int(sys.argv[3])})
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from dataengine.synth import write_video
+    from dataengine.tools.synth import write_video
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,7 @@ For each style and held-out seed a corpus is generated (``make_corpus``, videos
 only), every video is labelled in a child process exactly as ``trajdata
 annotate`` does (decode, keyframes, ``Labeller.label``; default ``cpu``
 preset), and the labels are scored against the exact ground truth with
-``dataengine.metrics.trajectory_recall``: strict recall@0.5, mean best IoU,
+``dataengine.metrics.scores.trajectory_recall``: strict recall@0.5, mean best IoU,
 predicted ids per GT trajectory (fragmentation), predicted / GT mean
 trajectory length, plus the number of predicted trajectories that cross a
 scene cut (must be 0).  Seconds per clip are the labelling seconds (keyframe
@@ -38,10 +38,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dataengine import metrics  # noqa: E402
-from dataengine.shards import read_dataset  # noqa: E402
-from dataengine.synth import make_corpus  # noqa: E402
-from dataengine.trajformat import traj_to_labels  # noqa: E402
+from dataengine.metrics import scores as metrics  # noqa: E402
+from dataengine.format.shards import read_dataset  # noqa: E402
+from dataengine.tools.synth import make_corpus  # noqa: E402
+from dataengine.format.trajformat import traj_to_labels  # noqa: E402
 
 # The labeller before issue 10 (the commit this work started from).
 BASELINE_REF = "5b8e7ab"
@@ -53,9 +53,9 @@ import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 from dataengine.config import build_annotate_config
-from dataengine.decode import decode_media
-from dataengine.keyframes import detect_keyframes
-from dataengine.labeller import Labeller
+from dataengine.media.decode import decode_media
+from dataengine.stages.keyframes import detect_keyframes
+from dataengine.stages.labeller import Labeller
 cfg = build_annotate_config("cpu")
 for item in json.loads(sys.argv[3]):                 # --set section.key=value overrides
     key, value = item.split("=", 1)

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
         work = args.work or Path(tmp)
         train, held = args.train, args.held_out
         if train is None or held is None:
-            from dataengine.synth import make_corpus
+            from dataengine.tools.synth import make_corpus
             for seed, n in ((1, args.videos), (2, max(100, args.videos // 3))):
                 make_corpus(work / f"synth_s{seed}", videos=n, images=0, seed=seed, n_frames=16, width=128, height=96)
             train, held = work / "synth_s1" / "gt", work / "synth_s2" / "gt"

@@ -30,7 +30,7 @@ import json, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/bench")
 import annotate as bench_annotate          # bench/annotate.py
-from dataengine.synth import make_corpus
+from dataengine.tools.synth import make_corpus
 with tempfile.TemporaryDirectory() as tmp:
     make_corpus(Path(tmp) / "corpus", videos=int(sys.argv[3]), images=0, seed=0)
     result = bench_annotate.throughput(Path(tmp) / "corpus" / "media", int(sys.argv[4]))

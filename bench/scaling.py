@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from dataengine.synth import make_corpus
+    from dataengine.tools.synth import make_corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import backends  # noqa: E402  (bench/backends.py: the clip, checkpoints and model labeller)
 
 from dataengine.config import build_annotate_config  # noqa: E402
-from dataengine.labeller import Labeller  # noqa: E402
+from dataengine.stages.labeller import Labeller  # noqa: E402
 
 
 def paper_checkpoint(d: Path) -> str:

@@ -27,8 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dataengine.shards import iter_tar_members, list_shards  # noqa: E402
-from dataengine.trajformat import MEMBERS, decode_member, dumps, traj_to_labels  # noqa: E402
+from dataengine.format.shards import iter_tar_members, list_shards  # noqa: E402
+from dataengine.format.trajformat import MEMBERS, decode_member, dumps, traj_to_labels  # noqa: E402
 
 
 def png_bytes(labels: np.ndarray) -> int:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         datasets = args.datasets
         if not datasets:
             from dataengine.config import build_annotate_config, load_source
-            from dataengine.synth import make_corpus
+            from dataengine.tools.synth import make_corpus
             from pipelines.annotate import annotate
 
             work = Path(tmp)

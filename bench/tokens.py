@@ -92,7 +92,7 @@ def flops_table(frames: list[int]) -> list[dict]:
 
 
 def step_seconds(steps: int) -> dict:
-    from dataengine.synth import make_corpus
+    from dataengine.tools.synth import make_corpus
     from trajtok.train.trajvit2 import train_video_text
     torch.set_num_threads(1)
     out = {}

@@ -15,11 +15,11 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from dataengine.annotate import encode_row, label_row, read_and_decode, ref_to_row, run_local, sample_meta
+from dataengine.stages.annotate import encode_row, label_row, read_and_decode, ref_to_row, run_local, sample_meta
 from dataengine.config import AnnotateConfig
-from dataengine.labeller import Labeller
+from dataengine.stages.labeller import Labeller
 from dataengine.sources import list_samples
-from dataengine.writer import DatasetWriter
+from dataengine.stages.writer import DatasetWriter
 
 
 @dataclass

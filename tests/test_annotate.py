@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from dataengine import manifest
+from dataengine.format import manifest
 from dataengine.config import FilterConfig, build_annotate_config, load_source
-from dataengine.filtering import filter_dataset
-from dataengine.metrics import trajectory_recall
-from dataengine.shards import chunk_shards, list_shards, read_dataset
-from dataengine.synth import make_corpus
-from dataengine.validate import validate_dataset
+from dataengine.tools.filtering import filter_dataset
+from dataengine.metrics.scores import trajectory_recall
+from dataengine.format.shards import chunk_shards, list_shards, read_dataset
+from dataengine.tools.synth import make_corpus
+from dataengine.format.validate import validate_dataset
 from pipelines.annotate import Resources, annotate
 
 

@@ -16,16 +16,16 @@ import torch
 from PIL import Image
 
 from conftest import render_scene
-from dataengine import manifest, trajformat
+from dataengine.format import manifest, trajformat
 from dataengine.config import SegmenterConfig, TrackerConfig, build_annotate_config, load_source
-from dataengine.models import describe, locate
-from dataengine.segmenters import build_segmenter
-from dataengine.segmenters.directsam import regions_from_boundary
-from dataengine.segmenters.sam import partition, sam_architecture
-from dataengine.shards import read_dataset
-from dataengine.synth import encode_jpeg, render_image, write_video
-from dataengine.trackers import build_tracker
-from dataengine.validate import validate_dataset
+from dataengine.backends.models import describe, locate
+from dataengine.backends.segmenters import build_segmenter
+from dataengine.backends.segmenters.directsam import regions_from_boundary
+from dataengine.backends.segmenters.sam import partition, sam_architecture
+from dataengine.format.shards import read_dataset
+from dataengine.tools.synth import encode_jpeg, render_image, write_video
+from dataengine.backends.trackers import build_tracker
+from dataengine.format.validate import validate_dataset
 from pipelines.annotate import Resources, annotate
 
 SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -108,7 +108,7 @@ def test_partition_claims_by_score_then_area():
 
 def test_a_sample_without_regions_is_valid():
     # A model backend can find nothing in a frame (SAM leaves it unclaimed, DirectSAM sees only boundary).
-    from dataengine.validate import check_traj
+    from dataengine.format.validate import check_traj
 
     traj = trajformat.labels_to_traj(np.zeros((2, 8, 8), np.int32), [0, 1], [0.0, 0.1], [0])
     assert check_traj(json.loads(trajformat.dumps(traj)), "x") == []

@@ -1,6 +1,6 @@
 """Broken, odd and hostile inputs: each becomes exactly one manifest row with the right status.
 
-The corpus (``dataengine.badcorpus``) holds ~70 inputs in three layouts (folder,
+The corpus (``fixtures.badcorpus``) holds ~70 inputs in three layouts (folder,
 video2dataset tars, img2dataset tars + parquet), good samples beside bad ones.
 Each layout is annotated in-process; the folder is annotated once more with
 Ray (different shard and wave sizes, two label actors; ``slow``), which must
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from dataengine import manifest
-from dataengine.badcorpus import LAYOUTS, make_bad_corpus
+from dataengine.format import manifest
+from fixtures.badcorpus import LAYOUTS, make_bad_corpus
 from dataengine.config import build_annotate_config
-from dataengine.shards import list_shards, read_dataset
+from dataengine.format.shards import list_shards, read_dataset
 from dataengine.sources import MediaError, list_samples, media_path, read_media
-from dataengine.validate import validate_dataset
+from dataengine.format.validate import validate_dataset
 from pipelines.annotate import Resources, annotate
 
 

@@ -30,11 +30,11 @@ import numpy as np
 import psutil
 import pytest
 
-from dataengine import manifest, trajformat
+from dataengine.format import manifest, trajformat
 from dataengine.config import build_annotate_config, load_source
-from dataengine.shards import ShardSample, iter_tar_members, list_shards, read_shard, write_shard
-from dataengine.synth import encode_jpeg, make_corpus, render_image, write_video
-from dataengine.validate import validate_dataset
+from dataengine.format.shards import ShardSample, iter_tar_members, list_shards, read_shard, write_shard
+from dataengine.tools.synth import encode_jpeg, make_corpus, render_image, write_video
+from dataengine.format.validate import validate_dataset
 from pipelines.annotate import Resources, annotate
 
 VENV_BIN = Path(sys.executable).parent

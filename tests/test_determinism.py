@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from dataengine.config import build_annotate_config, load_source
-from dataengine.shards import SHARD_RE, iter_tar_members, list_shards, read_dataset
-from dataengine.synth import make_corpus
+from dataengine.format.shards import SHARD_RE, iter_tar_members, list_shards, read_dataset
+from dataengine.tools.synth import make_corpus
 from pipelines.annotate import annotate
 
 

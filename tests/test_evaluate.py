@@ -1,4 +1,4 @@
-"""Tests of dataengine.evaluate on tiny GT / prediction shard datasets written here."""
+"""Tests of dataengine.tools.evaluate on tiny GT / prediction shard datasets written here."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from dataengine import manifest, shards, trajformat
-from dataengine.evaluate import evaluate_dirs, format_table, resize_nearest
+from dataengine.format import manifest, shards, trajformat
+from dataengine.tools.evaluate import evaluate_dirs, format_table, resize_nearest
 
 METRICS = ("STQ", "AQ", "SQ", "VEQ", "VPQ", "recall_at_0.5", "mean_best_iou")
 

@@ -13,13 +13,13 @@ import random
 import numpy as np
 import pytest
 
-from dataengine import manifest, shards, trajformat
+from dataengine.format import manifest, shards, trajformat
 from dataengine.config import build_annotate_config, load_source
-from dataengine.decode import sample_indices
-from dataengine.export import ExportConfig, export_dataset
-from dataengine.synth import make_corpus
-from dataengine.validate import validate_dataset
-from dataengine.visualize import decode_at
+from dataengine.media.decode import sample_indices
+from dataengine.tools.export import ExportConfig, export_dataset
+from dataengine.tools.synth import make_corpus
+from dataengine.format.validate import validate_dataset
+from dataengine.tools.visualize import decode_at
 from pipelines.annotate import annotate
 
 # The sam2 wheel (pip sam2==1.1.0, installed by `make install`) ships SAM 2's training package as `training`.

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from dataengine import manifest, shards, trajformat
-from dataengine.decode import sample_indices
-from dataengine.export import export_dataset
-from dataengine.validate import validate_dataset
+from dataengine.format import manifest, shards, trajformat
+from dataengine.media.decode import sample_indices
+from dataengine.tools.export import export_dataset
+from dataengine.format.validate import validate_dataset
 
 
 def labels(T=3, H=12, W=16):
@@ -94,7 +94,7 @@ def test_v1_shards_are_still_read_validated_and_exported(tmp_path):
 def test_validate_reports_unsound_v2_fields(tmp_path):
     traj = trajformat.labels_to_traj(labels(), [0, 1, 2], [0, 1, 2], [0])
     assert trajformat.labels_to_traj(labels(), [0, 1, 2], [0, 1, 2], [0])["fps"] == 1.0
-    from dataengine.validate import check_traj
+    from dataengine.format.validate import check_traj
     assert check_traj(traj, "x") == []
     bad = {**traj, "source_width": 0, "fps": 0.0, "scene_cuts": [0], "resize": {}}
     problems = check_traj(bad, "x")

@@ -1,5 +1,5 @@
 """Every media extension the sources accept survives the whole path: annotate, validate,
-the training loader and ``trajdata show`` (one extension list, ``dataengine.shards``)."""
+the training loader and ``trajdata show`` (one extension list, ``dataengine.format.shards``)."""
 from __future__ import annotations
 
 import io
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dataengine import shards, visualize
+from dataengine.format import shards
+
+from dataengine.tools import visualize
 from dataengine.config import build_annotate_config, load_source
-from dataengine.validate import validate_dataset
+from dataengine.format.validate import validate_dataset
 from pipelines.annotate import annotate
 from trajtok.data import decode_sample
 

@@ -1,4 +1,4 @@
-"""Tests of dataengine.metrics.
+"""Tests of dataengine.metrics.scores.
 
 Reference numbers:
 * STQ "complex example": google-research/deeplab2,
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataengine import metrics as M
+from dataengine.metrics import scores as M
 
 TESTDATA = Path(__file__).parent / "fixtures" / "stq_deeplab2_complex_case.npz"
 

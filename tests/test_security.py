@@ -29,13 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from dataengine.badcorpus import EPS_IMAGE, HLS_PLAYLIST, png_bomb, video_bomb
+from fixtures.badcorpus import EPS_IMAGE, HLS_PLAYLIST, png_bomb, video_bomb
 from dataengine.config import DecodeConfig, SourceConfig
-from dataengine.decode import DecodeError, decode_media
-from dataengine.shards import read_dataset
+from dataengine.media.decode import DecodeError, decode_media
+from dataengine.format.shards import read_dataset
 from dataengine.sources import list_samples, read_media
-from dataengine.synth import encode_jpeg, render_image, write_video
-from dataengine.validate import validate_dataset
+from dataengine.tools.synth import encode_jpeg, render_image, write_video
+from dataengine.format.validate import validate_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIRS = ("dataengine", "pipelines", "trajtok", "bench", "tests")
@@ -214,7 +214,7 @@ PEAK_CHILD = r"""
 import json, resource, sys
 sys.path.insert(0, sys.argv[3])
 from dataengine.config import DecodeConfig
-from dataengine.decode import DecodeError, decode_media
+from dataengine.media.decode import DecodeError, decode_media
 data = open(sys.argv[1], "rb").read()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 src = sys.argv[1] if sys.argv[2] == "video-path" else data

@@ -3,12 +3,12 @@ import numpy as np
 
 from conftest import render_scene
 from dataengine.config import AnnotateConfig, KeyframeConfig, SegmenterConfig, TrackerConfig
-from dataengine.keyframes import detect_keyframes
-from dataengine.labeller import Labeller
-from dataengine.merge import merge_keyframe
-from dataengine.regions import iou_matrix
-from dataengine.segmenters.classical import ClassicalSegmenter
-from dataengine.trackers.flow import FlowTracker
+from dataengine.stages.keyframes import detect_keyframes
+from dataengine.stages.labeller import Labeller
+from dataengine.stages.merge import merge_keyframe
+from dataengine.ops.regions import iou_matrix
+from dataengine.backends.segmenters.classical import ClassicalSegmenter
+from dataengine.backends.trackers.flow import FlowTracker
 
 
 def best_iou(gt_mask, labels):
@@ -122,7 +122,7 @@ def test_colour_rag_matches_skimage_rag_mean_color():
     from skimage import color, graph
     from skimage.segmentation import slic
 
-    from dataengine.segmenters.classical import colour_rag
+    from dataengine.backends.segmenters.classical import colour_rag
 
     rgb, _ = render_scene(2)
     lab = color.rgb2lab(rgb)
@@ -159,7 +159,7 @@ def test_labeller_finds_a_cut_the_histograms_miss():
 
 
 def test_common_fate_joins_pieces_that_move_together():
-    from dataengine.grouping import apply_lut, common_fate_lut
+    from dataengine.stages.grouping import apply_lut, common_fate_lut
     T, H, W = 4, 48, 64
     labels = np.zeros((T, H, W), np.int32)
     flows = {}
@@ -183,7 +183,7 @@ def test_common_fate_joins_pieces_that_move_together():
 
 
 def test_absorb_short_gives_one_frame_tracks_to_their_neighbour():
-    from dataengine.grouping import absorb_short
+    from dataengine.stages.grouping import absorb_short
     labels = np.zeros((6, 8, 8), np.int32)
     labels[:, :, :4], labels[:, :, 4:] = 1, 2
     labels[2, :2, :2] = 9                         # a track that lives one frame, inside 1's area
@@ -230,8 +230,8 @@ def _panning_scene(seed: int = 0):
 
 
 def test_motion_layers_join_a_moving_textured_object_over_a_panning_background():
-    from dataengine.motionlayers import camera_residual
-    from dataengine.trackers.flow import frame_motion
+    from dataengine.ops.motionlayers import camera_residual
+    from dataengine.backends.trackers.flow import frame_motion
     frames, mask = _panning_scene()
     flow = frame_motion(frames, 0, reliability=1.5)    # as the labeller hands it over: flow + reliable mask
     residual = camera_residual(flow[..., :2])
@@ -255,7 +255,7 @@ def test_motion_layers_join_a_moving_textured_object_over_a_panning_background()
 
 
 def test_flow_tracker_reuses_the_keyframe_step_unchanged():
-    from dataengine.trackers.flow import FlowTracker, frame_motion
+    from dataengine.backends.trackers.flow import FlowTracker, frame_motion
     frames, mask = _panning_scene()
     steps: dict = {}
     frame_motion(frames, 0, reliability=1.5, steps=steps)

@@ -13,8 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dataengine import manifest, shards, synth, trajformat
-from dataengine.synth import photo, photos
+from dataengine.format import manifest, shards, trajformat
+
+from dataengine.tools import synth
+from dataengine.tools.synth import photo, photos
 
 FRAMES = 12          # short clips keep the module fast; the cut lands at frame 6
 KW = dict(videos=2, images=1, n_frames=FRAMES)
@@ -295,7 +297,7 @@ def test_photo_cut_changes_the_photograph(gt):
 
 
 def test_photo_images_decode_to_the_rendered_picture(corpus, gt):
-    from dataengine.synth.common import seed_rng
+    from dataengine.tools.synth.common import seed_rng
     data = (corpus / "media" / "image_000.jpg").read_bytes()
     jpg = np.asarray(Image.open(corpus / "media" / "image_000.jpg").convert("RGB"))
     iseed = int(seed_rng("corpus", 3, "image", 0).integers(2**31))

@@ -4,13 +4,13 @@ import torch
 from typer.testing import CliRunner
 
 import cli
-from dataengine import manifest
+from dataengine.format import manifest
 from dataengine.config import AnnotateConfig
-from dataengine.labeller import Labeller
-from dataengine.shards import read_dataset
-from dataengine.synth import write_video
-from dataengine.validate import validate_dataset
-from trajtok.synthetic import toy_preset, write_synthetic_dataset
+from dataengine.stages.labeller import Labeller
+from dataengine.format.shards import read_dataset
+from dataengine.tools.synth import write_video
+from dataengine.format.validate import validate_dataset
+from fixtures.trajtok_toy import toy_preset, write_synthetic_dataset
 from trajtok.train import train_segmenter
 
 torch.set_num_threads(1)

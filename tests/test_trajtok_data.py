@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from dataengine import shards as shard_io
+from dataengine.format import shards as shard_io
 from trajtok.augment import AugmentConfig, augment_clip, crop_box
 from trajtok.data import (DataConfig, ShardDataset, batches_for_worker, decode_sample, frame_positions,
                           make_loader, resolve_shards)
-from trajtok.synthetic import PALETTE, render_clip, write_synthetic_dataset
+from fixtures.trajtok_toy import PALETTE, render_clip, write_synthetic_dataset
 
 torch.set_num_threads(1)
 GEOMETRY_ONLY = AugmentConfig(color_jitter=0.0, grayscale=0.0, blur=0.0)

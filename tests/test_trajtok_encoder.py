@@ -9,7 +9,7 @@ from trajtok.losses import clip_loss
 from trajtok.models import Tokenizer, TrajectoryEncoder, TrajectoryEncoderConfig
 from trajtok.models import trajectory_encoder
 from trajtok.models.trajectory_encoder import fourier_queries, segment_attention
-from trajtok.synthetic import toy_preset
+from fixtures.trajtok_toy import toy_preset
 
 torch.set_num_threads(1)
 

@@ -4,7 +4,7 @@ import pytest
 from trajtok.info import format_info, model_info
 from trajtok.models import Tokenizer
 from trajtok.presets import get_preset
-from trajtok.synthetic import toy_preset
+from fixtures.trajtok_toy import toy_preset
 
 
 @pytest.mark.parametrize("preset", ["paper", "tiny"])

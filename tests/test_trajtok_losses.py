@@ -6,7 +6,7 @@ from trajtok.augment import AugmentConfig
 from trajtok.data import ShardDataset
 from trajtok.losses import LossConfig, hungarian_match, segmenter_loss, targets_from_labels
 from trajtok.models import Segmenter
-from trajtok.synthetic import toy_preset, write_synthetic_dataset
+from fixtures.trajtok_toy import toy_preset, write_synthetic_dataset
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ import torch
 from trajtok.models import Segmenter, Tokenizer, build_segmenter, segment
 from trajtok.models.layers import apply_rope, rope_angles
 from trajtok.models.segmenter import compact_ids
-from trajtok.synthetic import toy_preset
+from fixtures.trajtok_toy import toy_preset
 
 torch.set_num_threads(1)
 

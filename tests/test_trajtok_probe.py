@@ -7,12 +7,12 @@ import torch
 from typer.testing import CliRunner
 
 import cli
-from dataengine.synth import make_corpus
+from dataengine.tools.synth import make_corpus
 from trajtok.checkpoint import save_segmenter
 from trajtok.models.adapter import METHODS, build_probe, resample_masks, vit3d_patch_features
 from trajtok.models.segmenter import Segmenter
 from trajtok.models.video import TransformerConfig, ViT3DVideo
-from trajtok.synthetic import toy_preset
+from fixtures.trajtok_toy import toy_preset
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from trajtok.checkpoint import load_segmenter, save_segmenter, weights_digest
-from trajtok.synthetic import toy_preset, write_synthetic_dataset
+from fixtures.trajtok_toy import toy_preset, write_synthetic_dataset
 from trajtok.train import lr_at, train_segmenter
 
 torch.set_num_threads(1)
@@ -86,7 +86,7 @@ def test_loud_failures(data, tmp_path):
 DDP_SCRIPT = """
 import json, sys, torch
 torch.set_num_threads(1)
-from trajtok.synthetic import toy_preset
+from fixtures.trajtok_toy import toy_preset
 from trajtok.train import train_segmenter
 res = train_segmenter(sys.argv[1], sys.argv[2], preset=toy_preset(), max_steps=3)
 Path = __import__("pathlib").Path

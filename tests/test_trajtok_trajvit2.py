@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 import cli
-from dataengine.synth import make_corpus
+from dataengine.tools.synth import make_corpus
 from trajtok.checkpoint import load_video_text
 from trajtok.losses import clip_loss
 from trajtok.models.text import TextConfig, build_word_vocab

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dataengine.synth import make_corpus
+from dataengine.tools.synth import make_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 

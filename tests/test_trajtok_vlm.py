@@ -5,7 +5,7 @@ import torch
 from trajtok.models.segmenter import Segmenter
 from trajtok.models.video import TransformerConfig, ViT3DVideo
 from trajtok.models.vlm import MAX_TOKENS_PER_CLIP, TrajVLM, VLMConfig, load_lm, window_grid, window_masks, write_tiny_lm
-from trajtok.synthetic import toy_preset
+from fixtures.trajtok_toy import toy_preset
 
 torch.set_num_threads(1)
 WORDS = "which way do the objects move ? left right up down how many".split()

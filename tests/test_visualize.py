@@ -10,10 +10,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dataengine import manifest, stats, visualize
+from dataengine.format import manifest
+
+from dataengine.tools import stats, visualize
 from dataengine.config import FilterConfig, build_annotate_config, load_source
-from dataengine.filtering import filter_dataset
-from dataengine.synth import make_corpus
+from dataengine.tools.filtering import filter_dataset
+from dataengine.tools.synth import make_corpus
 from pipelines.annotate import annotate
 
 

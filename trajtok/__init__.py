@@ -1,7 +1,7 @@
 """Training package for trajectory tokens: models, losses, shard loader, training loops.
 
 Imports neither Ray nor ``dataengine`` internals; the only link to the engine is
-the shard format (``dataengine.shards`` and ``dataengine.trajformat``).
+the shard format (``dataengine.format.shards`` and ``dataengine.format.trajformat``).
 """
 
 __version__ = "0.1.0"

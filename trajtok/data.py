@@ -1,4 +1,4 @@
-"""Training loader over trajectory shards (format v1, read with ``dataengine.shards``).
+"""Training loader over trajectory shards (format v1, read with ``dataengine.format.shards``).
 
 A sample becomes a clip: T frames decoded at the ``frame_indices`` of its
 ``traj.json`` (a uniform subset of the annotated frames, ``T = cfg.frames``;
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from dataengine import shards as shard_io
-from dataengine import trajformat
+from dataengine.format import shards as shard_io
+from dataengine.format import trajformat
 
 from .augment import AugmentConfig, augment_clip
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from dataengine import shards as shard_io
+from dataengine.format import shards as shard_io
 
 from .checkpoint import load_segmenter
 from .data import decode_sample, is_video, resolve_shards

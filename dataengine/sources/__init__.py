@@ -49,7 +49,7 @@ import os
 from dataclasses import replace
 from typing import Callable, Iterator
 
-from ..config import SOURCE_FORMATS, SourceConfig
+from dataengine.config import SOURCE_FORMATS, SourceConfig
 from .common import (IMAGE_EXTS, VIDEO_EXTS, MediaError, SampleRef, SeenKeys, media_type_of,
                      safe_key)
 from .folder import list_folder

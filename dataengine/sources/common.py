@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import SourceConfig
-from ..shards import IMAGE_EXTS, VIDEO_EXTS
+from dataengine.config import SourceConfig
+from dataengine.format.shards import IMAGE_EXTS, VIDEO_EXTS
 META_EXTS = ("txt", "json")
 MAX_META_BYTES = 16 << 20      # a caption or JSON member larger than this is corrupt, not read
 VIDEO_PREFERENCE = ("mp4", "webm", "mkv", "mov", "m4v", "avi")  # panda clip lookup order

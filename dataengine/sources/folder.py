@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from ..config import SourceConfig
+from dataengine.config import SourceConfig
 from .common import MAX_META_BYTES, SampleRef, bad_ref, decode_caption, media_type_of, safe_key, utf8_ok
 
 

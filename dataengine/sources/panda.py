@@ -6,7 +6,7 @@ import csv
 import os
 from typing import Any, Iterator
 
-from ..config import SourceConfig
+from dataengine.config import SourceConfig
 from .common import SAFE_ID, VIDEO_PREFERENCE, SampleRef, bad_ref, dumps, one_line, printable, utf8_ok
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 
-from ..config import SourceConfig
+from dataengine.config import SourceConfig
 from .common import (IMAGE_EXTS, MAX_META_BYTES, META_EXTS, VIDEO_EXTS, SampleRef, bad_ref, decode_caption,
                      dumps, media_type_of, one_line, printable, safe_key, utf8_ok)
 from .folder import walk

@@ -88,7 +88,7 @@ def extract_clip_inputs(data: Any, backbone: torch.nn.Module, segmenter: torch.n
     if segmenter.cfg.num_queries > MAX_TRAJECTORIES:
         raise ValueError(f"segmenter has {segmenter.cfg.num_queries} queries; the probe takes at most "
                          f"{MAX_TRAJECTORIES} trajectories")
-    from dataengine import shards as shard_io
+    from dataengine.format import shards as shard_io
     feats, fracs, majs, metas, keys, skipped = [], [], [], [], [], 0
     pending: list[tuple[str, dict[str, str], np.ndarray]] = []
 

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from dataengine import shards as shard_io
+from dataengine.format import shards as shard_io
 
 from ..checkpoint import (load_segmenter, load_train_state, read_video_text_metadata,
                           save_video_text)

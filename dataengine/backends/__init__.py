@@ -1,0 +1,1 @@
+"""Model backends: segmenters, trackers, and checkpoint/device helpers."""

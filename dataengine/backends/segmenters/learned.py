@@ -1,0 +1,40 @@
+"""A trained TrajTok segmenter as a labelling backend.
+
+It segments *and* tracks: one forward pass labels a whole clip of
+``model.cfg.frames`` frames, so the labeller skips the tracker and only links
+consecutive clips by IoU (the same merge as between keyframes). The
+checkpoint is a ``trajtok train-segmenter`` safetensors file, which carries
+its own config.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dataengine.config import SegmenterConfig
+
+
+class TrajTokSegmenter:
+    name = "trajtok"
+    segments_video = True
+
+    def __init__(self, cfg: SegmenterConfig, device: str = "cpu"):
+        if not cfg.checkpoint:
+            raise ValueError("segmenter 'trajtok' needs --checkpoint PATH (a `trajtok train-segmenter` .safetensors)")
+        path = Path(cfg.checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"trajtok checkpoint not found: {path}")
+        from trajtok.checkpoint import load_segmenter
+
+        self.model = load_segmenter(path, device)
+        self.clip_frames = int(self.model.cfg.frames)
+
+    def segment_video(self, frames: np.ndarray) -> np.ndarray:
+        """``[T, H, W, 3]`` -> ``[T, H, W]`` ids, unique over the video, not linked across clips."""
+        from trajtok.models.segmenter import segment
+
+        return segment(self.model, np.array(frames))  # writable copy: rows hand read-only buffers
+
+    def segment(self, frames: np.ndarray) -> list[np.ndarray]:
+        return [self.segment_video(f[None])[0] for f in frames]

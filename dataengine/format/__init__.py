@@ -1,0 +1,1 @@
+"""The contract: traj.json codec, shard reader/writer, manifest, validation, media extensions."""

@@ -1,0 +1,249 @@
+"""Trajectory shards (format v2, v1 still read): the one writer and the one reader of the format.
+
+Shards are webdataset tars ``{prefix}-{index:06d}.tar`` written to a temporary
+name and renamed when complete, so a final name never holds a partial tar.
+Members are written in sorted order with a fixed mtime and owner, so the same
+samples always give the same bytes.
+
+A dataset keeps one shard *series* per media extension, ``{prefix}-{ext}-{index:06d}.tar``
+(``traj-mp4-000000.tar``, ``traj-jpg-000000.tar``): Hugging Face ``datasets``
+infers a shard's columns from its first samples and silently drops a member type
+it did not see there, so every tar of a series holds the same member names.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from contextlib import contextmanager
+from typing import Any, BinaryIO, Iterator
+
+from dataengine.format import trajformat
+
+# The media extensions of the whole project, one list: sources list these, annotate decodes
+# them, shards carry them, and validate / the training loader / show find them.
+VIDEO_EXTS = frozenset({"mp4", "webm", "mkv", "avi", "mov", "m4v"})
+IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"})
+MEDIA_EXTS = VIDEO_EXTS | IMAGE_EXTS
+
+KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{6})\.tar$")
+SERIES_RE = re.compile(r"^[a-z0-9]{1,16}$")
+NO_MEDIA_SERIES = "nomedia"
+
+
+def shard_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:06d}.tar"
+
+
+def series_of(media_ext: str | None) -> str:
+    """The series a sample belongs to: its media extension (lower case), or ``nomedia``."""
+    ext = (media_ext or "").lower()
+    return ext if SERIES_RE.match(ext) else NO_MEDIA_SERIES
+
+
+def series_shard_name(prefix: str, media_ext: str | None, index: int) -> str:
+    return shard_name(f"{prefix}-{series_of(media_ext)}", index)
+
+
+@dataclass
+class ShardSample:
+    """One sample of a trajectory shard, members kept as bytes."""
+    key: str
+    media_ext: str | None          # e.g. "mp4", "jpg"; None when the shard holds no media
+    media: bytes | None
+    caption: str
+    meta: dict[str, Any]
+    traj: dict[str, Any]
+
+    def to_members(self) -> dict[str, Any]:
+        if not KEY_RE.match(self.key):
+            raise ValueError(f"unsafe sample key {self.key!r}")
+        obj: dict[str, Any] = {
+            "__key__": self.key,
+            "txt": self.caption.encode("utf-8"),
+            "json": json.dumps(self.meta, sort_keys=True, separators=(",", ":")).encode("utf-8"),
+            trajformat.MEMBER: trajformat.encode_member(self.traj),
+        }
+        if self.media is not None and self.media_ext:
+            obj[self.media_ext] = bytes(self.media)
+        return obj
+
+    @property
+    def labels(self):
+        return trajformat.traj_to_labels(self.traj)
+
+
+@contextmanager
+def replaced_when_done(path: str | Path) -> Iterator[BinaryIO]:
+    """A file object whose bytes appear under ``path`` only once complete (temporary name,
+    fsync, rename); on an error the temporary file stays, named ``.NAME.tmp-PID``, for the
+    next run to clear."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_shard(path: str | Path, samples: list[ShardSample]) -> int:
+    """Write ``samples`` atomically to ``path``; returns bytes written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Imported here: webdataset pulls in torch (~700 MB, seconds), which readers never need.
+    import webdataset as wds
+
+    with replaced_when_done(path) as f:
+        writer = wds.TarWriter(f, encoder=False, mtime=0, user="trajtok", group="trajtok", mode=0o644)
+        for s in samples:
+            writer.write(s.to_members())
+        writer.close()
+        size = f.tell()
+    return size
+
+
+def chunk_shards(directory: str | Path, prefix: str, index: int) -> list[Path]:
+    """Every final shard of chunk ``index``: its series and a pre-series ``{prefix}-{index}.tar``."""
+    out = []
+    for p in Path(directory).glob(f"{prefix}-*{index:06d}.tar"):
+        m = SHARD_RE.match(p.name)
+        if not m or int(m["index"]) != index:
+            continue
+        if m["prefix"] == prefix or (m["prefix"].startswith(prefix + "-")
+                                     and SERIES_RE.match(m["prefix"][len(prefix) + 1:])):
+            out.append(p)
+    return sorted(out)
+
+
+def write_series(directory: str | Path, prefix: str, index: int, samples: list[ShardSample]) -> dict[str, int]:
+    """Write chunk ``index`` as one shard per media series; returns {shard name: bytes}.
+
+    Samples keep their order within a series. Shards of the chunk that the new
+    samples no longer fill (another series, the pre-series name) are removed
+    after the new ones are in place.
+    """
+    d = Path(directory)
+    by_series: dict[str, list[ShardSample]] = {}
+    for s in samples:
+        by_series.setdefault(series_of(s.media_ext), []).append(s)
+    written = {}
+    for series in sorted(by_series):
+        name = shard_name(f"{prefix}-{series}", index)
+        written[name] = write_shard(d / name, by_series[series])
+    for p in chunk_shards(d, prefix, index):
+        if p.name not in written:
+            p.unlink()
+    return written
+
+
+
+
+def iter_tar_members(path: str | Path) -> Iterator[tuple[str, str, bytes]]:
+    """Stream ``(key, ext, bytes)`` of regular members; nothing is extracted to disk.
+
+    The key is the member's basename up to its first dot, the ext the rest.
+    Directories, links and devices are skipped: a tar's paths are never trusted.
+    """
+    with tarfile.open(path, "r|*") as tf:
+        for m in tf:
+            if not m.isfile():
+                continue
+            base = m.name.rsplit("/", 1)[-1]
+            if "." not in base:
+                continue
+            key, ext = base.split(".", 1)
+            data = tf.extractfile(m).read()
+            yield key, ext, data
+
+
+def group_members(members: Iterator[tuple[str, str, bytes]]) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Group consecutive members sharing a key, as webdataset does."""
+    key, group = None, {}
+    for k, ext, data in members:
+        if k != key and group:
+            yield key, group
+            group = {}
+        key = k
+        group[ext] = data
+    if group:
+        yield key, group
+
+
+def read_traj(group: dict[str, bytes]) -> dict[str, Any]:
+    """The traj.json dict of a sample's members (``traj.json.gz`` of v2 or ``traj.json`` of v1)."""
+    name = trajformat.find_member(group)
+    if name is None:
+        raise KeyError("traj.json")
+    return trajformat.decode_member(name, group[name])
+
+
+def read_shard(path: str | Path, with_media: bool = True) -> Iterator[ShardSample]:
+    for key, group in group_members(iter_tar_members(path)):
+        media_ext = next((e for e in group if e in MEDIA_EXTS), None)
+        yield ShardSample(
+            key=key,
+            media_ext=media_ext,
+            media=group.get(media_ext) if (with_media and media_ext) else None,
+            caption=group.get("txt", b"").decode("utf-8"),
+            meta=json.loads(group["json"]) if "json" in group else {},
+            traj=read_traj(group),
+        )
+
+
+def _order(p: Path) -> tuple[int, str]:
+    return int(SHARD_RE.match(p.name)["index"]), p.name
+
+
+def list_shards(directory: str | Path) -> list[Path]:
+    """Final shard files of a dataset directory in index order, series by series within an index
+    (temporary files excluded)."""
+    d = Path(directory)
+    if d.is_file():
+        return [d]
+    return sorted((p for p in d.glob("*.tar") if SHARD_RE.match(p.name)), key=_order)
+
+
+def read_dataset(directory: str | Path, with_media: bool = True) -> Iterator[ShardSample]:
+    for p in list_shards(directory):
+        yield from read_shard(p, with_media=with_media)
+
+
+# How Hugging Face ``datasets`` should type a series' media member (its own extension lists).
+HF_MEDIA_DTYPES = {**dict.fromkeys(("mp4", "m4v", "mkv", "avi", "mov", "mpeg"), "video"),
+                   **dict.fromkeys(("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"), "image")}
+CARD = "README.md"
+
+
+def write_dataset_card(directory: str | Path, prefix: str = "traj") -> Path | None:
+    """``README.md`` whose YAML header tells Hugging Face ``datasets`` the series and their columns.
+
+    With it ``datasets.load_dataset(DIR, "mp4")`` reads every sample of that series:
+    JSON members are typed ``json`` (kept whole), so the builder never infers a
+    column from its first samples (an empty ``scene_cuts`` there would make a later
+    sample's cut fail to cast). Returns the path, or None when there are no series shards.
+    """
+    d = Path(directory)
+    series = sorted({m["prefix"][len(prefix) + 1:] for p in list_shards(d) if (m := SHARD_RE.match(p.name))
+                     and m["prefix"].startswith(prefix + "-") and SERIES_RE.match(m["prefix"][len(prefix) + 1:])})
+    if not series:
+        return None
+    lines = ["---", "configs:"]
+    for name in series:
+        lines += [f"- config_name: {name}", f"  data_files: \"{prefix}-{name}-*.tar\""]
+    lines.append("dataset_info:")
+    for name in series:
+        media = [f"  - {{name: {name}, dtype: {HF_MEDIA_DTYPES.get(name, 'binary')}}}"] if name != NO_MEDIA_SERIES else []
+        lines += [f"- config_name: {name}", "  features:", "  - {name: __key__, dtype: string}",
+                  "  - {name: __url__, dtype: string}", *media, "  - {name: txt, dtype: string}",
+                  "  - {name: json, dtype: json}", f"  - {{name: {trajformat.MEMBER}, dtype: json}}"]
+    lines += ["---", "", "Trajectory shards (format v2, see the trajtok docs: docs/format.md). One shard series "
+              "per media type;", "`datasets.load_dataset(\"DIR\", \"SERIES\")` reads one series.", ""]
+    path = d / CARD
+    with replaced_when_done(path) as f:
+        f.write("\n".join(lines).encode("utf-8"))
+    return path

@@ -1,0 +1,1 @@
+"""The one guarded media decoder (container/format whitelist, pixel caps) and resizing."""

@@ -1,0 +1,144 @@
+"""Common fate: join tracks that move as one rigid piece for their whole shared life.
+
+A colour segmenter splits a textured object into several regions, and each
+becomes a track. Pieces of one object move together: at every frame, one
+affine motion explains the optical flow of both pieces about as well as a
+separate motion for each. Two adjacent tracks whose flow agrees that way in
+every frame where they touch (at least ``min_frames`` of them) become one
+trajectory. Agreement is tested on the *difference* of residuals (joint fit
+minus separate fits), so flow noise on texture, which raises both, does not
+count as disagreement; two pieces that move apart by more than
+``tolerance`` px per frame somewhere are never joined. Runs per shot, never
+across a cut.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _design(xy: np.ndarray) -> np.ndarray:
+    return np.column_stack([xy, np.ones(len(xy))])
+
+
+def _fit_residual(xy: np.ndarray, uv: np.ndarray) -> float:
+    """Mean end-point error of the least-squares affine flow model of points ``xy`` with flow ``uv``."""
+    a = _design(xy)
+    # normal equations (3x3), ridge-stabilised: pieces can be thin lines
+    coef = np.linalg.solve(a.T @ a + 1e-6 * np.eye(3), a.T @ uv)
+    return float(np.linalg.norm(a @ coef - uv, axis=1).mean())
+
+
+def _adjacent_pairs(lab: np.ndarray) -> np.ndarray:
+    pairs = np.concatenate([np.stack([lab[:, :-1].ravel(), lab[:, 1:].ravel()], 1),
+                            np.stack([lab[:-1, :].ravel(), lab[1:, :].ravel()], 1)])
+    pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & (pairs[:, 0] != 0) & (pairs[:, 1] != 0)]
+    if len(pairs) == 0:
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.sort(pairs, axis=1), axis=0)
+
+
+def common_fate_lut(labels: np.ndarray, flows: dict[int, np.ndarray], tolerance: float = 0.3,
+                    min_frames: int = 3, max_share: float = 0.2, min_pixels: int = 30, sample: int = 200,
+                    seed: int = 0) -> dict[int, int]:
+    """Track id -> the id it joins (the smallest of its group) for the tracks of one shot ``labels [T, H, W]``.
+
+    ``flows[t]``: forward flow ``[H, W, 2]`` from frame t to t+1 (frames without one are skipped).
+    A group never grows beyond ``max_share`` of the frame (mean area over the frames it is present in):
+    the background moves as one piece too, and an object that slips into it would be lost.
+    """
+    T = len(labels)
+    counts = np.stack([np.bincount(labels[t].ravel(), minlength=int(labels.max()) + 1) for t in range(T)])
+    frames_present = np.maximum((counts > 0).sum(axis=0), 1)
+    area = counts.sum(axis=0) / frames_present / labels[0].size      # mean share of the frame, per id
+    group_area: dict[int, float] = {}
+    rng = np.random.default_rng(seed)
+    agree: dict[tuple[int, int], int] = {}
+    disagree: set[tuple[int, int]] = set()
+    for t, flow in sorted(flows.items()):
+        if t >= len(labels):
+            continue
+        lab = labels[t]
+        pairs = _adjacent_pairs(lab)
+        if len(pairs) == 0:
+            continue
+        ids = np.unique(pairs)
+        points: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        flat = lab.ravel()
+        order = np.argsort(flat, kind="stable")             # pixels grouped by id, one sort per frame
+        starts = np.searchsorted(flat[order], ids, side="left")
+        ends = np.searchsorted(flat[order], ids, side="right")
+        uv_all = flow.reshape(-1, 2)
+        for i, a0, a1 in zip(ids, starts, ends):
+            if a1 - a0 < min_pixels:
+                continue
+            idx = order[a0 + rng.choice(a1 - a0, size=min(sample, a1 - a0), replace=False)]
+            xy = np.column_stack([idx % lab.shape[1], idx // lab.shape[1]]).astype(np.float64)
+            points[int(i)] = (xy, uv_all[idx].astype(np.float64))
+        own = {i: _fit_residual(*p) for i, p in points.items()}
+        for a, b in pairs:
+            a, b = int(a), int(b)
+            if a not in points or b not in points or (a, b) in disagree:
+                continue
+            xy = np.concatenate([points[a][0], points[b][0]])
+            uv = np.concatenate([points[a][1], points[b][1]])
+            na, nb = len(points[a][0]), len(points[b][0])
+            separate = (own[a] * na + own[b] * nb) / (na + nb)
+            if _fit_residual(xy, uv) - separate <= tolerance:
+                agree[(a, b)] = agree.get((a, b), 0) + 1
+            else:
+                disagree.add((a, b))
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    for (a, b), n in sorted(agree.items()):
+        if n >= min_frames and (a, b) not in disagree:
+            ra, rb = find(a), find(b)
+            joined = group_area.get(ra, area[ra]) + group_area.get(rb, area[rb])
+            if ra != rb and joined <= max_share:
+                parent[max(ra, rb)] = min(ra, rb)
+                group_area[min(ra, rb)] = joined
+    return {i: find(i) for i in list(parent) if find(i) != i}
+
+
+def apply_lut(labels: np.ndarray, lut: dict[int, int]) -> np.ndarray:
+    if not lut:
+        return labels
+    table = np.arange(int(labels.max()) + 1, dtype=labels.dtype)
+    for a, b in lut.items():
+        table[a] = b
+    return table[labels]
+
+
+def absorb_short(labels: np.ndarray, cuts: list[int], min_frames: int) -> np.ndarray:
+    """Give the pixels of trajectories shorter than ``min_frames`` frames to the nearest other trajectory.
+
+    A region that a keyframe starts and the tracker loses at once is not a trajectory; its pixels
+    belong to a neighbour. Shots shorter than ``min_frames`` keep everything.
+    """
+    from dataengine.ops.regions import nearest_label
+    from dataengine.metrics.scores import trajectory_lengths
+
+    if min_frames <= 1 or labels.size == 0:
+        return labels
+    T = len(labels)
+    bounds = [0] + sorted(c for c in cuts if 0 < c < T) + [T]
+    out = labels.copy()
+    for a, b in zip(bounds, bounds[1:]):
+        shot = out[a:b]
+        if b - a < min_frames:
+            continue
+        ids = np.unique(shot[shot != 0])
+        short = ids[trajectory_lengths(shot) < min_frames]
+        if len(short) == 0:
+            continue
+        drop = np.isin(shot, short)
+        for t in np.flatnonzero(drop.any(axis=(1, 2))):
+            frame = np.where(drop[t], 0, shot[t])
+            if (frame != 0).any():
+                shot[t] = np.where(drop[t], nearest_label(frame), frame)
+    return out

@@ -1,0 +1,1 @@
+"""Commands over finished datasets: filter, eval, show, stats, export, synth."""

@@ -1,0 +1,195 @@
+"""``trajdata eval``: score a trajectory shard dataset against a ground-truth one.
+
+Both directories hold trajectory shards v1 (``dataengine.format.shards``).  The
+evaluation is class-agnostic: every trajectory is one entity (see
+``metrics.evaluate_sequences``).
+
+Matching a GT sample to its prediction
+    1. the same ``__key__``;
+    2. otherwise the same source address: the value of ``url`` or, when the
+       meta json has no ``url``, ``source_uri`` in the sample's ``KEY.json``
+       (GT value compared with the prediction's value of the same rule);
+       the first prediction with a given address wins.
+    A GT sample without a prediction counts as all misses (an empty
+    prediction over all of its GT frames).  Predictions matching no GT sample
+    are not scored; their number is reported as ``unmatched_pred``.
+
+Frames
+    The prediction's ``frame_indices`` (indices into the decoded source video)
+    select the GT frames with the same indices; the GT may annotate every
+    frame of the video.  Predicted frames the GT does not annotate are left out
+    (counted in ``frames_without_gt``).  A prediction sharing no frame with its
+    GT is scored as missing.
+
+Resolution
+    When the GT masks differ in size from the predicted masks, the GT label
+    maps are resized to the prediction's size with nearest neighbour
+    (``cv2.INTER_NEAREST``).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+from rich.table import Table
+
+from dataengine.metrics import scores as metrics
+
+from dataengine.format import trajformat
+from dataengine.format.shards import read_dataset
+
+METRIC_KEYS = ("STQ", "AQ", "SQ", "VEQ", "VPQ", "recall_at_0.5", "mean_best_iou")
+# Fragmentation: predicted ids covering a GT trajectory (>= metrics.COVER_SHARE of it), and the
+# predicted / GT ratio of mean trajectory length in frames.
+FRAGMENTATION_KEYS = ("ids_per_gt_trajectory", "length_ratio")
+COLUMN_NAMES = {"recall_at_0.5": "R@0.5", "mean_best_iou": "mIoU", "ids_per_gt_trajectory": "ids/GT",
+                "length_ratio": "len ratio"}
+
+
+def source_address(meta: dict[str, Any]) -> str | None:
+    """The address used to match samples whose keys differ: ``url``, else ``source_uri``."""
+    for name in ("url", "source_uri"):
+        value = meta.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _labels_at(traj: dict[str, Any], positions: list[int]) -> np.ndarray:
+    """Decode only the frames at ``positions`` of a ``traj.json`` dict."""
+    sub = dict(traj)
+    sub["frame_indices"] = [traj["frame_indices"][i] for i in positions]
+    sub["masklet"] = [traj["masklet"][i] for i in positions]
+    return trajformat.traj_to_labels(sub)
+
+
+def resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``[T, H, W]`` id maps -> ``[T, height, width]`` with ``cv2.INTER_NEAREST``."""
+    if labels.shape[1:] == (height, width):
+        return labels
+    labels = labels.astype(np.int32, copy=False)
+    out = np.empty((labels.shape[0], height, width), dtype=np.int32)
+    for t in range(labels.shape[0]):
+        out[t] = cv2.resize(labels[t], (width, height), interpolation=cv2.INTER_NEAREST)
+    return out
+
+
+def _align(gt_traj: dict[str, Any], pred_traj: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """GT and prediction label maps on the prediction's frames and resolution.
+
+    Returns ``(gt, pred, frames_without_gt)``; ``pred`` is None when no
+    predicted frame is annotated in the GT.
+    """
+    gt_pos = {}
+    for i, f in enumerate(gt_traj["frame_indices"]):
+        gt_pos.setdefault(int(f), i)
+    sel_pred = [j for j, f in enumerate(pred_traj["frame_indices"]) if int(f) in gt_pos]
+    without = len(pred_traj["frame_indices"]) - len(sel_pred)
+    if not sel_pred:
+        return trajformat.traj_to_labels(gt_traj), None, without
+    sel_gt = [gt_pos[int(pred_traj["frame_indices"][j])] for j in sel_pred]
+    gt = _labels_at(gt_traj, sel_gt)
+    pred = _labels_at(pred_traj, sel_pred)
+    gt = resize_nearest(gt, pred.shape[1], pred.shape[2])
+    return gt, pred, without
+
+
+def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
+                  window_sizes: tuple[int, ...] = metrics.WINDOW_SIZES) -> dict[str, Any]:
+    """Class-agnostic STQ / AQ / SQ / VEQ / VPQ / trajectory recall of ``pred_dir`` against ``gt_dir``.
+
+    Predictions are indexed first (their ``traj.json`` only, RLE-compressed);
+    GT samples are then streamed and decoded one at a time.  Returns the pooled
+    metrics (``STQ``, ``AQ``, ``SQ``, ``VEQ``, ``VPQ``, ``recall_at_0.5``,
+    ``mean_best_iou`` (strict IoU: predicted pixels on GT void count),
+    ``pixel_recall`` (see ``metrics.evaluate_sequences`` for how it differs
+    from ``SQ``), the fragmentation figures ``ids_per_gt_trajectory`` (mean
+    number of predicted ids covering >= 5 % of a GT trajectory),
+    ``length_ratio``, ``mean_gt_length``, ``mean_pred_length``), ``samples`` (GT samples scored), ``matched``,
+    ``missing_pred``, ``unmatched_pred`` and ``per_sample`` (one row per GT
+    sample: ``key``, ``pred_key``, ``matched_by`` ('key' | 'address' | None),
+    ``frames``, ``frames_without_gt``, ``n_gt_trajectories``,
+    ``n_pred_trajectories`` and the per-sample metrics).
+    """
+    for d in (pred_dir, gt_dir):
+        if not Path(d).exists():
+            raise FileNotFoundError(f"no such dataset: {d}")
+    preds: dict[str, dict[str, Any]] = {}
+    by_address: dict[str, str] = {}
+    for s in read_dataset(pred_dir, with_media=False):
+        preds[s.key] = s.traj
+        addr = source_address(s.meta)
+        if addr is not None:
+            by_address.setdefault(addr, s.key)
+
+    used: set[str] = set()
+    rows: list[dict[str, Any]] = []
+
+    def pairs() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for g in read_dataset(gt_dir, with_media=False):
+            pred_key, how = None, None
+            if g.key in preds:
+                pred_key, how = g.key, "key"
+            else:
+                addr = source_address(g.meta)
+                if addr is not None and addr in by_address:
+                    pred_key, how = by_address[addr], "address"
+            without = 0
+            if pred_key is None:
+                gt, pred = g.labels, None
+            else:
+                used.add(pred_key)
+                gt, pred, without = _align(g.traj, preds[pred_key])
+            rows.append({"key": g.key, "pred_key": pred_key, "matched_by": how,
+                         "frames_without_gt": without})
+            yield gt, pred
+
+    res = metrics.evaluate_sequences(pairs(), window_sizes=window_sizes)
+    per_sample = []
+    for row, seq in zip(rows, res["per_sequence"]):
+        seq = dict(seq)
+        seq.pop("id", None)
+        per_sample.append({**row, **seq})
+    out = {k: res[k] for k in METRIC_KEYS}
+    out["pixel_recall"] = res["pixel_recall"]
+    out.update({k: res[k] for k in metrics.FRAGMENTATION_KEYS})
+    out.update(samples=len(per_sample),
+               matched=sum(1 for r in per_sample if r["matched_by"] is not None),
+               missing_pred=sum(1 for r in per_sample if r["matched_by"] is None),
+               unmatched_pred=len(set(preds) - used),
+               per_sample=per_sample)
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def format_table(result: dict[str, Any], max_rows: int = 30) -> Table:
+    """A rich table of ``evaluate_dirs``'s result: the pooled row, then up to ``max_rows`` samples."""
+    table = Table(title=(f"trajdata eval: {result['samples']} GT samples, {result['matched']} matched, "
+                         f"{result['missing_pred']} without prediction, "
+                         f"{result['unmatched_pred']} predictions without GT"))
+    table.add_column("sample")
+    table.add_column("match")
+    table.add_column("frames", justify="right")
+    table.add_column("GT traj", justify="right")
+    table.add_column("pred traj", justify="right")
+    keys = METRIC_KEYS + FRAGMENTATION_KEYS
+    for name in keys:
+        table.add_column(COLUMN_NAMES.get(name, name), justify="right")
+    rows = result["per_sample"]
+    table.add_row("ALL", "", str(sum(r["frames"] for r in rows)),
+                  str(sum(r["n_gt_trajectories"] for r in rows)), str(sum(r["n_pred_trajectories"] for r in rows)),
+                  *(_fmt(result[k]) for k in keys), style="bold", end_section=True)
+    for r in rows[:max_rows]:
+        table.add_row(r["key"], r["matched_by"] or "missing", str(r["frames"]), str(r["n_gt_trajectories"]),
+                      str(r["n_pred_trajectories"]), *(_fmt(r[k]) for k in keys))
+    if len(rows) > max_rows:
+        table.add_row(f"... {len(rows) - max_rows} more", *([""] * (4 + len(keys))))
+    return table
