@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dataengine.backends.models import autocast, torch_device
 from dataengine.config import SegmenterConfig
 
 
@@ -27,14 +28,17 @@ class TrajTokSegmenter:
             raise FileNotFoundError(f"trajtok checkpoint not found: {path}")
         from trajtok.checkpoint import load_segmenter
 
-        self.model = load_segmenter(path, device)
+        self.device = torch_device(device)
+        self.model = load_segmenter(path, self.device)
         self.clip_frames = int(self.model.cfg.frames)
 
     def segment_video(self, frames: np.ndarray) -> np.ndarray:
         """``[T, H, W, 3]`` -> ``[T, H, W]`` ids, unique over the video, not linked across clips."""
         from trajtok.models.segmenter import segment
 
-        return segment(self.model, np.array(frames))  # writable copy: rows hand read-only buffers
+        # bf16 on CUDA as in training (the forward pass is trained under the same autocast); fp32 on CPU.
+        with autocast(self.device):
+            return segment(self.model, np.array(frames))  # writable copy: rows hand read-only buffers
 
     def segment(self, frames: np.ndarray) -> list[np.ndarray]:
         return [self.segment_video(f[None])[0] for f in frames]

@@ -1,0 +1,275 @@
+"""GPU throughput: labelled frames/s per GPU and segmenter training step time, in one command.
+
+Runs unattended on any CUDA machine (no hub access needed: every model gets random weights in
+its published architecture, written to a temp dir in its real checkpoint format and loaded
+through the engine's own loaders), in a few minutes:
+
+  * labeller, DirectSAM (Segformer-B5) + SAM 2.1 (hiera-L) at model inputs 512 and 1024
+    (frames decoded at that size), with 1, 2 and 4 label processes packed on one GPU: the
+    same packing as ``trajdata annotate --gpu-fraction 1/N`` (one model per process). Each
+    process builds its labeller, labels one warm-up clip (timed and reported apart), waits at
+    a barrier, then labels ``--clips`` clips; frames/s = all frames / the slowest process's
+    wall time. DirectSAM's boundary threshold is set at the median boundary probability of
+    the first keyframe so random weights yield a realistic tens of objects (printed);
+  * the trained-TrajTok labeller (paper preset, random weights) the same way;
+  * ``train-segmenter`` with the paper preset on photo-style ground truth: step time median
+    and mean (``log_every=1``: the log's per-step seconds), the loader's samples/s on its own
+    with the same workers, and the samples/s the steps consume;
+  * peak GPU memory of each.
+Prints a table and writes JSON (``--json``). ``--smoke`` shrinks everything (tiny models and
+clips, a few steps) so the test suite runs the whole script on a CPU and it cannot rot.
+
+Usage: python bench/gpu.py [--json FILE] [--smoke] [--device cuda|cpu] [--sizes 512 1024]
+                           [--packing 1 2 4] [--clips 4] [--steps 40]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SAM2_FULL = "configs/sam2.1/sam2.1_hiera_l.yaml"
+SAM2_SMOKE = "configs/sam2.1/sam2.1_hiera_t.yaml"
+
+
+# ------------------------------------------------------------------ random checkpoints
+def write_checkpoints(d: Path, smoke: bool, sam2_size: int) -> dict[str, str]:
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    torch.manual_seed(0)
+    if smoke:
+        seg = SegformerConfig(num_labels=1, depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32],
+                              num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=16)
+    else:   # DirectSAM's published architecture: Segformer-B5 with a one-channel boundary head
+        seg = SegformerConfig(num_labels=1, depths=[3, 6, 40, 3], hidden_sizes=[64, 128, 320, 512],
+                              num_attention_heads=[1, 2, 5, 8], decoder_hidden_size=768)
+    SegformerForSemanticSegmentation(seg).save_pretrained(d / "directsam")
+    config = SAM2_SMOKE if smoke else SAM2_FULL
+    # Parameter shapes do not depend on the input size, so one checkpoint serves every size.
+    sam2 = build_sam2_video_predictor(config, None, device="cpu",
+                                      hydra_overrides_extra=[f"++model.image_size={sam2_size}"])
+    torch.save({"model": sam2.state_dict()}, d / "sam2.pt")
+    return {"directsam": str(d / "directsam"), "sam2": str(d / "sam2.pt"), "sam2_config": config}
+
+
+def write_trajtok_checkpoint(d: Path, smoke: bool) -> str:
+    import torch
+
+    from trajtok.checkpoint import save_segmenter
+    from trajtok.models.segmenter import build_segmenter
+    from trajtok.presets import get_preset
+
+    torch.manual_seed(0)
+    P = get_preset("tiny" if smoke else "paper")
+    return str(save_segmenter(build_segmenter(P.model), d / "trajtok.safetensors"))
+
+
+def label_config(method: str, size: int, ck: dict[str, str], frames: int):
+    from dataengine.config import build_annotate_config
+
+    decode = {"frames": frames, "max_side": size}
+    if method == "trajtok":
+        return build_annotate_config(decode=decode, segmenter={"name": "trajtok", "checkpoint": ck["trajtok"]})
+    return build_annotate_config(decode=decode,
+                                 segmenter={"name": "directsam", "checkpoint": ck["directsam"], "resolution": size},
+                                 tracker={"name": "sam2", "checkpoint": ck["sam2"], "sam2_config": ck["sam2_config"],
+                                          "image_size": size})
+
+
+# ------------------------------------------------------------------ one label process
+def decoded_clips(videos: list[str], cfg) -> list[tuple]:
+    from dataengine.media.decode import decode_media
+    from dataengine.stages.keyframes import detect_keyframes
+
+    clips = []
+    for v in videos:
+        media = decode_media(Path(v).read_bytes(), "video", cfg.decode)
+        keyframes, cuts = detect_keyframes(media.frames, cfg.keyframes)
+        clips.append((media.frames, keyframes, cuts))
+    return clips
+
+
+def label_process(rank: int, job: dict, barrier, results) -> None:
+    """One packed label process: build, warm up, wait for the others, label ``job['clips']`` clips."""
+    import numpy as np
+    import torch
+
+    from dataengine.stages.labeller import Labeller
+
+    torch.set_num_threads(job["threads"])
+    cfg = label_config(job["method"], job["size"], job["checkpoints"], job["frames"])
+    clips = decoded_clips(job["videos"], cfg)
+    cuda = job["device"] == "cuda"
+    t0 = time.perf_counter()
+    labeller = Labeller(cfg, device=job["device"])
+    seconds_build = time.perf_counter() - t0
+    if job["method"] != "trajtok":   # random weights: threshold at the median so objects are realistic
+        seg = labeller.segmenter
+        seg.cfg.boundary_threshold = float(np.median(seg.boundary_probability(clips[0][0][clips[0][1][0]][None])))
+    t0 = time.perf_counter()
+    labeller.label(*clips[0])
+    seconds_warmup = time.perf_counter() - t0
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    barrier.wait()
+    start = time.perf_counter()
+    frames = objects = 0
+    for i in range(job["clips"]):
+        res = labeller.label(*clips[i % len(clips)])
+        frames += len(res.labels)
+        objects += int(np.count_nonzero(np.unique(res.labels[0])))
+    if cuda:
+        torch.cuda.synchronize()
+    results.put({"rank": rank, "start": start, "end": time.perf_counter(), "frames": frames,
+                 "objects_per_clip": objects / job["clips"], "seconds_build": seconds_build,
+                 "seconds_warmup_clip": seconds_warmup,
+                 "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None})
+
+
+def packed_run(job: dict, processes: int) -> dict:
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")   # CUDA cannot be used in forked children
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=label_process, args=(r, job, barrier, results)) for r in range(processes)]
+    for p in procs:
+        p.start()
+    rows = [results.get(timeout=job["timeout"]) for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise RuntimeError(f"a label process exited with {p.exitcode}")
+    wall = max(r["end"] for r in rows) - min(r["start"] for r in rows)
+    frames = sum(r["frames"] for r in rows)
+    peaks = [r["peak_gib"] for r in rows if r["peak_gib"] is not None]
+    return {"processes": processes, "frames_per_s": frames / wall, "seconds": wall, "frames": frames,
+            "objects_per_clip": statistics.mean(r["objects_per_clip"] for r in rows),
+            "seconds_build": max(r["seconds_build"] for r in rows),
+            "seconds_warmup_clip": max(r["seconds_warmup_clip"] for r in rows),
+            "peak_gib_per_process": max(peaks) if peaks else None}
+
+
+# ------------------------------------------------------------------ training
+def training(data: Path, out: Path, smoke: bool, steps: int, device: str) -> dict:
+    import torch
+
+    from trajtok.data import make_loader
+    from trajtok.presets import get_preset
+    from trajtok.train.segmenter import train_segmenter
+
+    preset = "tiny" if smoke else "paper"
+    P = get_preset(preset)
+    workers = 0 if smoke else P.train.num_workers
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    summary = train_segmenter(str(data), out, preset=preset, max_steps=steps, warmup_steps=1, log_every=1,
+                              save_every=10 * steps, num_workers=workers,
+                              batch_size=2 if smoke else None)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    seconds = [b["seconds"] - a["seconds"] for a, b in zip(log, log[1:])]
+    steady = seconds[min(2, len(seconds) - 1):]   # the first steps include worker start and cudnn autotune
+    batch = 2 if smoke else P.data.batch_size
+    loader = make_loader(str(data), P.data if not smoke else _smoke_data(P), num_workers=workers)
+    n, t0 = 0, None
+    for i, b in enumerate(loader):
+        if i == 1:
+            t0 = time.perf_counter()   # excludes worker start-up
+        elif i > 1:
+            n += len(b["frames"])
+        if i >= max(3, steps // 2):
+            break
+    loader_rate = n / (time.perf_counter() - t0) if t0 and n else float("nan")
+    median, mean = statistics.median(steady), statistics.mean(steady)
+    return {"preset": preset, "steps": summary["steps_run"], "loader_workers": workers, "batch_size": batch,
+            "step_median_s": median, "step_mean_s": mean, "mean_over_median": mean / median,
+            "loader_samples_per_s": loader_rate, "steps_consume_samples_per_s": batch / median,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
+
+
+def _smoke_data(P):
+    P.data.batch_size = 2
+    return P.data
+
+
+# ------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny models, clips and steps (CPU, seconds)")
+    ap.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when available")
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="model input sizes (default 512 1024)")
+    ap.add_argument("--packing", type=int, nargs="+", default=None, help="label processes per GPU (default 1 2 4)")
+    ap.add_argument("--clips", type=int, default=None, help="clips each label process labels after warm-up")
+    ap.add_argument("--steps", type=int, default=None, help="train-segmenter steps")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    import torch
+
+    from dataengine.tools.synth import make_corpus, write_video
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    sizes = args.sizes or ([64] if args.smoke else [512, 1024])
+    packing = args.packing or ([1, 2] if args.smoke else [1, 2, 4])
+    clips = args.clips or (1 if args.smoke else 4)
+    steps = args.steps or (3 if args.smoke else 40)
+    frames = 4 if args.smoke else 16
+    cpus = os.cpu_count() or 1
+    result: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "cpus": cpus,
+                    "smoke": args.smoke, "torch": torch.__version__, "label": [], "training": None}
+    print(f"device {result['device']}, {cpus} CPUs, torch {torch.__version__}"
+          + (" (smoke: tiny models, numbers mean nothing)" if args.smoke else ""), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        side = 96 if args.smoke else 640
+        videos = [str(work / f"clip{i}.mp4") for i in range(2)]
+        for i, v in enumerate(videos):   # longer sources than the sampled frames, as real clips are
+            write_video(v, seed=300 + i, n_frames=frames * 3, width=side, height=side * 9 // 16 // 2 * 2)
+        ck = write_checkpoints(work, args.smoke, 64 if args.smoke else 1024)
+        ck["trajtok"] = write_trajtok_checkpoint(work, args.smoke)
+        base = {"videos": videos, "checkpoints": ck, "frames": frames, "clips": clips, "device": device,
+                "timeout": 600 if args.smoke else 900}
+        runs = [("directsam+sam2", size, n) for size in sizes for n in packing] + \
+               [("trajtok", sizes[0], n) for n in packing[:1 if args.smoke else 2]]
+        for method, size, n in runs:
+            threads = max(1, cpus // n) if device == "cuda" else 1
+            row = {"method": method, "size": size,
+                   **packed_run({**base, "method": method, "size": size, "threads": threads}, n)}
+            result["label"].append(row)
+            peak = f"{row['peak_gib_per_process']:.1f} GiB" if row["peak_gib_per_process"] is not None else "-"
+            print(f"label {method:15s} {size:5d} px x{n}: {row['frames_per_s']:7.1f} frames/s "
+                  f"({row['objects_per_clip']:.0f} objects/clip; warm-up clip {row['seconds_warmup_clip']:.1f} s, "
+                  f"build {row['seconds_build']:.1f} s; peak {peak}/process)", flush=True)
+        make_corpus(work / "corpus", videos=2 if args.smoke else 16, images=2 if args.smoke else 8, seed=100,
+                    n_frames=16 if args.smoke else 48)
+        t = training(work / "corpus" / "gt", work / "train", args.smoke, steps, device)
+        result["training"] = t
+        peak = f"{t['peak_gib']:.1f} GiB" if t["peak_gib"] is not None else "-"
+        print(f"train-segmenter {t['preset']}: step median {t['step_median_s']:.3f} s, mean {t['step_mean_s']:.3f} s "
+              f"(mean/median {t['mean_over_median']:.2f}); loader {t['loader_samples_per_s']:.1f} samples/s with "
+              f"{t['loader_workers']} workers vs {t['steps_consume_samples_per_s']:.1f} consumed; peak {peak}",
+              flush=True)
+    best = max((r for r in result["label"] if r["method"] == "directsam+sam2" and r["size"] == min(sizes)),
+               key=lambda r: r["frames_per_s"])
+    result["summary"] = {"directsam+sam2_best_frames_per_s_per_gpu": best["frames_per_s"],
+                         "best_packing": best["processes"], "size": best["size"],
+                         "train_mean_over_median": result["training"]["mean_over_median"]}
+    print(f"summary: directsam+sam2 at {best['size']} px, best {best['frames_per_s']:.1f} frames/s per GPU "
+          f"with {best['processes']} processes (target >= 50); training mean/median "
+          f"{result['training']['mean_over_median']:.2f} (target <= 1.2)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=float))
+    return result
+
+
+if __name__ == "__main__":
+    main()

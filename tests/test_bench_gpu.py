@@ -1,0 +1,27 @@
+"""bench/gpu.py runs end to end on a CPU in --smoke mode, so the GPU benchmark cannot rot unseen."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_benchmark_smoke_runs_every_section_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--smoke", "--device", "cpu",
+                           "--json", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    runs = {(r["method"], r["size"], r["processes"]) for r in result["label"]}
+    # Packing: one and two label processes for the model labeller, and the trained-TrajTok labeller.
+    assert runs == {("directsam+sam2", 64, 1), ("directsam+sam2", 64, 2), ("trajtok", 64, 1)}
+    for row in result["label"]:
+        assert row["frames"] == row["processes"] * 4 and row["frames_per_s"] > 0
+        assert row["seconds_warmup_clip"] > 0 and row["seconds_build"] > 0
+    train = result["training"]
+    assert train["steps"] == 3 and train["step_median_s"] > 0 and train["loader_samples_per_s"] > 0
+    assert abs(train["mean_over_median"] - train["step_mean_s"] / train["step_median_s"]) < 1e-9
+    assert "summary: directsam+sam2 at 64 px" in proc.stdout
