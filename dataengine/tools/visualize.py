@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dataengine.format import atomic, shards, trajformat
 from dataengine.media.decode import DecodeError, decode_frames
+from dataengine.metrics.matching import iou_matrix, match_one_to_one
 
 ALPHA = 0.45                      # fill opacity: the object stays visible under its colour
 KEY_COLOUR = (255, 176, 0)        # amber: keyframe (segmentation ran here)
@@ -177,25 +178,17 @@ def match_ground_truth(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     means "the engine found this object". Unmatched objects get fresh ids above every
     predicted one, hence colours no prediction uses.
     """
-    from scipy.optimize import linear_sum_assignment
-
-    p_ids, p_inv = np.unique(pred, return_inverse=True)
-    g_ids, g_inv = np.unique(gt, return_inverse=True)
-    joint = np.bincount(p_inv.ravel() * len(g_ids) + g_inv.ravel(), minlength=len(p_ids) * len(g_ids))
-    inter = joint.reshape(len(p_ids), len(g_ids)).astype(float)
-    union = inter.sum(1, keepdims=True) + inter.sum(0, keepdims=True) - inter
-    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-    iou[p_ids == 0, :] = 0  # background is never an object
-    iou[:, g_ids == 0] = 0
-    rows, cols = linear_sum_assignment(-iou)
-    new = np.zeros(len(g_ids), np.int64)
+    p_ids, g_ids, iou = iou_matrix(pred, gt)
+    rows, cols = match_one_to_one(iou)
+    matched = {int(g_ids[c]): int(p_ids[r]) for r, c in zip(rows, cols) if iou[r, c] >= 0.2}
+    g_all, g_inv = np.unique(gt, return_inverse=True)
+    new = np.zeros(len(g_all), np.int64)
     fresh = int(pred.max()) + 1
-    matched = {c: p_ids[r] for r, c in zip(rows, cols) if iou[r, c] >= 0.2}
-    for j, g in enumerate(g_ids):
+    for j, g in enumerate(g_all):
         if g == 0:
             continue
-        if j in matched:
-            new[j] = matched[j]
+        if int(g) in matched:
+            new[j] = matched[int(g)]
         else:
             new[j], fresh = fresh, fresh + 1
     return new[g_inv].reshape(gt.shape).astype(np.int32)
