@@ -318,6 +318,6 @@ def _frames_pyav(data: bytes, indices: list[int], size: tuple[int, int], cfg: De
                 got[i] = resize_frame(frame.to_ndarray(format="rgb24"), size)
             if len(got) == len(wanted):
                 break
-    if len(got) != len(wanted):
-        raise DecodeError(f"video has only frames up to {max(got, default=-1)}, traj.json wants {max(wanted)}")
+    if len(got) != len(wanted):   # not a DecodeError: reported with decord's reason as undecodable
+        raise ValueError(f"video has only frames up to {max(got, default=-1)}, traj.json wants {max(wanted)}")
     return np.stack([got[i] for i in indices])
