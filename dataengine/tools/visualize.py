@@ -9,7 +9,8 @@ legend and a timeline (which trajectory exists at which frame).
 
 Frames are decoded from the shard's own media member at exactly the
 ``traj.json`` frame indices and resized to the mask resolution, the same
-pixels the engine labelled. Only the requested sample is decoded; the
+pixels the engine labelled, by the engine's guarded decoder (``dataengine.media``):
+a shared shard's media gets the checks annotate's inputs get. Only the requested sample is decoded; the
 manifest says which shard holds it, so other shards are never opened.
 """
 from __future__ import annotations
