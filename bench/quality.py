@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from dataengine.metrics import scores as metrics  # noqa: E402
 from dataengine.format.shards import read_dataset  # noqa: E402
 from dataengine.tools.synth import make_corpus  # noqa: E402
-from dataengine.format.trajformat import traj_to_labels  # noqa: E402
+from dataengine.format.trajformat import labels_at  # noqa: E402
 
 # The labeller before issue 10 (the commit this work started from).
 BASELINE_REF = "5b8e7ab"
@@ -146,7 +146,7 @@ def score(gt_dir: Path, label_dir: Path) -> dict[str, Any]:
     for g in read_dataset(gt_dir, with_media=False):
         d = np.load(label_dir / f"{g.key}.npz")
         pred, fi = d["labels"].astype(np.int64), [int(x) for x in d["frame_indices"]]
-        gt = traj_to_labels(g.traj)[fi]
+        gt = labels_at(g.traj, fi)
         gts.append(gt)
         preds.append(pred)
         crossings += crossing_ids(pred, fi, g.meta.get("scene_cuts", []))

@@ -19,7 +19,7 @@ from dataengine.media.decode import sample_indices
 from dataengine.tools.export import ExportConfig, export_dataset
 from dataengine.tools.synth import make_corpus
 from dataengine.format.validate import validate_dataset
-from dataengine.tools.visualize import decode_at
+from dataengine.media.decode import decode_frames
 from pipelines.annotate import annotate
 
 # The sam2 wheel (pip sam2==1.1.0, installed by `make install`) ships SAM 2's training package as `training`.
@@ -113,7 +113,7 @@ def test_sam2_reads_the_sav_export_frame_for_frame(gappy, truth, tmp_path, names
         info = export["videos"][raw.video_names[i]]
         # no frame lost or added, and the JPEG of each name is that source frame
         assert [source_frame(export, info, f.objects[0].frame_index) for f in point.frames] == info["frames"]
-        source = decode_at(truth[info["key"]][1], "video", info["frames"], *point.frames[0].data.size)
+        source = decode_frames(truth[info["key"]][1], "video", info["frames"], point.frames[0].data.size)
         for frame, want in zip(point.frames, source):
             assert np.abs(np.asarray(frame.data, np.int16) - want).mean() < 4
     check_vos(every, export, truth, draws=1)

@@ -132,3 +132,24 @@ def test_frame_stride_sampling():
     assert sample_indices(10, 0, 3) == [0, 3, 6, 9]
     assert sample_indices(100, 4, 5) == [0, 5, 10, 15]
     assert sample_indices(48, 16) == sample_indices(48, 16, 0)            # default: uniform, unchanged
+
+
+def test_atomic_write_appears_whole_or_not_at_all(tmp_path):
+    from dataengine.format import atomic
+
+    path = tmp_path / "x.bin"
+    atomic.write_bytes(path, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic.replaced_when_done(path) as f:
+            f.write(b"half of the new")
+            raise RuntimeError("writer died")
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
+
+    def dies(tmp):
+        tmp.write_bytes(b"partial")
+        raise OSError("disk full")
+    with pytest.raises(OSError):
+        atomic.write_via(path, dies)
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
+    atomic.write_via(path, lambda tmp: tmp.write_text("new"), mode=0o640)
+    assert path.read_text() == "new" and (path.stat().st_mode & 0o777) == 0o640

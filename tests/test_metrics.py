@@ -363,3 +363,19 @@ def test_speed_16x384x384():
     r = M.evaluate_sequences([(g, p)])
     assert time.perf_counter() - t0 < 10.0          # ~0.5 s on one core
     assert 0 < r["VEQ"] < 1 and r["recall_at_0.5"] == 1.0
+
+
+def test_the_two_recalls_differ_where_one_prediction_covers_two_trajectories():
+    from dataengine.metrics.matching import iou_matrix, match_one_to_one, matched_ious
+    gt = np.array([[[1, 1, 2, 2]]])
+    pred = np.full_like(gt, 5)          # one prediction over both GT trajectories: IoU 0.5 with each
+    strict = M.trajectory_recall(gt, pred)
+    assert strict["recall_at_0.5"] == 1.0                        # best-IoU: both GT share prediction 5
+    assert matched_ious(pred, gt).tolist() == [0.5, 0.0]         # one-to-one: only one GT gets it
+    ids_a, ids_b, iou = iou_matrix(gt, pred)
+    assert ids_a.tolist() == [1, 2] and ids_b.tolist() == [5] and iou.tolist() == [[0.5], [0.5]]
+    rows, cols = match_one_to_one(iou)
+    assert len(rows) == 1 and cols.tolist() == [0]
+    # ``where`` restricts the pixels that count: off GT void, prediction 5 equals trajectory 1
+    _, _, iou = iou_matrix(gt, np.array([[[5, 5, 0, 0]]]), where=gt == 1)
+    assert iou.tolist() == [[1.0]]

@@ -6,7 +6,7 @@ from dataengine.config import AnnotateConfig, KeyframeConfig, SegmenterConfig, T
 from dataengine.stages.keyframes import detect_keyframes
 from dataengine.stages.labeller import Labeller
 from dataengine.stages.merge import merge_keyframe
-from dataengine.ops.regions import iou_matrix
+from dataengine.metrics.matching import iou_matrix
 from dataengine.backends.segmenters.classical import ClassicalSegmenter
 from dataengine.backends.trackers.flow import FlowTracker
 

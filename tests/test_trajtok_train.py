@@ -114,10 +114,12 @@ def test_torchrun_two_processes_gloo(data, tmp_path):
 
 def test_evaluate(data, tmp_path):
     import numpy as np
-    from trajtok.evaluate import evaluate_segmenter, trajectory_ious
+    from dataengine.metrics.matching import matched_ious
+    from trajtok.evaluate import evaluate_segmenter
     gt = np.array([[[1, 1, 2], [0, 3, 3]]])
-    assert trajectory_ious(gt * 7, gt).tolist() == [1.0, 1.0, 1.0]         # ids need not agree
-    assert trajectory_ious(np.ones_like(gt), gt).tolist() == [0.4, 0.0, 0.0]
+    assert matched_ious(gt * 7, gt).tolist() == [1.0, 1.0, 1.0]         # ids need not agree
+    assert matched_ious(np.ones_like(gt), gt).tolist() == [0.4, 0.0, 0.0]
     train_segmenter(data, tmp_path / "ev", preset=toy_preset(), max_steps=1)
     res = evaluate_segmenter(tmp_path / "ev" / "last.safetensors", data, limit=3)
-    assert res["samples"] == 3 and res["errors"] == 0 and 0 <= res["mean_iou"] <= 1
+    assert res["samples"] == 3 and res["errors"] == 0 and 0 <= res["matched_iou"] <= 1
+    assert 0 <= res["matched_recall@0.5"] <= 1

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from dataengine.format import atomic
 
 from .models.segmenter import Segmenter, SegmenterConfig
 
@@ -28,10 +29,8 @@ FORMAT_VERSION = "1"
 
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.chmod(tmp, 0o644)   # safetensors creates 0600 files; checkpoints are meant to be shared
-    os.replace(tmp, path)
+    # safetensors creates 0600 files; checkpoints are meant to be shared
+    atomic.write_via(path, write, mode=0o644)
 
 
 def save_segmenter(model: Segmenter, path: str | Path, step: int = 0, extra: dict[str, str] | None = None) -> Path:

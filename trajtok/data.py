@@ -16,12 +16,14 @@ order lines up too). ``position`` is the batches one rank has consumed times
 ``batch_size`` (= steps x batch size, whatever mix of video and image batches
 they were); it assumes the same world size, workers and batch sizes. Video and
 image batches have their own sizes (``batch_size``, ``image_batch_size``).
-A batch whose every sample fails to decode is dropped, which shifts that order.
+Bad samples. A sample whose media or traj.json cannot be read (hostile or broken media is
+refused by the engine's guarded decoder, as annotate refuses it) is skipped with one
+WARNING line ``skipping sample KEY: REASON`` on the ``trajtok.data`` logger; the epoch goes
+on. A batch whose every sample fails to decode is dropped, which shifts that order.
 """
 from __future__ import annotations
 
 import glob
-import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dataengine.format import shards as shard_io
 from dataengine.format import trajformat
+from dataengine.media.decode import DecodeError, decode_frames
 
 from .augment import AugmentConfig, augment_clip
 
@@ -96,36 +99,37 @@ def frame_positions(n_annotated: int, frames: int, rng: np.random.Generator | No
 
 def decode_sample(sample: shard_io.ShardSample, frames: int,
                   rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """-> frames uint8 ``[T, H, W, 3]`` and labels int32 ``[T, H, W]`` at the mask resolution."""
+    """-> frames uint8 ``[T, H, W, 3]`` and labels int32 ``[T, H, W]`` at the mask resolution.
+
+    The media goes through the engine's guarded decoder (``dataengine.media``): shards come
+    from elsewhere, so hostile media is refused here exactly as annotate refuses it, and the
+    frames are resized to the masks the way annotate resized what it labelled. Any problem
+    is a ``ValueError`` (for the media a ``DecodeError``) with a one-line message that does
+    not repeat the key (callers name the sample).
+    """
     if sample.media is None:
-        raise ValueError(f"{sample.key}: shard holds no media")
+        raise ValueError("the shard holds no media for it")
     traj = sample.traj
     H, W = int(traj["height"]), int(traj["width"])
     indices = list(traj["frame_indices"])
     if not indices:
-        raise ValueError(f"{sample.key}: no annotated frames")
-    if is_video(sample):
-        pos = frame_positions(len(indices), frames, rng)
-        import decord  # imported lazily: only video samples need it
-        vr = decord.VideoReader(io.BytesIO(sample.media), width=W, height=H)
-        wanted = [int(indices[p]) for p in pos]
-        if max(wanted) >= len(vr):
-            raise ValueError(f"{sample.key}: frame index {max(wanted)} beyond {len(vr)} decoded frames")
-        rgb = vr.get_batch(wanted).asnumpy()
-    else:
-        from PIL import Image
-        pos = np.zeros(1, dtype=np.int64)
-        with Image.open(io.BytesIO(sample.media)) as im:
-            im = im.convert("RGB")
-            if im.size != (W, H):
-                im = im.resize((W, H), Image.BILINEAR)
-            rgb = np.array(im)[None]
+        raise ValueError("its traj.json has no annotated frames")
+    video = is_video(sample)
+    pos = frame_positions(len(indices), frames, rng) if video else np.zeros(1, dtype=np.int64)
+    wanted = [int(indices[p]) for p in pos]
+    try:
+        rgb = decode_frames(sample.media, "video" if video else "image", wanted, (W, H))
+    except DecodeError as e:
+        raise DecodeError(f"cannot decode its {sample.media_ext} member: {e}") from None
     # Decode only the rows we need: RLE decoding is the expensive part of labels.
-    rows = {**traj, "frame_indices": [indices[p] for p in pos], "masklet": [traj["masklet"][p] for p in pos]}
-    labels = trajformat.traj_to_labels(rows)
-    if rgb.shape[1:3] != (H, W):
-        raise ValueError(f"{sample.key}: decoded frames {rgb.shape[1:3]} != mask size {(H, W)}")
+    labels = trajformat.labels_at(traj, [int(p) for p in pos])
     return rgb, labels
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def batches_for_worker(batches: int, worker: int, num_workers: int) -> int:
@@ -212,7 +216,7 @@ class ShardDataset(IterableDataset):
             try:
                 rgb, lab = decode_sample(s, T, rng if aug.enabled else None)
             except Exception as e:  # a bad sample costs one sample, never the run
-                log.warning("skipping sample %s: %s", s.key, e)
+                log.warning("skipping sample %s: %s", s.key, one_line(e))
                 continue
             f, l = augment_clip(torch.from_numpy(rgb).permute(0, 3, 1, 2), torch.from_numpy(lab),
                                 self.cfg.image_size, aug, rng, self.cfg.target_stride)

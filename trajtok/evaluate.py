@@ -1,9 +1,11 @@
 """Segmenter evaluation on trajectory shards: space-time IoU of matched trajectories.
 
 Each ground-truth trajectory is matched one-to-one to a predicted one by
-maximum IoU over the whole clip (Hungarian); pixels no trajectory covers are
-ignored. Reported per dataset: mean IoU over GT trajectories (unmatched = 0),
-recall at IoU 0.5, and the mean number of predicted trajectories per clip.
+maximum IoU over the whole clip (Hungarian, ``dataengine.metrics.matching``);
+pixels no trajectory covers are ignored. Reported per dataset: ``matched_iou``
+(mean over GT trajectories, unmatched = 0), ``matched_recall@0.5`` and the mean
+number of predicted trajectories per clip. These are not ``trajdata eval``'s
+strict best-IoU ``recall_at_0.5`` (``trajtok eval-segmenter`` reports that one).
 """
 from __future__ import annotations
 
@@ -12,31 +14,12 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
-
 from dataengine.format import shards as shard_io
+from dataengine.metrics.matching import matched_ious
 
 from .checkpoint import load_segmenter
 from .data import decode_sample, is_video, resolve_shards
 from .models.segmenter import Segmenter, segment
-
-
-def trajectory_ious(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """IoU of every GT id with its matched predicted id (0 if unmatched); ``[n_gt]``."""
-    keep = gt != 0
-    p, g = pred[keep].astype(np.int64), gt[keep].astype(np.int64)
-    g_ids, g_inv = np.unique(g, return_inverse=True)
-    p_ids, p_inv = np.unique(p, return_inverse=True)
-    if len(g_ids) == 0:
-        return np.zeros(0)
-    inter = np.zeros((len(g_ids), len(p_ids)))
-    np.add.at(inter, (g_inv, p_inv), 1)
-    union = inter.sum(1, keepdims=True) + inter.sum(0, keepdims=True) - inter
-    iou = inter / np.maximum(union, 1)
-    rows, cols = linear_sum_assignment(-iou)
-    out = np.zeros(len(g_ids))
-    out[rows] = iou[rows, cols]
-    return out
 
 
 @torch.no_grad()
@@ -66,17 +49,17 @@ def predict_samples(checkpoint: str | Path | Segmenter, data: Any, limit: int | 
 
 def evaluate_segmenter(checkpoint: str | Path | Segmenter, data: Any, limit: int | None = None,
                        device: str = "cpu") -> dict[str, Any]:
-    """Quick summary used during training: one-to-one matched IoU of GT trajectories."""
+    """Quick summary: one-to-one (Hungarian) matched IoU of GT trajectories and its recall at 0.5."""
     ious, n_pred, n_samples, errors = [], [], 0, 0
     for _, gt, pred in predict_samples(checkpoint, data, limit, device):
         if gt is None:
             errors += 1
             continue
-        ious.extend(trajectory_ious(pred, gt).tolist())
+        ious.extend(matched_ious(pred, gt).tolist())
         n_pred.append(len(np.unique(pred)))
         n_samples += 1
     ious_arr = np.asarray(ious)
     return {"samples": n_samples, "errors": errors, "trajectories": int(ious_arr.size),
-            "mean_iou": float(ious_arr.mean()) if ious_arr.size else 0.0,
-            "recall@0.5": float((ious_arr >= 0.5).mean()) if ious_arr.size else 0.0,
+            "matched_iou": float(ious_arr.mean()) if ious_arr.size else 0.0,
+            "matched_recall@0.5": float((ious_arr >= 0.5).mean()) if ious_arr.size else 0.0,
             "pred_per_clip": float(np.mean(n_pred)) if n_pred else 0.0}

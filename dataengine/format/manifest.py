@@ -6,12 +6,13 @@ as done exactly when its manifest part exists.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from dataengine.format import atomic
 
 STAGES = ("read", "decode", "segment", "track", "encode")
 
@@ -58,9 +59,7 @@ def write_part(directory: str | Path, index: int, rows: list[dict[str, Any]]) ->
     path = part_path(directory, index)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([normalise_row(r) for r in rows], schema=SCHEMA)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic.write_via(path, lambda tmp: pq.write_table(table, tmp))
     return path
 
 

@@ -13,15 +13,14 @@ it did not see there, so every tar of a series holds the same member names.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Any, BinaryIO, Iterator
+from typing import Any, Iterator
 
 from dataengine.format import trajformat
+from dataengine.format.atomic import replaced_when_done
 
 # The media extensions of the whole project, one list: sources list these, annotate decodes
 # them, shards carry them, and validate / the training loader / show find them.
@@ -75,20 +74,6 @@ class ShardSample:
     @property
     def labels(self):
         return trajformat.traj_to_labels(self.traj)
-
-
-@contextmanager
-def replaced_when_done(path: str | Path) -> Iterator[BinaryIO]:
-    """A file object whose bytes appear under ``path`` only once complete (temporary name,
-    fsync, rename); on an error the temporary file stays, named ``.NAME.tmp-PID``, for the
-    next run to clear."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_shard(path: str | Path, samples: list[ShardSample]) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -126,13 +126,28 @@ def labels_to_traj(labels: np.ndarray, frame_indices: list[int], timestamps: lis
 
 def traj_to_labels(traj: dict[str, Any]) -> np.ndarray:
     """Decode a ``traj.json`` dict (v1 or v2) back to ``[T, H, W]`` int32 label maps."""
+    T = len(traj["frame_indices"])
+    labels = labels_at(traj, range(len(traj["masklet"])))
+    if len(labels) < T:   # rows missing at the end read as unlabelled frames
+        labels = np.concatenate([labels, np.zeros((T - len(labels), *labels.shape[1:]), np.int32)])
+    elif len(labels) > T:
+        raise ValueError(f"masklet has {len(labels)} rows for {T} frame_indices")
+    return labels
+
+
+def labels_at(traj: dict[str, Any], positions: Sequence[int]) -> np.ndarray:
+    """Decode only the rows at frame ``positions`` (indices into ``frame_indices``) -> ``[len, H, W]`` int32.
+
+    RLE decoding is the expensive part of reading labels; callers that need a few frames
+    (the training loader, eval's frame alignment) decode just those.
+    """
     H, W = traj["height"], traj["width"]
     ids = traj["masklet_id"]
-    T = len(traj["frame_indices"])
-    labels = np.zeros((T, H, W), dtype=np.int32)
-    for t, rles in enumerate(traj["masklet"]):
+    labels = np.zeros((len(positions), H, W), dtype=np.int32)
+    for t, p in enumerate(positions):
+        rles = traj["masklet"][p]
         if len(rles) != len(ids):
-            raise ValueError(f"masklet row {t} has {len(rles)} masks for {len(ids)} ids")
+            raise ValueError(f"masklet row {p} has {len(rles)} masks for {len(ids)} ids")
         masks = decode_masks(rles, H, W)
         for i, m in zip(ids, masks):
             labels[t][m] = i

@@ -11,13 +11,18 @@ limit; the frame size is checked before any frame is decoded.
 Images: Pillow, restricted to the still-image formats we accept (no plugins
 that run external programs), with the pixel count checked *before* the pixels
 are decoded (decompression-bomb guard).
+
+Two entry points: ``decode_media`` samples frames for annotate; ``decode_frames`` reads
+the frames a traj.json names (``trajdata show``, ``trajdata export``, the training
+loader) from shard media, which users download and share, so it runs every guard above.
 """
 from __future__ import annotations
 
 import io
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -77,7 +82,8 @@ def _check_size(width: int, height: int, cfg: DecodeConfig, what: str) -> None:
         raise DecodeError(f"{what} too small: {width}x{height} (minimum side {cfg.min_side} px)")
 
 
-def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``frame`` at ``size`` = (width, height), area-averaged (no copy of the pixels when already there)."""
     if (frame.shape[1], frame.shape[0]) == size:
         return np.ascontiguousarray(frame)
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
@@ -102,7 +108,7 @@ def decode_image(data: bytes, cfg: DecodeConfig) -> DecodedMedia:
     except Exception as e:
         raise DecodeError(f"corrupt image data ({type(e).__name__}: {e})") from None
     size = working_size(width, height, cfg.max_side)
-    return DecodedMedia(_resize(rgb, size)[None], [0], [0.0], width, height, 0.0, 1, "image")
+    return DecodedMedia(resize_frame(rgb, size)[None], [0], [0.0], width, height, 0.0, 1, "image")
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -198,7 +204,7 @@ def _decode_decord(src: bytes | str, n_samples: int, cfg: DecodeConfig) -> Decod
     idx = sample_indices(n, n_samples, cfg.frame_stride)
     size = working_size(width, height, cfg.max_side)
     # One frame at a time keeps peak memory at one full-resolution frame.
-    frames = np.stack([_resize(vr[i].asnumpy(), size) for i in idx])
+    frames = np.stack([resize_frame(vr[i].asnumpy(), size) for i in idx])
     timestamps = [i / fps if fps > 0 else 0.0 for i in idx]
     return DecodedMedia(frames, idx, timestamps, width, height, fps, n, "video")
 
@@ -221,7 +227,7 @@ def _decode_pyav(src: bytes | str, n_samples: int, cfg: DecodeConfig) -> Decoded
     with _av_open(src, cfg) as container:
         for i, frame in enumerate(container.decode(video=0)):
             if i in wanted:
-                frames.append(_resize(frame.to_ndarray(format="rgb24"), size))
+                frames.append(resize_frame(frame.to_ndarray(format="rgb24"), size))
                 idx.append(i)
             if i >= max(wanted):
                 break
@@ -243,3 +249,75 @@ def decode_media(src: bytes | str, media_type: str, cfg: DecodeConfig) -> Decode
     if media_type == "video":
         return decode_video(src, cfg.frames, cfg)
     raise DecodeError(f"unsupported media type {media_type!r}")
+
+
+def decode_frames(data: bytes, media_type: str, indices: Sequence[int], size: tuple[int, int],
+                  cfg: DecodeConfig | None = None) -> np.ndarray:
+    """Frames ``indices`` of the media ``data``, each resized to ``size`` = (width, height): ``[len, h, w, 3]`` uint8.
+
+    The same guards as annotate's decoding (``cfg``'s limits, default ``DecodeConfig()``):
+    accepted containers and still-image formats only, the pixel count checked before any
+    pixel is decoded. An image gives its one frame once per index. Anything wrong with the
+    media is a ``DecodeError`` whose message is one line.
+    """
+    cfg = cfg or DecodeConfig()
+    if not data:
+        raise DecodeError("empty file")
+    if len(data) > cfg.max_media_bytes:
+        raise DecodeError(f"media too large: {len(data)} bytes exceeds {cfg.max_media_bytes}")
+    indices = [int(i) for i in indices]
+    if media_type == "image":
+        # Decoded at the working size whose longest side is the target's, as annotate did.
+        img = decode_image(data, replace(cfg, max_side=max(size)))
+        return np.stack([resize_frame(img.frames[0], size)] * len(indices)) if indices \
+            else np.zeros((0, size[1], size[0], 3), np.uint8)
+    if media_type != "video":
+        raise DecodeError(f"unsupported media type {media_type!r}")
+    dims = _probe_size(data, cfg)   # refuses other containers, and a huge frame size before decoding
+    if dims is not None:
+        _check_size(*dims, cfg, "video")
+    if not indices:
+        return np.zeros((0, size[1], size[0], 3), np.uint8)
+    if min(indices) < 0:
+        raise DecodeError(f"negative frame index {min(indices)}")
+    try:
+        return _frames_decord(data, indices, size, cfg)
+    except DecodeError:
+        raise
+    except Exception as first:
+        try:
+            return _frames_pyav(data, indices, size, cfg)
+        except DecodeError:
+            raise
+        except Exception as e:
+            raise DecodeError(f"not a decodable video (decord: {_short(first)}; pyav: {_short(e)})") from None
+
+
+def _frames_decord(data: bytes, indices: list[int], size: tuple[int, int], cfg: DecodeConfig) -> np.ndarray:
+    import decord
+
+    vr = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
+    if max(indices) >= len(vr):
+        raise DecodeError(f"frame {max(indices)} is past the video's {len(vr)} frames")
+    frames = []
+    for i in indices:   # one full-resolution frame in memory at a time
+        frame = vr[i].asnumpy()
+        if not frames:
+            _check_size(frame.shape[1], frame.shape[0], cfg, "video")
+        frames.append(resize_frame(frame, size))
+    return np.stack(frames)
+
+
+def _frames_pyav(data: bytes, indices: list[int], size: tuple[int, int], cfg: DecodeConfig) -> np.ndarray:
+    wanted, got = set(indices), {}
+    with _av_open(data, cfg) as container:
+        if not container.streams.video:
+            raise DecodeError("file has no video stream")
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                got[i] = resize_frame(frame.to_ndarray(format="rgb24"), size)
+            if len(got) == len(wanted):
+                break
+    if len(got) != len(wanted):   # not a DecodeError: reported with decord's reason as undecodable
+        raise ValueError(f"video has only frames up to {max(got, default=-1)}, traj.json wants {max(wanted)}")
+    return np.stack([got[i] for i in indices])

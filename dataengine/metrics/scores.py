@@ -47,7 +47,9 @@ Departures from the reference scripts, all in degenerate cases only:
 ``trajectory_recall`` and ``evaluate_sequences`` are this project's own:
 class-agnostic trajectory id maps where 0 means "no trajectory" (void in GT).
 Their trajectory IoU is strict: a predicted trajectory's pixels on GT void
-count in its union (STQ / VEQ / VPQ keep their published void rules).
+count in its union (STQ / VEQ / VPQ keep their published void rules). Their
+``recall_at_0.5`` is best-IoU recall (each GT trajectory scored with its best
+prediction, shared or not); the one-to-one matcher is ``matching``.
 """
 from __future__ import annotations
 
@@ -537,6 +539,8 @@ def trajectory_lengths(x: np.ndarray | None) -> np.ndarray:
 
 
 def _recall_summary(best: np.ndarray) -> dict[str, float]:
+    """``recall_at_0.5``: share of GT trajectories whose *best* strict IoU with any prediction is >= 0.5
+    (not one-to-one: see ``matching.matched_ious`` for trajtok's Hungarian ``matched_recall@0.5``)."""
     if len(best) == 0:
         return {"mean_best_iou": float("nan"), "recall_at_0.5": float("nan")}
     return {"mean_best_iou": float(np.mean(best)), "recall_at_0.5": float(np.mean(best >= RECALL_IOU))}

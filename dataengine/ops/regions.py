@@ -50,20 +50,3 @@ def keep_largest(labels: np.ndarray, max_regions: int) -> np.ndarray:
 def consecutive(labels: np.ndarray) -> np.ndarray:
     """Relabel to 1..n keeping 0 as 0."""
     return relabel_sequential(labels.astype(np.int32))[0].astype(np.int32)
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """IoU between every nonzero id of ``a`` and of ``b`` (same shape). Returns (ids_a, ids_b, iou)."""
-    ids_a = np.unique(a[a != 0])
-    ids_b = np.unique(b[b != 0])
-    if len(ids_a) == 0 or len(ids_b) == 0:
-        return ids_a, ids_b, np.zeros((len(ids_a), len(ids_b)))
-    # Index 0 is background, 1..n the sorted ids, so one bincount gives all intersections.
-    ia = np.where(a.ravel() != 0, np.searchsorted(ids_a, a.ravel()) + 1, 0)
-    ib = np.where(b.ravel() != 0, np.searchsorted(ids_b, b.ravel()) + 1, 0)
-    na, nb = len(ids_a) + 1, len(ids_b) + 1
-    joint = np.bincount(ia * nb + ib, minlength=na * nb).reshape(na, nb)
-    area_a = joint.sum(axis=1)[1:, None]
-    area_b = joint.sum(axis=0)[None, 1:]
-    inter = joint[1:, 1:]
-    return ids_a, ids_b, inter / np.maximum(area_a + area_b - inter, 1)

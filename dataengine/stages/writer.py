@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from dataengine import ENGINE_VERSION
 
-from dataengine.format import manifest
+from dataengine.format import atomic, manifest
 from dataengine.config import AnnotateConfig, to_dict
 from dataengine.format.shards import (ShardSample, chunk_shards, read_shard, series_shard_name, write_dataset_card,
                      write_series)
@@ -98,9 +98,7 @@ class DatasetWriter:
             "versions": {"numpy": numpy.__version__, "pyarrow": pyarrow.__version__},
             **(extra or {}),
         }
-        tmp = self.out / ".run.json.tmp-0"
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        tmp.replace(self.out / "run.json")
+        atomic.write_bytes(self.out / "run.json", json.dumps(data, indent=2, sort_keys=True))
 
     # ----------------------------------------------------------- planning
     def plan(self, refs: Iterable[SampleRef]) -> Iterator[SampleRef]:

@@ -58,14 +58,6 @@ def source_address(meta: dict[str, Any]) -> str | None:
     return None
 
 
-def _labels_at(traj: dict[str, Any], positions: list[int]) -> np.ndarray:
-    """Decode only the frames at ``positions`` of a ``traj.json`` dict."""
-    sub = dict(traj)
-    sub["frame_indices"] = [traj["frame_indices"][i] for i in positions]
-    sub["masklet"] = [traj["masklet"][i] for i in positions]
-    return trajformat.traj_to_labels(sub)
-
-
 def resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     """``[T, H, W]`` id maps -> ``[T, height, width]`` with ``cv2.INTER_NEAREST``."""
     if labels.shape[1:] == (height, width):
@@ -91,8 +83,8 @@ def _align(gt_traj: dict[str, Any], pred_traj: dict[str, Any]) -> tuple[np.ndarr
     if not sel_pred:
         return trajformat.traj_to_labels(gt_traj), None, without
     sel_gt = [gt_pos[int(pred_traj["frame_indices"][j])] for j in sel_pred]
-    gt = _labels_at(gt_traj, sel_gt)
-    pred = _labels_at(pred_traj, sel_pred)
+    gt = trajformat.labels_at(gt_traj, sel_gt)
+    pred = trajformat.labels_at(pred_traj, sel_pred)
     gt = resize_nearest(gt, pred.shape[1], pred.shape[2])
     return gt, pred, without
 

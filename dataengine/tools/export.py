@@ -43,10 +43,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from dataengine.format import manifest, trajformat
-from dataengine.media.decode import DecodeError
+from dataengine.media.decode import DecodeError, decode_frames
 from dataengine.format.shards import ShardSample, list_shards, read_shard
 from dataengine.sources import media_type_of
-from dataengine.tools.visualize import decode_at
 
 FORMATS = ("sav", "sa1b", "png")
 # SAM 2's SA-V / MOSE fine-tuning configs sample this many consecutive frames (scratch.num_frames).
@@ -115,7 +114,8 @@ def _write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
 def _frames(s: ShardSample, kind: str, positions: list[int], labels: np.ndarray) -> np.ndarray:
     """The frames at ``positions``, at the size of ``labels`` (mask or source resolution)."""
     t = s.traj
-    return decode_at(s.media, kind, [int(t["frame_indices"][p]) for p in positions], labels.shape[2], labels.shape[1])
+    return decode_frames(s.media, kind, [int(t["frame_indices"][p]) for p in positions],
+                         (labels.shape[2], labels.shape[1]))
 
 
 def at_source_size(traj: dict[str, Any], meta: dict[str, Any], labels: np.ndarray) -> np.ndarray | None:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from dataengine import ENGINE_VERSION
 
-from dataengine.format import manifest
+from dataengine.format import atomic, manifest
 from dataengine.config import FilterConfig, to_dict
 from dataengine.format.shards import read_shard, write_dataset_card, write_shard
 
@@ -65,5 +65,5 @@ def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterCon
     if upstream.is_file():
         run["upstream"] = json.loads(upstream.read_text())
     write_dataset_card(out, ((run.get("upstream") or {}).get("config") or {}).get("output", {}).get("prefix", "traj"))
-    (out / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True))
+    atomic.write_bytes(out / "run.json", json.dumps(run, indent=2, sort_keys=True))
     return run["totals"]

@@ -9,14 +9,14 @@ legend and a timeline (which trajectory exists at which frame).
 
 Frames are decoded from the shard's own media member at exactly the
 ``traj.json`` frame indices and resized to the mask resolution, the same
-pixels the engine labelled. Only the requested sample is decoded; the
+pixels the engine labelled, by the engine's guarded decoder (``dataengine.media``):
+a shared shard's media gets the checks annotate's inputs get. Only the requested sample is decoded; the
 manifest says which shard holds it, so other shards are never opened.
 """
 from __future__ import annotations
 
 import colorsys
 import difflib
-import io
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 
-from dataengine.format import shards, trajformat
-from dataengine.config import DecodeConfig
-from dataengine.media.decode import DecodeError, decode_image
+from dataengine.format import atomic, shards, trajformat
+from dataengine.media.decode import DecodeError, decode_frames
+from dataengine.metrics.matching import iou_matrix, match_one_to_one
 
 ALPHA = 0.45                      # fill opacity: the object stays visible under its colour
 KEY_COLOUR = (255, 176, 0)        # amber: keyframe (segmentation ran here)
@@ -143,47 +143,6 @@ def _raise_missing(d: Path, key: str, keys: list[str]) -> None:
     raise ValueError(f"no sample {key!r} in {d}{hint} available keys: {shown}")
 
 
-def decode_at(data: bytes, media_type: str, indices: list[int], width: int, height: int) -> np.ndarray:
-    """Decode exactly the frames ``indices`` of the media and resize them to ``width`` x ``height``.
-
-    The engine's own decoder samples uniformly; here the indices come from
-    traj.json, so they are read directly (decord, PyAV as the fallback).
-    """
-    size = (width, height)
-    if media_type == "image":
-        img = decode_image(data, DecodeConfig(max_side=max(width, height)))
-        return np.stack([_fit(img.frames[0], size)] * len(indices))
-    try:
-        import decord
-
-        vr = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
-        if indices and max(indices) >= len(vr):
-            raise DecodeError(f"frame {max(indices)} is past the video's {len(vr)} frames")
-        return np.stack([_fit(vr[i].asnumpy(), size) for i in indices])
-    except DecodeError:
-        raise
-    except Exception:
-        pass
-    import av
-
-    wanted, got = set(indices), {}
-    with av.open(io.BytesIO(data)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i in wanted:
-                got[i] = _fit(frame.to_ndarray(format="rgb24"), size)
-            if len(got) == len(wanted):
-                break
-    if len(got) != len(wanted):
-        raise DecodeError(f"video has only frames up to {max(got, default=-1)}, traj.json wants {max(wanted)}")
-    return np.stack([got[i] for i in indices])
-
-
-def _fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if (frame.shape[1], frame.shape[0]) == size:
-        return np.ascontiguousarray(frame)
-    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-
-
 def load(directory: str | Path, key: str, gt: str | Path | None = None) -> Shown:
     s = find_sample(directory, key)
     labels = trajformat.traj_to_labels(s.traj)
@@ -191,7 +150,7 @@ def load(directory: str | Path, key: str, gt: str | Path | None = None) -> Shown
     if s.media is not None:
         media_type = s.meta.get("media_type") or ("image" if len(s.traj["frame_indices"]) == 1 else "video")
         try:
-            frames = decode_at(s.media, media_type, list(s.traj["frame_indices"]), W, H)
+            frames = decode_frames(s.media, media_type, list(s.traj["frame_indices"]), (W, H))
         except DecodeError as e:  # a user-facing error (one line in the CLI), not a traceback
             raise ValueError(f"cannot decode the {s.media_ext} member of {key!r}: {e}") from None
     else:  # a shard without media still shows its masks, over a neutral grey
@@ -220,25 +179,17 @@ def match_ground_truth(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     means "the engine found this object". Unmatched objects get fresh ids above every
     predicted one, hence colours no prediction uses.
     """
-    from scipy.optimize import linear_sum_assignment
-
-    p_ids, p_inv = np.unique(pred, return_inverse=True)
-    g_ids, g_inv = np.unique(gt, return_inverse=True)
-    joint = np.bincount(p_inv.ravel() * len(g_ids) + g_inv.ravel(), minlength=len(p_ids) * len(g_ids))
-    inter = joint.reshape(len(p_ids), len(g_ids)).astype(float)
-    union = inter.sum(1, keepdims=True) + inter.sum(0, keepdims=True) - inter
-    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-    iou[p_ids == 0, :] = 0  # background is never an object
-    iou[:, g_ids == 0] = 0
-    rows, cols = linear_sum_assignment(-iou)
-    new = np.zeros(len(g_ids), np.int64)
+    p_ids, g_ids, iou = iou_matrix(pred, gt)
+    rows, cols = match_one_to_one(iou)
+    matched = {int(g_ids[c]): int(p_ids[r]) for r, c in zip(rows, cols) if iou[r, c] >= 0.2}
+    g_all, g_inv = np.unique(gt, return_inverse=True)
+    new = np.zeros(len(g_all), np.int64)
     fresh = int(pred.max()) + 1
-    matched = {c: p_ids[r] for r, c in zip(rows, cols) if iou[r, c] >= 0.2}
-    for j, g in enumerate(g_ids):
+    for j, g in enumerate(g_all):
         if g == 0:
             continue
-        if j in matched:
-            new[j] = matched[j]
+        if int(g) in matched:
+            new[j] = matched[int(g)]
         else:
             new[j], fresh = fresh, fresh + 1
     return new[g_inv].reshape(gt.shape).astype(np.int32)
@@ -495,7 +446,7 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: float) -> None:
     sample = np.concatenate([f[::4, ::4] for f in frames], axis=0)
     palette = Image.fromarray(sample).quantize(colors=255, method=Image.Quantize.MEDIANCUT)
     images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)),
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=int(round(1000 / fps)),
                    loop=0, optimize=False)
 
 
@@ -504,7 +455,7 @@ def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
 
     h, w = frames[0].shape[:2]
     H, W = h + h % 2, w + w % 2  # yuv420p needs even sides
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
         stream.options = {"crf": "18", "preset": "medium"}
@@ -520,7 +471,11 @@ def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
 def show(directory: str | Path, key: str, out: str | Path, gt: str | Path | None = None,
          fps: float = 4.0, max_frames: int = 16,
          columns: int = 0, scale: int = 0) -> dict[str, Any]:
-    """Write the picture of sample ``key`` to ``out`` (.png grid, .gif or .mp4 animation)."""
+    """Write the picture of sample ``key`` to ``out`` (.png grid, .gif or .mp4 animation).
+
+    ``out`` appears only once complete: media that cannot be decoded (or any other error)
+    leaves no file, not even a partial one, under that name.
+    """
     out = Path(out)
     ext = out.suffix.lower()
     if ext not in (".png", ".gif", ".mp4"):
@@ -533,14 +488,15 @@ def show(directory: str | Path, key: str, out: str | Path, gt: str | Path | None
     out.parent.mkdir(parents=True, exist_ok=True)
     if ext == ".png":
         page = render_page(shown, scale, max_frames=max_frames, columns=columns)
-        page.save(out, compress_level=3)  # level 6 (default) takes ~4x longer for ~10% less
+        # level 6 (default) takes ~4x longer for ~10% less
+        atomic.write_via(out, lambda tmp: page.save(tmp, format="PNG", compress_level=3))
         size, n = page.size, 1
     else:
         fonts = make_fonts(scale * H)
         title = (lambda t: f"{shown.key}  ·  frame {shown.traj['frame_indices'][t]}  ·  "
                            f"{shown.traj['timestamps'][t]:.2f} s")
         frames = [render_frame(shown, t, scale, fonts, title=title(t) if T > 1 else shown.key) for t in range(T)]
-        (write_gif if ext == ".gif" else write_mp4)(frames, out, fps)
+        atomic.write_via(out, lambda tmp: (write_gif if ext == ".gif" else write_mp4)(frames, tmp, fps))
         size, n = (frames[0].shape[1], frames[0].shape[0]), len(frames)
     return {"key": key, "out": str(out), "frames": n, "labelled_frames": T,
             "trajectories": len(shown.traj["masklet_id"]), "width": size[0], "height": size[1]}
