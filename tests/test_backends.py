@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import render_scene
 from dataengine.format import manifest, trajformat
 from dataengine.config import SegmenterConfig, TrackerConfig, build_annotate_config, load_source
-from dataengine.backends.models import describe, locate
+from dataengine.backends.table import describe, locate
 from dataengine.backends.segmenters import build_segmenter
 from dataengine.backends.segmenters.directsam import regions_from_boundary
 from dataengine.backends.segmenters.sam import partition, sam_architecture
@@ -147,7 +147,7 @@ def test_directsam_loads_from_local_hugging_face_cache(checkpoints, tmp_path, mo
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    assert locate("directsam", None).where == "Hugging Face cache"       # the default id, found offline
+    assert locate(SegmenterConfig(name="directsam")).where == "Hugging Face cache"       # the default id, found offline
     seg = build_segmenter(SegmenterConfig(name="directsam", checkpoint="chendelong/DirectSAM-1800px-0424",
                                           resolution=64))
     assert seg.checkpoint.path == str(snapshot)
