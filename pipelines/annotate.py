@@ -22,6 +22,8 @@ from dataengine.stages.labeller import Labeller
 from dataengine.sources import list_samples
 from dataengine.stages.writer import DatasetWriter
 
+from .runtime import without_known_ray_noise
+
 
 @dataclass
 class Resources:
@@ -71,7 +73,8 @@ def _ray_stream(rows: list[dict[str, Any]], cfg: AnnotateConfig, res: Resources)
         actors = res.label_actors or max(1, cpus)
         ds = ds.map(LabelActor, fn_constructor_kwargs={"cfg": cfg, "device": "cpu", "whole_sample": True},
                     compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
-    yield from ds.iter_rows()
+    with without_known_ray_noise():    # Ray Data's own actor-argument warning, see runtime.py
+        yield from ds.iter_rows()
 
 
 def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = None, resume: bool = False,
