@@ -37,7 +37,7 @@ def friendly(fn):
         except USER_ERRORS as e:
             if os.environ.get("TRAJTOK_DEBUG"):
                 raise
-            console.print(f"[red]error:[/red] {e}", highlight=False)
+            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)  # one line, however long
             raise typer.Exit(2)
     return wrapper
 
@@ -138,6 +138,7 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
         tracker={"name": tracker, "checkpoint": sam2_checkpoint, "sam2_config": sam2_config,
                  "image_size": sam2_image_size},
         output={"samples_per_shard": samples_per_shard})
+    backends.check(cfg.segmenter, cfg.tracker)
     res = Resources(cpus=cpus, gpus=gpus, gpu_fraction=gpu_fraction, label_actors=label_actors, address=address)
     with progress() as bar:
         task = bar.add_task("annotating", total=limit)

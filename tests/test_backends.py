@@ -194,6 +194,37 @@ def test_sam2_tracker_output_is_disjoint_and_independent_of_object_batch(checkpo
     assert np.mean(one == many) > 0.99       # objects of one batch never influence each other
 
 
+def test_every_entry_of_the_backend_table_builds_and_labels(checkpoints, tmp_path):
+    """Each backend of dataengine.backends.table, built through the table (model ones with random weights)."""
+    from dataengine.backends.table import BACKENDS, build
+    from fixtures.trajtok_toy import toy_preset
+    from trajtok.checkpoint import save_segmenter
+    from trajtok.models.segmenter import build_segmenter as build_trajtok
+
+    torch.manual_seed(0)
+    trajtok = save_segmenter(build_trajtok(toy_preset().model), tmp_path / "trajtok.safetensors")
+    configs = {
+        "classical": SegmenterConfig(name="classical"),
+        "directsam": directsam_cfg(checkpoints, max_regions=6),
+        "sam": SegmenterConfig(name="sam", checkpoint=checkpoints["sam"], max_regions=4, **SAM_SMALL),
+        "trajtok": SegmenterConfig(name="trajtok", checkpoint=str(trajtok)),
+        "flow": TrackerConfig(name="flow"),
+        "sam2": sam2_tracker_cfg(checkpoints),
+    }
+    assert sorted(configs) == sorted(BACKENDS), "a new table entry needs its config here"
+    scene = [render_scene(t) for t in range(3)]
+    frames, labels0 = np.stack([rgb for rgb, _ in scene]), scene[0][1]
+    for name, cfg in configs.items():
+        backend = build(cfg)
+        assert backend.name == name
+        if BACKENDS[name].kind == "segmenter":
+            [labels] = backend.segment(frames[:1])
+            assert labels.shape == labels0.shape and labels.dtype == np.int32 and labels.max() > 0, name
+        else:
+            tracked = backend.track(frames, labels0)
+            assert tracked.shape == (3,) + labels0.shape and (tracked[0] == labels0).all(), name
+
+
 # ---------------------------------------------------------------- errors
 def test_missing_and_mismatched_checkpoints_are_one_line_errors(checkpoints, tmp_path):
     cases = [
