@@ -1,8 +1,9 @@
 """Model backends: where their checkpoints are, how they load, what this machine can run.
 
 Every model backend finds its weights through its locator here (named in its
-entry of ``dataengine.backends.table``) and loads them strictly, so
-``trajdata models`` reports exactly what ``trajdata annotate`` would load, and a missing or mismatched checkpoint is one line at start-up.
+entry of ``dataengine.backends.table``) and loads them strictly, so ``trajdata
+models`` reports exactly what ``trajdata annotate`` would load, and a missing or
+mismatched checkpoint is one line at start-up.
 Nothing here downloads: a checkpoint is a local path, a file or folder in
 ``$TRAJTOK_CHECKPOINTS``, or a model already in the local Hugging Face cache.
 """
