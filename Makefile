@@ -10,8 +10,8 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 
 install: $(STAMP)
 
-# torch/torchvision pinned to the releases that install from local disk here
-# (a looser spec may pull a multi-GB CUDA build); sam2 builds without CUDA.
+# torch/torchvision pinned to CPU releases (a looser spec may pull a multi-GB CUDA build);
+# sam2 builds without CUDA.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
@@ -35,7 +35,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-# Every benchmark in bench/, summarised as ratios in bench/REPORT.md (~15 min on 2 cores).
+# Every benchmark in bench/, summarised as ratios in bench/REPORT.md (the longest target: minutes to run).
 bench: $(STAMP)
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 

@@ -12,14 +12,21 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dataengine import __version__
+from dataengine.backends import table as backends
+from dataengine.errors import UserError
+
 console = Console(stderr=True)
 trajdata = typer.Typer(help="Trajectory pseudo-label data engine.", no_args_is_help=True,
                        pretty_exceptions_enable=False, add_completion=False)
 trajtok_app = typer.Typer(help="Train and evaluate TrajTok segmenters and TrajViT2 video-text models.", no_args_is_help=True,
                           pretty_exceptions_enable=False, add_completion=False)
 
-# Errors a user can fix: one line, exit code 2, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotImplementedError, PermissionError, RuntimeError)
+# Errors a user can fix: one line, exit code 2, no traceback. The project's own are UserError; the built-in
+# ValueError family is still what most of the code raises for bad options and input. Anything else (a
+# RuntimeError such as CUDA out of memory, a bug) keeps its traceback; TRAJTOK_DEBUG=1 shows it for these too.
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+               NotImplementedError)
 
 
 def friendly(fn):
@@ -30,9 +37,28 @@ def friendly(fn):
         except USER_ERRORS as e:
             if os.environ.get("TRAJTOK_DEBUG"):
                 raise
-            console.print(f"[red]error:[/red] {e}", highlight=False)
+            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)  # one line, however long
             raise typer.Exit(2)
     return wrapper
+
+
+def version_option(name: str):
+    """``--version``: print the one version string of the project and exit."""
+    def show(value: bool) -> None:
+        if value:
+            print(f"{name} {__version__}")
+            raise typer.Exit()
+    return typer.Option(False, "--version", callback=show, is_eager=True, help="Print the version and exit.")
+
+
+@trajdata.callback()
+def trajdata_options(version: bool = version_option("trajdata")):
+    pass
+
+
+@trajtok_app.callback()
+def trajtok_options(version: bool = version_option("trajtok")):
+    pass
 
 
 def progress() -> Progress:
@@ -75,8 +101,8 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
                                                                      "CPU; fewer caps memory of heavy models)."),
              cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all)."),
              address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of starting one."),
-             segmenter: Optional[str] = typer.Option(None, help="classical (default) | directsam | sam | trajtok"),
-             tracker: Optional[str] = typer.Option(None, help="flow (default) | sam2"),
+             segmenter: Optional[str] = typer.Option(None, help=backends.choices("segmenter")),
+             tracker: Optional[str] = typer.Option(None, help=backends.choices("tracker")),
              checkpoint: Optional[str] = typer.Option(None, help="Segmenter checkpoint (directory or file)."),
              resolution: Optional[int] = typer.Option(None, help="Segmenter model input side (DirectSAM, SAM 2) "
                                                                  "[default: 1024]."),
@@ -112,6 +138,7 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
         tracker={"name": tracker, "checkpoint": sam2_checkpoint, "sam2_config": sam2_config,
                  "image_size": sam2_image_size},
         output={"samples_per_shard": samples_per_shard})
+    backends.check(cfg.segmenter, cfg.tracker)
     res = Resources(cpus=cpus, gpus=gpus, gpu_fraction=gpu_fraction, label_actors=label_actors, address=address)
     with progress() as bar:
         task = bar.add_task("annotating", total=limit)
@@ -134,19 +161,20 @@ def models(checkpoint: Optional[str] = typer.Option(None, help="Segmenter checkp
     from rich.markup import escape
     from rich.table import Table
 
-    from dataengine.backends.models import CHECKPOINT_ENV, describe
+    from dataengine.backends.models import CHECKPOINT_ENV
 
-    info = describe(checkpoint, sam2_checkpoint, sam_type=sam_type, sam2_config=sam2_config)
+    info = backends.describe(checkpoint, sam2_checkpoint, sam_type=sam_type, sam2_config=sam2_config)
     if json_out:
         print(json.dumps(info, indent=2))
         return info
-    table = Table("backend", "role", "ready", "packages", "checkpoint")
+    table = Table("backend", "role", "ready", "packages", "checkpoint", "what it is")
     for row in info["backends"]:
         pkgs = ", ".join(f"{k} {v['detail']}" if v["ok"] else f"[red]{k} missing[/red]" for k, v in row["packages"].items())
         ck = row["checkpoint"]
         where = (f"[red]{escape(ck['error'])}[/red]" if "error" in ck else
                  ck["where"] if ck["path"] is None else escape(f"{ck['path']} ({ck['where']})"))
-        table.add_row(row["name"], row["role"], "yes" if row["ready"] else "[red]no[/red]", pkgs, where)
+        table.add_row(row["name"], row["role"], "yes" if row["ready"] else "[red]no[/red]", pkgs, where,
+                      escape(row["summary"]))
     out = Console()
     out.print(table)
     dev = info["devices"]
@@ -318,30 +346,16 @@ def eval_segmenter_cmd(checkpoint: Path = typer.Option(..., help="A segmenter .s
                        limit: Optional[int] = typer.Option(None, help="Evaluate at most this many samples."),
                        json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON.")):
     """Score a trained segmenter against the shards' masks (same metrics as `trajdata eval`)."""
-    from dataengine.metrics.scores import evaluate_sequences
-    from trajtok.evaluate import predict_samples
+    from trajtok.evaluate import score_segmenter
 
-    keys, pairs, errors = [], [], 0
     with progress() as bar:
         task = bar.add_task("segmenting", total=limit)
-        for key, gt, pred in predict_samples(checkpoint, data, limit=limit):
-            bar.advance(task)
-            if gt is None:
-                errors += 1
-                continue
-            keys.append(key)
-            pairs.append((gt, pred))
-    if not pairs:
-        raise ValueError(f"no decodable samples in {data}")
-    result = evaluate_sequences(pairs)
-    result["samples"], result["errors"] = len(pairs), errors
-    for row, key in zip(result.get("per_sequence", []), keys):
-        row["key"] = key
-    summary = {k: result[k] for k in ("STQ", "AQ", "SQ", "VEQ", "VPQ", "recall_at_0.5", "mean_best_iou",
-                                       "ids_per_gt_trajectory", "length_ratio", "samples")}
-    Console().print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
+        result = score_segmenter(checkpoint, data, limit=limit, on_sample=lambda: bar.advance(task))
+    Console().print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in result["summary"].items()))
     if json_out:
         json_out.write_text(json.dumps(result, indent=2, default=float))
+    return result
 
 
 @trajtok_app.command("train-trajvit2")

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from dataengine.errors import ConfigError
+
 
 @dataclass
 class DecodeConfig:
@@ -46,7 +48,7 @@ class KeyframeConfig:
 
 @dataclass
 class SegmenterConfig:
-    name: str = "classical"       # classical | directsam | sam | trajtok
+    name: str = "classical"       # a segmenter of dataengine.backends.table
     checkpoint: str | None = None
     min_area: float = 0.0015      # regions smaller than this share of the frame are absorbed
     max_regions: int = 128
@@ -76,7 +78,7 @@ class SegmenterConfig:
 
 @dataclass
 class TrackerConfig:
-    name: str = "flow"            # flow | sam2
+    name: str = "flow"            # a tracker of dataengine.backends.table
     checkpoint: str | None = None
     consistency: float = 1.5      # forward-backward flow error (px) that marks occlusion
     min_area: float = 0.0005      # tracked masks smaller than this share are dropped
@@ -158,11 +160,11 @@ def _update(obj: Any, values: dict[str, Any], where: str) -> None:
     names = {f.name: f for f in dataclasses.fields(obj)}
     for k, v in values.items():
         if k not in names:
-            raise ValueError(f"unknown config key {where}{k!r} (expected one of {sorted(names)})")
+            raise ConfigError(f"unknown config key {where}{k!r} (expected one of {sorted(names)})")
         cur = getattr(obj, k)
         if dataclasses.is_dataclass(cur):
             if not isinstance(v, dict):
-                raise ValueError(f"config key {where}{k} must be a mapping")
+                raise ConfigError(f"config key {where}{k} must be a mapping")
             _update(cur, v, f"{where}{k}.")
         else:
             setattr(obj, k, v)
@@ -191,12 +193,12 @@ def build_annotate_config(preset: str = "cpu", config_file: str | Path | None = 
                           **overrides: Any) -> AnnotateConfig:
     """Layers, lowest first: dataclass defaults, the preset, a YAML file, explicit overrides."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r} (choose from {sorted(PRESETS)})")
+        raise ConfigError(f"unknown preset {preset!r} (choose from {sorted(PRESETS)})")
     cfg = from_dict(AnnotateConfig, PRESETS[preset])
     if config_file:
         data = yaml.safe_load(Path(config_file).read_text()) or {}
         if not isinstance(data, dict):
-            raise ValueError(f"config file {config_file} is not a mapping")
+            raise ConfigError(f"config file {config_file} is not a mapping")
         _update(cfg, data, "")
     _update(cfg, _prune_none(overrides), "")
     return cfg
@@ -223,11 +225,11 @@ def load_source(name_or_path: str, input_path: str | None = None) -> SourceConfi
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         found = [d / f"{name_or_path}.yaml" for d in manifest_dirs() if (d / f"{name_or_path}.yaml").is_file()]
         if not found:
-            raise ValueError(f"unknown source {name_or_path!r} (available: {', '.join(available_sources())})")
+            raise ConfigError(f"unknown source {name_or_path!r} (available: {', '.join(available_sources())})")
         path = found[0]
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"recipe {path} is not a mapping")
+        raise ConfigError(f"recipe {path} is not a mapping")
     data.setdefault("name", path.stem)
     src = from_dict(SourceConfig, data)
     if input_path and str(input_path).lower().endswith(".csv") and src.format in ("video2dataset", "panda_csv"):
@@ -236,7 +238,7 @@ def load_source(name_or_path: str, input_path: str | None = None) -> SourceConfi
     elif input_path:
         src.path = str(input_path)
     if src.format not in SOURCE_FORMATS:
-        raise ValueError(f"recipe {path}: unknown format {src.format!r} (expected one of {SOURCE_FORMATS})")
+        raise ConfigError(f"recipe {path}: unknown format {src.format!r} (expected one of {SOURCE_FORMATS})")
     return src
 
 

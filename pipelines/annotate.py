@@ -17,9 +17,12 @@ from typing import Any, Callable
 
 from dataengine.stages.annotate import encode_row, label_row, read_and_decode, ref_to_row, run_local, sample_meta
 from dataengine.config import AnnotateConfig
+from dataengine.errors import DeviceError
 from dataengine.stages.labeller import Labeller
 from dataengine.sources import list_samples
 from dataengine.stages.writer import DatasetWriter
+
+from .runtime import without_known_ray_noise
 
 
 @dataclass
@@ -70,7 +73,8 @@ def _ray_stream(rows: list[dict[str, Any]], cfg: AnnotateConfig, res: Resources)
         actors = res.label_actors or max(1, cpus)
         ds = ds.map(LabelActor, fn_constructor_kwargs={"cfg": cfg, "device": "cpu", "whole_sample": True},
                     compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
-    yield from ds.iter_rows()
+    with without_known_ray_noise():    # Ray Data's own actor-argument warning, see runtime.py
+        yield from ds.iter_rows()
 
 
 def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = None, resume: bool = False,
@@ -83,7 +87,7 @@ def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = Non
         import torch  # a local Ray would otherwise start GPU actors that cannot build their models
 
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--gpus {res.gpus:g} given but torch sees no CUDA device on this machine")
+            raise DeviceError(f"--gpus {res.gpus:g} given but torch sees no CUDA device on this machine")
     writer = DatasetWriter(output, cfg, resume=resume, meta_fn=lambda row: sample_meta(row, cfg))
     refs = writer.plan(list_samples(cfg.source, limit=cfg.limit))
     done = 0

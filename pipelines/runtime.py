@@ -1,14 +1,19 @@
 """Starting or joining Ray with settings that work on a laptop and on a cluster."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import sys
+import threading
+from typing import Iterator
 
 
 def init_ray(address: str | None = None, cpus: int | None = None, gpus: float | None = None,
              object_store_mb: int = 1024) -> None:
-    # Ray 2.60 refuses to start here without these; neither affects a cluster that is joined.
+    # A local Ray does not start without token authentication set up unless it is switched off, and
+    # usage statistics would phone home; neither setting affects a cluster that is joined.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -35,3 +40,61 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+# Ray core logs this at ERROR level (core_worker.cc) for every Ray Data actor pool: Ray Data itself
+# passes the map function and its DataContext to each actor's constructor as object-store
+# references and asks for unlimited actor restarts. It is not caused by the size of our config and
+# cannot be avoided short of turning actor restarts off (ray-project/ray issues 53727, 57733).
+KNOWN_RAY_NOISE = (b"core_worker.cc", b"has constructor arguments in the object store")
+
+
+@contextlib.contextmanager
+def without_known_ray_noise() -> Iterator[None]:
+    """Drop the one known, harmless Ray core line from this process's stderr while the block runs.
+
+    Ray's C++ logger writes straight to file descriptor 2, so the descriptor is pointed at a pipe
+    whose reader forwards every other byte unchanged. Python's ``sys.stderr`` (the progress bar)
+    keeps writing to the original stream, so terminals stay terminals.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2 (an embedding host): nothing to filter
+        yield
+        return
+    read_end, write_end = os.pipe()
+    original_stderr = sys.stderr
+
+    def forward() -> None:
+        pending = b""
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                kept = [line for line in lines if not all(part in line for part in KNOWN_RAY_NOISE)]
+                if kept:
+                    os.write(saved, b"\n".join(kept) + b"\n")
+        if pending:
+            os.write(saved, pending)
+
+    reader = threading.Thread(target=forward, name="stderr-filter", daemon=True)
+    reader.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    if hasattr(original_stderr, "fileno"):
+        try:
+            if original_stderr.fileno() == 2:
+                sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(
+                    original_stderr, "encoding", None) or "utf-8", errors="backslashreplace")
+        except (OSError, ValueError):
+            pass
+    try:
+        yield
+    finally:
+        if sys.stderr is not original_stderr:
+            sys.stderr.close()
+            sys.stderr = original_stderr
+        os.dup2(saved, 2)       # closes the pipe's last write end: the reader drains and stops
+        reader.join(timeout=5)
+        os.close(saved)

@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import render_scene
 from dataengine.format import manifest, trajformat
 from dataengine.config import SegmenterConfig, TrackerConfig, build_annotate_config, load_source
-from dataengine.backends.models import describe, locate
+from dataengine.backends.table import describe, locate
 from dataengine.backends.segmenters import build_segmenter
 from dataengine.backends.segmenters.directsam import regions_from_boundary
 from dataengine.backends.segmenters.sam import partition, sam_architecture
@@ -147,7 +147,7 @@ def test_directsam_loads_from_local_hugging_face_cache(checkpoints, tmp_path, mo
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    assert locate("directsam", None).where == "Hugging Face cache"       # the default id, found offline
+    assert locate(SegmenterConfig(name="directsam")).where == "Hugging Face cache"       # the default id, found offline
     seg = build_segmenter(SegmenterConfig(name="directsam", checkpoint="chendelong/DirectSAM-1800px-0424",
                                           resolution=64))
     assert seg.checkpoint.path == str(snapshot)
@@ -192,6 +192,37 @@ def test_sam2_tracker_output_is_disjoint_and_independent_of_object_batch(checkpo
     assert (one[0] == labels0).all()
     assert set(np.unique(one)) <= set(np.unique(labels0)) | {0}
     assert np.mean(one == many) > 0.99       # objects of one batch never influence each other
+
+
+def test_every_entry_of_the_backend_table_builds_and_labels(checkpoints, tmp_path):
+    """Each backend of dataengine.backends.table, built through the table (model ones with random weights)."""
+    from dataengine.backends.table import BACKENDS, build
+    from fixtures.trajtok_toy import toy_preset
+    from trajtok.checkpoint import save_segmenter
+    from trajtok.models.segmenter import build_segmenter as build_trajtok
+
+    torch.manual_seed(0)
+    trajtok = save_segmenter(build_trajtok(toy_preset().model), tmp_path / "trajtok.safetensors")
+    configs = {
+        "classical": SegmenterConfig(name="classical"),
+        "directsam": directsam_cfg(checkpoints, max_regions=6),
+        "sam": SegmenterConfig(name="sam", checkpoint=checkpoints["sam"], max_regions=4, **SAM_SMALL),
+        "trajtok": SegmenterConfig(name="trajtok", checkpoint=str(trajtok)),
+        "flow": TrackerConfig(name="flow"),
+        "sam2": sam2_tracker_cfg(checkpoints),
+    }
+    assert sorted(configs) == sorted(BACKENDS), "a new table entry needs its config here"
+    scene = [render_scene(t) for t in range(3)]
+    frames, labels0 = np.stack([rgb for rgb, _ in scene]), scene[0][1]
+    for name, cfg in configs.items():
+        backend = build(cfg)
+        assert backend.name == name
+        if BACKENDS[name].kind == "segmenter":
+            [labels] = backend.segment(frames[:1])
+            assert labels.shape == labels0.shape and labels.dtype == np.int32 and labels.max() > 0, name
+        else:
+            tracked = backend.track(frames, labels0)
+            assert tracked.shape == (3,) + labels0.shape and (tracked[0] == labels0).all(), name
 
 
 # ---------------------------------------------------------------- errors

@@ -50,7 +50,7 @@ def test_missing_trajtok_checkpoint_is_one_clear_line(tmp_path):
 
 def test_joint_linking_keeps_ids_of_overlapping_regions():
     class Fake:
-        name, segments_video, clip_frames = "fake", True, 2
+        name, clip_frames = "fake", 2
 
         def segment_video(self, frames):  # the same two regions, renumbered in every clip
             out = np.zeros(frames.shape[:3], np.int32)

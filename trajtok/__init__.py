@@ -4,4 +4,6 @@ Imports neither Ray nor ``dataengine`` internals; the only link to the engine is
 the shard format (``dataengine.format.shards`` and ``dataengine.format.trajformat``).
 """
 
-__version__ = "0.1.0"
+from dataengine import __version__  # the project's one version string
+
+__all__ = ["__version__"]

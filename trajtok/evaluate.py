@@ -10,12 +10,14 @@ strict best-IoU ``recall_at_0.5`` (``trajtok eval-segmenter`` reports that one).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+from dataengine.errors import UserError
 from dataengine.format import shards as shard_io
 from dataengine.metrics.matching import matched_ious
+from dataengine.metrics.scores import evaluate_sequences
 
 from .checkpoint import load_segmenter
 from .data import decode_sample, is_video, resolve_shards
@@ -63,3 +65,33 @@ def evaluate_segmenter(checkpoint: str | Path | Segmenter, data: Any, limit: int
             "matched_iou": float(ious_arr.mean()) if ious_arr.size else 0.0,
             "matched_recall@0.5": float((ious_arr >= 0.5).mean()) if ious_arr.size else 0.0,
             "pred_per_clip": float(np.mean(n_pred)) if n_pred else 0.0}
+
+
+SUMMARY_KEYS = ("STQ", "AQ", "SQ", "VEQ", "VPQ", "recall_at_0.5", "mean_best_iou", "ids_per_gt_trajectory",
+                "length_ratio", "samples")
+
+
+def score_segmenter(checkpoint: str | Path | Segmenter, data: Any, limit: int | None = None, device: str = "cpu",
+                    on_sample: Callable[[], None] | None = None) -> dict[str, Any]:
+    """``trajtok eval-segmenter``: the metrics of ``trajdata eval`` for a segmenter against the shards' masks.
+
+    Returns ``evaluate_sequences``' result plus ``samples`` (scored), ``errors`` (not decodable),
+    the sample ``key`` on each per-sequence row, and ``summary`` (the headline numbers).
+    """
+    keys, pairs, errors = [], [], 0
+    for key, gt, pred in predict_samples(checkpoint, data, limit=limit, device=device):
+        if on_sample:
+            on_sample()
+        if gt is None:
+            errors += 1
+            continue
+        keys.append(key)
+        pairs.append((gt, pred))
+    if not pairs:
+        raise UserError(f"no decodable samples in {data}")
+    result = evaluate_sequences(pairs)
+    result["samples"], result["errors"] = len(pairs), errors
+    for row, key in zip(result.get("per_sequence", []), keys):
+        row["key"] = key
+    result["summary"] = {k: result[k] for k in SUMMARY_KEYS}
+    return result

@@ -70,12 +70,10 @@ def _paper() -> Preset:
 def _tiny() -> Preset:
     return Preset(
         name="tiny",
-        # 128 px: at 64 px the synth objects are a few pixels wide (held-out recall 0.28 vs 0.49 at
-        # 128 px after 900 steps, by the void-counting recall of that time). Crops of at least half
-        # the frame: on a 32 x 32 target grid, 0.2-area crops make the objects far larger than in
-        # uncropped evaluation (held-out recall 0.79 -> 0.91 after 600 steps). Image batches as
-        # small as video ones: on synth 30 videos + 20 images, 1200 steps take 572 s (held-out
-        # recall 0.80); image batches of 8 make the steps fewer and dearer (1000 steps 760 s, 0.72).
+        # 128 px: smaller inputs leave the synthetic objects only a few pixels wide. Crops of at least
+        # half the frame: smaller crops blow objects up far beyond their size in uncropped evaluation.
+        # Image batches as small as video ones: larger ones make steps dearer without better recall.
+        # (The measurements behind these choices: bench/REPORT.md, "Segmenter presets".)
         model=SegmenterConfig(backbone="convnext_atto", image_size=128, frames=8, dim=128,
                               num_queries=32, depth=2, heads=4),
         encoder=TrajectoryEncoderConfig(in_dim=128, dim=128, out_dim=192, depth=2, heads=4),

@@ -1,8 +1,9 @@
 """Model backends: where their checkpoints are, how they load, what this machine can run.
 
-Every model backend finds its weights through ``locate`` and loads them
-strictly, so ``trajdata models`` reports exactly what ``trajdata annotate``
-would load, and a missing or mismatched checkpoint is one line at start-up.
+Every model backend finds its weights through its locator here (named in its
+entry of ``dataengine.backends.table``) and loads them strictly, so ``trajdata
+models`` reports exactly what ``trajdata annotate`` would load, and a missing or
+mismatched checkpoint is one line at start-up.
 Nothing here downloads: a checkpoint is a local path, a file or folder in
 ``$TRAJTOK_CHECKPOINTS``, or a model already in the local Hugging Face cache.
 """
@@ -11,24 +12,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError, DeviceError
 
 CHECKPOINT_ENV = "TRAJTOK_CHECKPOINTS"
 DIRECTSAM_DEFAULT = "chendelong/DirectSAM-1800px-0424"
 # The official SAM (v1) file names; "auto" looks for them in this order.
 SAM_FILES = {"vit_h": "sam_vit_h_4b8939.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_b": "sam_vit_b_01ec64.pth"}
-
-# name, role, packages it imports ("sam" needs sam2 only with sam_type sam2)
-BACKENDS = (
-    ("classical", "segmenter", ("skimage",)),
-    ("directsam", "segmenter", ("torch", "transformers")),
-    ("sam", "segmenter", ("torch", "segment_anything", "sam2")),
-    ("trajtok", "segmenter", ("torch", "trajtok")),
-    ("flow", "tracker", ("cv2",)),
-    ("sam2", "tracker", ("torch", "sam2")),
-)
 
 
 @dataclass
@@ -85,7 +78,7 @@ def sam2_config_name(name: str) -> str:
     matches = [a for a in available if Path(a).name == Path(name).name]
     if len(matches) == 1:
         return matches[0]
-    raise ValueError(f"unknown SAM 2 config {name!r} (available: {', '.join(available)})")
+    raise ConfigError(f"unknown SAM 2 config {name!r} (available: {', '.join(available)})")
 
 
 def sam2_official(config: str) -> tuple[str, str] | None:
@@ -100,44 +93,66 @@ def sam2_official(config: str) -> tuple[str, str] | None:
     return None
 
 
-def locate(backend: str, given: str | None = None, *, sam_type: str = "auto",
-           sam2_config: str = "configs/sam2.1/sam2.1_hiera_l.yaml") -> Found:
-    """The checkpoint ``backend`` would load; raises one line (ValueError / FileNotFoundError) if none."""
-    if backend == "directsam":
-        if given:
-            if Path(given).is_dir():
-                return Found(given, "given")
-            cached = _hf_cached(given, "config.json") if given.count("/") == 1 else None
-            if cached:
-                return Found(str(Path(cached).parent), "Hugging Face cache")
-            raise FileNotFoundError(f"DirectSAM checkpoint {given!r} is neither a local directory nor a model "
-                                    f"in the local Hugging Face cache ({hf_cache_dir()})")
-        found = _search([DIRECTSAM_DEFAULT.split("/")[1]], [(DIRECTSAM_DEFAULT, "config.json")])
-        if found:
-            return found
-        raise ValueError(f"segmenter 'directsam' needs a checkpoint: pass --checkpoint DIR (a Segformer "
-                         f"save_pretrained folder) or a model id in the local Hugging Face cache "
-                         f"such as {DIRECTSAM_DEFAULT}")
-    if backend in ("sam", "sam2"):
-        what = "segmenter 'sam'" if backend == "sam" else "tracker 'sam2'"
-        if given:
-            if Path(given).is_file():
-                return Found(given, "given")
-            raise FileNotFoundError(f"{what} checkpoint not found: {given}")
-        if backend == "sam" and sam_type != "sam2":
-            names = [SAM_FILES[sam_type]] if sam_type in SAM_FILES else list(SAM_FILES.values())
-            hf: list[tuple[str, str]] = []
-        else:
-            official = sam2_official(sam2_config)
-            names = [official[1]] if official else []
-            hf = [official] if official else []
-        found = _search(names, hf)
-        if found:
-            return found
-        option = "--checkpoint" if backend == "sam" else "--sam2-checkpoint"
-        hint = f" or put {names[0]} in ${CHECKPOINT_ENV}" if names else ""
-        raise ValueError(f"{what} needs a checkpoint: pass {option} FILE{hint}")
-    raise ValueError(f"backend {backend!r} has no checkpoint lookup")
+def directsam_checkpoint(cfg) -> Found:
+    """The Segformer folder segmenter 'directsam' would load (``cfg``: a SegmenterConfig)."""
+    given = cfg.checkpoint
+    if given:
+        if Path(given).is_dir():
+            return Found(given, "given")
+        cached = _hf_cached(given, "config.json") if given.count("/") == 1 else None
+        if cached:
+            return Found(str(Path(cached).parent), "Hugging Face cache")
+        raise CheckpointNotFound(f"DirectSAM checkpoint {given!r} is neither a local directory nor a model "
+                                 f"in the local Hugging Face cache ({hf_cache_dir()})")
+    found = _search([DIRECTSAM_DEFAULT.split("/")[1]], [(DIRECTSAM_DEFAULT, "config.json")])
+    if found:
+        return found
+    raise CheckpointError(f"segmenter 'directsam' needs a checkpoint: pass --checkpoint DIR (a Segformer "
+                          f"save_pretrained folder) or a model id in the local Hugging Face cache "
+                          f"such as {DIRECTSAM_DEFAULT}")
+
+
+def sam_checkpoint(cfg) -> Found:
+    """The SAM (v1, or SAM 2 with ``sam_type`` sam2) file segmenter 'sam' would load."""
+    return _sam_family("segmenter 'sam'", "--checkpoint", cfg.checkpoint,
+                       None if cfg.sam_type == "sam2" else cfg.sam_type, cfg.sam2_config)
+
+
+def sam2_checkpoint(cfg) -> Found:
+    """The SAM 2 file tracker 'sam2' would load (``cfg``: a TrackerConfig)."""
+    return _sam_family("tracker 'sam2'", "--sam2-checkpoint", cfg.checkpoint, None, cfg.sam2_config)
+
+
+def _sam_family(what: str, option: str, given: str | None, sam_type: str | None, sam2_config: str) -> Found:
+    """``sam_type`` None: SAM 2 weights of ``sam2_config``; else SAM v1 weights of that type (or any)."""
+    if given:
+        if Path(given).is_file():
+            return Found(given, "given")
+        raise CheckpointNotFound(f"{what} checkpoint not found: {given}")
+    if sam_type is not None:
+        names = [SAM_FILES[sam_type]] if sam_type in SAM_FILES else list(SAM_FILES.values())
+        hf: list[tuple[str, str]] = []
+    else:
+        official = sam2_official(sam2_config)
+        names = [official[1]] if official else []
+        hf = [official] if official else []
+    found = _search(names, hf)
+    if found:
+        return found
+    hint = f" or put {names[0]} in ${CHECKPOINT_ENV}" if names else ""
+    raise CheckpointError(f"{what} needs a checkpoint: pass {option} FILE{hint}")
+
+
+def trajtok_checkpoint(cfg) -> Found:
+    """The ``trajtok train-segmenter`` safetensors file segmenter 'trajtok' would load."""
+    if not cfg.checkpoint:
+        raise CheckpointError("segmenter 'trajtok' needs --checkpoint PATH (a `trajtok train-segmenter` "
+                              ".safetensors)")
+    if not Path(cfg.checkpoint).is_file():
+        raise CheckpointNotFound(f"trajtok checkpoint not found: {cfg.checkpoint}")
+    if not cfg.checkpoint.endswith(".safetensors"):
+        raise CheckpointError(f"trajtok checkpoint {cfg.checkpoint} is not a `trajtok train-segmenter` .safetensors")
+    return Found(cfg.checkpoint, "given")
 
 
 # ---------------------------------------------------------------- loading
@@ -146,7 +161,7 @@ def torch_device(device: str):
 
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA device")
+        raise DeviceError(f"device {device!r} requested but torch sees no CUDA device")
     return dev
 
 
@@ -166,13 +181,13 @@ def read_state_dict(path: str, what: str, key: str | None = None) -> dict[str, A
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0]
-        raise ValueError(f"{what} checkpoint {path} cannot be read: {type(e).__name__}: {first}") from None
+        raise CheckpointError(f"{what} checkpoint {path} cannot be read: {type(e).__name__}: {first}") from None
     if key is not None:
         if not (isinstance(sd, dict) and isinstance(sd.get(key), dict)):
-            raise ValueError(f"{what} checkpoint {path} has no {key!r} state dict (expected {{{key!r}: state_dict}})")
+            raise CheckpointError(f"{what} checkpoint {path} has no {key!r} state dict (expected {{{key!r}: state_dict}})")
         sd = sd[key]
     if not isinstance(sd, dict):
-        raise ValueError(f"{what} checkpoint {path} is not a state dict")
+        raise CheckpointError(f"{what} checkpoint {path} is not a state dict")
     return sd
 
 
@@ -186,7 +201,7 @@ def load_strict(model, state_dict: dict[str, Any], what: str, path: str, target:
                 ((missing, "missing keys"), (unexpected, "unexpected keys"), (reshaped, "keys of another shape"))
                 if keys]
     if problems:
-        raise ValueError(f"{what} checkpoint {path} does not fit {target}: {', '.join(problems)}")
+        raise CheckpointError(f"{what} checkpoint {path} does not fit {target}: {', '.join(problems)}")
     model.load_state_dict(state_dict, strict=True)
 
 
@@ -202,7 +217,7 @@ def build_sam2(config: str, checkpoint: str, device, image_size: int, video: boo
     from sam2.build_sam import build_sam2_video_predictor as video_factory
 
     if image_size < 64 or image_size % 32:
-        raise ValueError(f"SAM 2 image size must be a multiple of 32 and at least 64, got {image_size}")
+        raise ConfigError(f"SAM 2 image size must be a multiple of 32 and at least 64, got {image_size}")
     config = sam2_config_name(config)
     state = read_state_dict(checkpoint, "SAM 2", key="model")
     overrides = [f"++model.image_size={image_size}"] + list(extra_overrides or [])
@@ -213,7 +228,7 @@ def build_sam2(config: str, checkpoint: str, device, image_size: int, video: boo
 
 
 # ---------------------------------------------------------------- what can run here
-def _package(name: str) -> dict[str, Any]:
+def package_status(name: str) -> dict[str, Any]:
     try:
         module = importlib.import_module(name)
     except Exception as e:  # an import that fails for any reason means the backend cannot run
@@ -231,34 +246,3 @@ def devices() -> dict[str, Any]:
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {"torch": torch.__version__, "cuda": bool(gpus), "gpus": gpus,
             "bf16": bool(gpus) and torch.cuda.is_bf16_supported(), "cpu_threads": torch.get_num_threads()}
-
-
-def describe(checkpoint: str | None = None, sam2_checkpoint: str | None = None, sam_type: str = "auto",
-             sam2_config: str = "configs/sam2.1/sam2.1_hiera_l.yaml") -> dict[str, Any]:
-    """Backends, whether their packages import, which checkpoint each would load, devices seen."""
-    rows = []
-    for name, role, packages in BACKENDS:
-        needed = packages if not (name == "sam" and sam_type != "sam2") else packages[:2]
-        pkgs = {p: _package(p) for p in packages}
-        row: dict[str, Any] = {"name": name, "role": role, "packages": pkgs,
-                               "ready": all(pkgs[p]["ok"] for p in needed)}
-        if name in ("directsam", "sam", "sam2"):
-            given = sam2_checkpoint if name == "sam2" else checkpoint
-            # One --checkpoint serves both segmenters: a folder is DirectSAM's, a file SAM's.
-            if given and name != "sam2" and Path(given).exists() and Path(given).is_dir() != (name == "directsam"):
-                given = None
-            try:
-                row["checkpoint"] = asdict(locate(name, given, sam_type=sam_type, sam2_config=sam2_config))
-            except (ValueError, FileNotFoundError) as e:
-                row["checkpoint"] = {"error": str(e)}
-                row["ready"] = False
-        elif name == "trajtok":
-            ok = bool(checkpoint) and Path(checkpoint).is_file() and checkpoint.endswith(".safetensors")
-            row["checkpoint"] = ({"path": checkpoint, "where": "given"} if ok else
-                                 {"error": "needs --checkpoint (a `trajtok train-segmenter` .safetensors)"})
-            row["ready"] = row["ready"] and "path" in row["checkpoint"]
-        else:
-            row["checkpoint"] = {"path": None, "where": "no weights needed"}
-        rows.append(row)
-    return {"backends": rows, "devices": devices(),
-            "search": {CHECKPOINT_ENV: [str(d) for d in checkpoint_dirs()], "hf_cache": hf_cache_dir()}}

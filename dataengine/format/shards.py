@@ -80,7 +80,7 @@ def write_shard(path: str | Path, samples: list[ShardSample]) -> int:
     """Write ``samples`` atomically to ``path``; returns bytes written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Imported here: webdataset pulls in torch (~700 MB, seconds), which readers never need.
+    # Imported here: webdataset pulls in torch (large and slow to import), which readers never need.
     import webdataset as wds
 
     with replaced_when_done(path) as f:

@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
 from dataengine.config import DecodeConfig
+from dataengine.errors import UserError
 
 
 # FFmpeg demuxers a video may be read with: MP4/MOV, Matroska/WebM, AVI, MPEG-TS. Never
@@ -39,7 +40,7 @@ VIDEO_DEMUXERS = "mov,matroska,avi,mpegts"
 # Pillow formats an image may be read with (JPEG includes phone cameras' multi-picture MPO).
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 
-class DecodeError(Exception):
+class DecodeError(UserError):
     """The media cannot be decoded; the message is the manifest reason."""
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from dataengine.config import SourceConfig
+from dataengine.errors import UserError
 from dataengine.format.shards import IMAGE_EXTS, VIDEO_EXTS
 META_EXTS = ("txt", "json")
 MAX_META_BYTES = 16 << 20      # a caption or JSON member larger than this is corrupt, not read
@@ -34,7 +35,7 @@ class SampleRef:
     error: str = ""     # non-empty: known bad at listing time, a clear one-line reason
 
 
-class MediaError(Exception):
+class MediaError(UserError):
     """The media bytes of a sample cannot be read (missing, too large, short)."""
 
 

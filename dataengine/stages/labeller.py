@@ -19,6 +19,7 @@ import numpy as np
 
 from dataengine.config import AnnotateConfig
 from dataengine.stages.merge import merge_keyframe
+from dataengine.backends import table as backends
 from dataengine.backends.segmenters import build_segmenter
 from dataengine.backends.trackers import build_tracker
 
@@ -38,9 +39,11 @@ class Labeller:
 
     def __init__(self, cfg: AnnotateConfig, device: str = "cpu"):
         self.cfg = cfg
+        seg, _ = backends.check(cfg.segmenter, cfg.tracker)
         self.segmenter = build_segmenter(cfg.segmenter, device)
         # A video segmenter (trained TrajTok) tracks by itself: no separate tracker.
-        self.joint = bool(getattr(self.segmenter, "segments_video", False))
+        self.joint = seg.tracks
+        self.uses_motion = seg.uses_motion
         self.tracker = None if self.joint else build_tracker(cfg.tracker, device)
         # keyframe position -> (forward, backward) flow to the next frame, made for its motion layers
         self.keyframe_steps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -140,7 +143,7 @@ class Labeller:
     def segment(self, frames: np.ndarray, positions: list[int], cuts: list[int]) -> list[np.ndarray]:
         """Segment the frames at ``positions``; a segmenter that uses motion gets each one's flow."""
         scfg = self.cfg.segmenter
-        if not (getattr(self.segmenter, "uses_motion", False) and (scfg.motion_weight > 0 or scfg.motion_layers)):
+        if not (self.uses_motion and (scfg.motion_weight > 0 or scfg.motion_layers)):
             return self.segmenter.segment(frames[positions])
         from dataengine.backends.trackers.flow import frame_motion
         motion = []

@@ -24,6 +24,7 @@ from dataengine import ENGINE_VERSION
 
 from dataengine.format import atomic, manifest
 from dataengine.config import AnnotateConfig, to_dict
+from dataengine.errors import UserError
 from dataengine.format.shards import (ShardSample, chunk_shards, read_shard, series_shard_name, write_dataset_card,
                      write_series)
 from dataengine.sources import MediaError, SampleRef, read_media
@@ -47,7 +48,7 @@ def manifest_row(row: dict[str, Any], shard: str) -> dict[str, Any]:
     }
 
 
-class RunConfigMismatch(RuntimeError):
+class RunConfigMismatch(UserError, RuntimeError):
     pass
 
 

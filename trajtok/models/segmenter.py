@@ -67,7 +67,7 @@ class Segmenter(nn.Module):
         self.backbone = timm.create_model(cfg.backbone, pretrained=False, features_only=True,
                                           **cfg.backbone_kwargs)
         # NHWC: oneDNN's (depthwise) convolutions, forward and backward, run faster in this layout on
-        # CPU (about 10 % per training step of the tiny preset) and cuDNN's do under bf16 on GPU.
+        # CPU, and cuDNN's do under bf16 on GPU.
         self.backbone.to(memory_format=torch.channels_last)
         channels = self.backbone.feature_info.channels()
         reductions = self.backbone.feature_info.reduction()

@@ -1,4 +1,4 @@
-"""Keyframe segmenters: one interface, chosen by name.
+"""Keyframe segmenters: one interface, chosen by name from ``dataengine.backends.table``.
 
 A segmenter turns a batch of keyframes ``[K, H, W, 3]`` uint8 RGB into K label
 maps ``[H, W]`` int32 (0 = no region, regions 1..n, disjoint by construction).
@@ -20,22 +20,8 @@ class Segmenter(Protocol):
     def segment(self, frames: np.ndarray) -> list[np.ndarray]: ...
 
 
-SEGMENTERS = ("classical", "directsam", "sam", "trajtok")
-
-
 def build_segmenter(cfg: SegmenterConfig, device: str = "cpu") -> Segmenter:
-    if cfg.name == "classical":
-        from .classical import ClassicalSegmenter
-        return ClassicalSegmenter(cfg)
-    if cfg.name == "directsam":
-        from .directsam import DirectSamSegmenter
-        return DirectSamSegmenter(cfg, device)
-    if cfg.name == "sam":
-        from .sam import SamSegmenter
-        return SamSegmenter(cfg, device)
-    if cfg.name == "trajtok":
-        from .learned import TrajTokSegmenter
-        return TrajTokSegmenter(cfg, device)
-    if cfg.name in SEGMENTERS:
-        raise NotImplementedError(f"segmenter {cfg.name!r} is not available in this build yet")
-    raise ValueError(f"unknown segmenter {cfg.name!r} (choose from {', '.join(SEGMENTERS)})")
+    """The segmenter ``cfg.name`` of ``dataengine.backends.table``."""
+    from dataengine.backends.table import build
+
+    return build(cfg, device)

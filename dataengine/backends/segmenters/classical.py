@@ -138,8 +138,8 @@ class ClassicalSegmenter:
     def __init__(self, cfg: SegmenterConfig):
         self.cfg = cfg
 
-    # The labeller passes each keyframe's optical flow to the next frame (``motion``).
-    uses_motion = True
+    # The labeller passes each keyframe's optical flow to the next frame (``motion``): ``uses_motion``
+    # in its entry of dataengine.backends.table.
 
     def segment(self, frames: np.ndarray, motion: list[np.ndarray | None] | None = None) -> list[np.ndarray]:
         motion = motion if motion is not None else [None] * len(frames)

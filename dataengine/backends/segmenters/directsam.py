@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from dataengine.config import SegmenterConfig
-from dataengine.backends.models import autocast, locate, torch_device
+from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError
+from dataengine.backends.models import autocast, directsam_checkpoint, torch_device
 from dataengine.ops.regions import consecutive, drop_small, fill_unlabelled, keep_largest
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # SegformerImageProcessor's defaults
@@ -47,17 +48,17 @@ class DirectSamSegmenter:
         from transformers import SegformerForSemanticSegmentation
 
         if cfg.resolution < 32:
-            raise ValueError(f"DirectSAM resolution must be at least 32, got {cfg.resolution}")
+            raise ConfigError(f"DirectSAM resolution must be at least 32, got {cfg.resolution}")
         self.cfg = cfg
         self.device = torch_device(device)
-        found = locate("directsam", cfg.checkpoint)
+        found = directsam_checkpoint(cfg)
         try:
             model = SegformerForSemanticSegmentation.from_pretrained(found.path, local_files_only=True)
         except (OSError, ValueError) as e:
             first = (str(e).strip().splitlines() or [""])[0]
-            raise FileNotFoundError(f"DirectSAM checkpoint {found.path} cannot be loaded: {first}") from None
+            raise CheckpointNotFound(f"DirectSAM checkpoint {found.path} cannot be loaded: {first}") from None
         if model.config.num_labels != 1:
-            raise ValueError(f"DirectSAM checkpoint {found.path} has {model.config.num_labels} output channels; "
+            raise CheckpointError(f"DirectSAM checkpoint {found.path} has {model.config.num_labels} output channels; "
                              "a boundary model has 1")
         self.model = model.to(self.device).eval()
         self.checkpoint = found

@@ -1,6 +1,6 @@
 """A trained TrajTok segmenter as a labelling backend.
 
-It segments *and* tracks: one forward pass labels a whole clip of
+It segments *and* tracks (``tracks`` in its table entry): one forward pass labels a whole clip of
 ``model.cfg.frames`` frames, so the labeller skips the tracker and only links
 consecutive clips by IoU (the same merge as between keyframes). The
 checkpoint is a ``trajtok train-segmenter`` safetensors file, which carries
@@ -8,28 +8,21 @@ its own config.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from dataengine.backends.models import autocast, torch_device
+from dataengine.backends.models import autocast, torch_device, trajtok_checkpoint
 from dataengine.config import SegmenterConfig
 
 
 class TrajTokSegmenter:
     name = "trajtok"
-    segments_video = True
 
     def __init__(self, cfg: SegmenterConfig, device: str = "cpu"):
-        if not cfg.checkpoint:
-            raise ValueError("segmenter 'trajtok' needs --checkpoint PATH (a `trajtok train-segmenter` .safetensors)")
-        path = Path(cfg.checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"trajtok checkpoint not found: {path}")
         from trajtok.checkpoint import load_segmenter
 
         self.device = torch_device(device)
-        self.model = load_segmenter(path, self.device)
+        self.checkpoint = trajtok_checkpoint(cfg)
+        self.model = load_segmenter(self.checkpoint.path, self.device)
         self.clip_frames = int(self.model.cfg.frames)
 
     def segment_video(self, frames: np.ndarray) -> np.ndarray:

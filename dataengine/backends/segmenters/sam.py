@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from dataengine.config import SegmenterConfig
-from dataengine.backends.models import autocast, build_sam2, load_strict, locate, read_state_dict, torch_device
+from dataengine.errors import CheckpointError, ConfigError
+from dataengine.backends.models import autocast, build_sam2, load_strict, read_state_dict, sam_checkpoint, torch_device
 
 SAM_TYPES = ("auto", "vit_b", "vit_l", "vit_h", "sam2")
 _PREFIX = "image_encoder.blocks."
@@ -49,14 +50,14 @@ def sam_architecture(sd: dict[str, Any], path: str) -> dict[str, Any]:
     patch = sd.get("image_encoder.patch_embed.proj.weight")
     if patch is None:
         if any(k.startswith("image_encoder.trunk.") for k in sd):
-            raise ValueError(f"{path} is a SAM 2 checkpoint: use sam_type 'sam2' (--sam-type sam2) and its "
+            raise CheckpointError(f"{path} is a SAM 2 checkpoint: use sam_type 'sam2' (--sam-type sam2) and its "
                              "--sam2-config")
-        raise ValueError(f"{path} is not a SAM checkpoint (no image_encoder.patch_embed weights)")
+        raise CheckpointError(f"{path} is not a SAM checkpoint (no image_encoder.patch_embed weights)")
     dim = int(patch.shape[0])
     blocks = sorted({int(k[len(_PREFIX):].split(".")[0]) for k in sd if k.startswith(_PREFIX)})
     rel = [sd.get(f"{_PREFIX}{i}.attn.rel_pos_h") for i in blocks]
     if not blocks or any(r is None for r in rel):
-        raise ValueError(f"{path} is not a SAM checkpoint (encoder blocks without relative positions)")
+        raise CheckpointError(f"{path} is not a SAM checkpoint (encoder blocks without relative positions)")
     # Windowed blocks (window 14) have 2*14-1 relative positions; global blocks span the whole 64x64 grid.
     return {"encoder_embed_dim": dim, "encoder_depth": len(blocks),
             "encoder_num_heads": dim // int(rel[0].shape[1]),
@@ -84,10 +85,10 @@ class SamSegmenter:
 
     def __init__(self, cfg: SegmenterConfig, device: str = "cpu"):
         if cfg.sam_type not in SAM_TYPES:
-            raise ValueError(f"unknown sam_type {cfg.sam_type!r} (choose from {', '.join(SAM_TYPES)})")
+            raise ConfigError(f"unknown sam_type {cfg.sam_type!r} (choose from {', '.join(SAM_TYPES)})")
         self.cfg = cfg
         self.device = torch_device(device)
-        self.checkpoint = locate("sam", cfg.checkpoint, sam_type=cfg.sam_type, sam2_config=cfg.sam2_config)
+        self.checkpoint = sam_checkpoint(cfg)
         options = dict(points_per_side=cfg.points_per_side, pred_iou_thresh=cfg.pred_iou_thresh,
                        stability_score_thresh=cfg.stability_thresh, output_mode="binary_mask")
         if cfg.sam_type == "sam2":

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from dataengine.config import TrackerConfig
-from dataengine.backends.models import autocast, build_sam2, locate, torch_device
+from dataengine.errors import ConfigError
+from dataengine.backends.models import autocast, build_sam2, sam2_checkpoint, torch_device
 from dataengine.ops.regions import drop_small
 
 BATCHED_PREDICTOR = "++model._target_=sam2.sam2_video_predictor_legacy.SAM2VideoPredictor"
@@ -50,10 +51,10 @@ class Sam2Tracker:
         import torch
 
         if cfg.object_batch < 1:
-            raise ValueError(f"object_batch must be at least 1, got {cfg.object_batch}")
+            raise ConfigError(f"object_batch must be at least 1, got {cfg.object_batch}")
         self.cfg = cfg
         self.device = torch_device(device)
-        self.checkpoint = locate("sam2", cfg.checkpoint, sam2_config=cfg.sam2_config)
+        self.checkpoint = sam2_checkpoint(cfg)
         self.predictor = build_sam2(cfg.sam2_config, self.checkpoint.path, self.device, cfg.image_size,
                                     video=True, extra_overrides=[BATCHED_PREDICTOR])
         self.mean = torch.tensor(IMAGE_MEAN, device=self.device).view(1, 3, 1, 1)

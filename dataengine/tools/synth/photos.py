@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from dataengine.errors import UserError
+
 
 @dataclass(frozen=True)
 class Photo:
@@ -94,7 +96,7 @@ def load(name: str) -> np.ndarray:
         with Image.open(path) as im:
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except OSError as e:
-        raise RuntimeError(f"sample photo {photo.filename} of {photo.package} is missing: {e}") from e
+        raise UserError(f"sample photo {photo.filename} of {photo.package} is missing: {e}") from e
     rgb.setflags(write=False)
     return rgb
 

@@ -1,0 +1,27 @@
+"""Errors a user can fix: the command line prints their message as one line and exits 2.
+
+Anything that is not a ``UserError`` (CUDA out of memory, a bug) keeps its
+traceback. The subclasses also derive from the built-in type callers already
+catch (``ValueError``, ``FileNotFoundError``), so ``except ValueError`` keeps working.
+"""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in the command, its options or its input, explained in one line."""
+
+
+class ConfigError(UserError, ValueError):
+    """An unknown or inconsistent setting (option, preset, config file, backend name)."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that is not given, or that does not fit the model it is loaded into."""
+
+
+class CheckpointNotFound(UserError, FileNotFoundError):
+    """A checkpoint path or model id that names nothing on this machine."""
+
+
+class DeviceError(UserError, RuntimeError):
+    """A device was asked for that this machine does not have (``--gpus`` without CUDA)."""
