@@ -1,6 +1,7 @@
 """The two command-line apps, ``trajdata`` and ``trajtok``: parse, call, print. Nothing else."""
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -10,6 +11,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dataengine import __version__
@@ -22,11 +24,22 @@ trajdata = typer.Typer(help="Trajectory pseudo-label data engine.", no_args_is_h
 trajtok_app = typer.Typer(help="Train and evaluate TrajTok segmenters and TrajViT2 video-text models.", no_args_is_help=True,
                           pretty_exceptions_enable=False, add_completion=False)
 
-# Errors a user can fix: one line, exit code 2, no traceback. The project's own are UserError; the built-in
-# ValueError family is still what most of the code raises for bad options and input. Anything else (a
-# RuntimeError such as CUDA out of memory, a bug) keeps its traceback; TRAJTOK_DEBUG=1 shows it for these too.
-USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
-               NotImplementedError)
+# Errors a user can fix: one line, exit code 2, no traceback. The project raises UserError (dataengine/errors.py)
+# for every mistake in a command's options or input. The operating system's refusals of a path the command was
+# given (no such file, permission denied, not a directory, no space left) are the user's to fix too, and they
+# name the path; any other exception (a ValueError from a bug, CUDA out of memory) keeps its traceback.
+# TRAJTOK_DEBUG=1 shows the traceback for these as well.
+PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def one_line_error(e: BaseException) -> str | None:
+    """The one-line message for an error the user can fix, None for one that deserves its traceback."""
+    if isinstance(e, UserError):
+        return str(e)
+    if isinstance(e, OSError) and e.filename is not None and (isinstance(e, PATH_ERRORS)
+                                                             or e.errno == errno.ENOSPC):
+        return f"{e.strerror}: {e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+    return None
 
 
 def friendly(fn):
@@ -34,10 +47,12 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as e:
-            if os.environ.get("TRAJTOK_DEBUG"):
+        except Exception as e:
+            message = one_line_error(e)
+            if message is None or os.environ.get("TRAJTOK_DEBUG"):
                 raise
-            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)  # one line, however long
+            # soft_wrap: one line, however long
+            console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
     return wrapper
 
@@ -113,13 +128,15 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
              sam2_checkpoint: Optional[str] = typer.Option(None, help="SAM 2 tracker checkpoint ({'model': state_dict})."),
              sam2_image_size: Optional[int] = typer.Option(None, help="SAM 2 tracker input side, a multiple of 32 "
                                                                       "[default: 1024]."),
-             frames: Optional[int] = typer.Option(None, help="Frames sampled uniformly per video [default: 16]; "
+             frames: Optional[int] = typer.Option(None, min=0, help="Frames sampled uniformly per video [default: 16]; "
                                                              "with --frame-stride the most frames (0 = no cap)."),
              frame_stride: Optional[int] = typer.Option(None, min=1, help="Annotate every K-th source frame from frame 0 "
                                                                    "instead of uniform sampling, so exported frame "
                                                                    "numbers are source frame numbers."),
-             max_side: Optional[int] = typer.Option(None, help="Working resolution: longest side in pixels [default: 384]."),
-             samples_per_shard: Optional[int] = typer.Option(None, help="Input samples per output shard [default: 64]."),
+             max_side: Optional[int] = typer.Option(None, min=1, help="Working resolution: longest side in pixels "
+                                                                      "[default: 384]."),
+             samples_per_shard: Optional[int] = typer.Option(None, min=1, help="Input samples per output shard "
+                                                                               "[default: 64]."),
              limit: Optional[int] = typer.Option(None, help="Stop after this many input samples."),
              resume: bool = typer.Option(False, help="Skip finished shards, retry errors."),
              ray: bool = typer.Option(True, help="--no-ray runs in-process (debugging)."),

@@ -3,6 +3,8 @@
 Anything that is not a ``UserError`` (CUDA out of memory, a bug) keeps its
 traceback. The subclasses also derive from the built-in type callers already
 catch (``ValueError``, ``FileNotFoundError``), so ``except ValueError`` keeps working.
+A check that guards the code itself (a tensor shape, an internal invariant) raises a
+plain ``ValueError`` instead, and the command line shows its traceback.
 """
 from __future__ import annotations
 
@@ -25,3 +27,18 @@ class CheckpointNotFound(UserError, FileNotFoundError):
 
 class DeviceError(UserError, RuntimeError):
     """A device was asked for that this machine does not have (``--gpus`` without CUDA)."""
+
+
+class InputError(UserError, ValueError):
+    """An input (dataset, recipe file, sample key, shard member) that does not hold what the command needs."""
+
+
+class InputNotFound(UserError, FileNotFoundError):
+    """An input path that names nothing: no such dataset, clip folder or metadata file."""
+
+
+class OutputExists(UserError, FileExistsError, ValueError):
+    """An output that already holds results and would be overwritten (no --resume / --overwrite given).
+
+    Both built-in bases, because some commands raised ``FileExistsError`` for this and others ``ValueError``.
+    """

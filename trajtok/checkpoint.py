@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from dataengine.errors import CheckpointError, CheckpointNotFound
 from dataengine.format import atomic
 
 from .models.segmenter import Segmenter, SegmenterConfig
@@ -43,17 +44,24 @@ def save_segmenter(model: Segmenter, path: str | Path, step: int = 0, extra: dic
     return path
 
 
+def _metadata(path: Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except SafetensorError as e:    # a truncated download, or another kind of file under a .safetensors name
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({e})") from None
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+        raise CheckpointNotFound(f"checkpoint not found: {path}")
+    meta = _metadata(path)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a trajtok segmenter checkpoint (format={meta.get('format')!r})")
+        raise CheckpointError(f"{path} is not a trajtok segmenter checkpoint (format={meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format version {meta.get('format_version')} "
-                         f"unsupported (expected {FORMAT_VERSION})")
+        raise CheckpointError(f"{path}: checkpoint format version {meta.get('format_version')} "
+                              f"unsupported (expected {FORMAT_VERSION})")
     return meta
 
 
@@ -66,7 +74,7 @@ def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu") -
     state = load_file(str(path), device=str(map_location))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        raise CheckpointError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     return model.to(map_location).eval()
 
 
@@ -92,7 +100,7 @@ def save_train_state(path: str | Path, state: dict[str, Any]) -> Path:
 def load_train_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"training state not found: {path}")
+        raise CheckpointNotFound(f"training state not found: {path}")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -112,11 +120,10 @@ def save_video_text(model: torch.nn.Module, path: str | Path, step: int = 0) -> 
 def read_video_text_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+        raise CheckpointNotFound(f"checkpoint not found: {path}")
+    meta = _metadata(path)
     if meta.get("format") != VIDEO_TEXT_FORMAT:
-        raise ValueError(f"{path} is not a trajtok video-text checkpoint (format={meta.get('format')!r})")
+        raise CheckpointError(f"{path} is not a trajtok video-text checkpoint (format={meta.get('format')!r})")
     return meta
 
 
@@ -129,5 +136,5 @@ def load_video_text(path: str | Path, map_location: str | torch.device = "cpu") 
     model = VideoTextModel(VideoTextConfig.from_dict(json.loads(meta["config"])), pretrained_text=False)
     missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        raise CheckpointError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     return model.to(map_location).eval()

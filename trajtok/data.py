@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from dataengine.errors import InputError, InputNotFound
 from dataengine.format import shards as shard_io
 from dataengine.format import trajformat
 from dataengine.media.decode import DecodeError, decode_frames
@@ -74,9 +75,9 @@ def resolve_shards(data: str | Path | Sequence[str | Path]) -> list[Path]:
     elif Path(text).is_dir() or Path(text).is_file():
         paths = shard_io.list_shards(text)
     else:
-        raise FileNotFoundError(f"no such shard dataset: {text}")
+        raise InputNotFound(f"no such shard dataset: {text}")
     if not paths:
-        raise FileNotFoundError(f"no shards found in {text}")
+        raise InputNotFound(f"no shards found in {text}")
     return paths
 
 
@@ -108,12 +109,12 @@ def decode_sample(sample: shard_io.ShardSample, frames: int,
     not repeat the key (callers name the sample).
     """
     if sample.media is None:
-        raise ValueError("the shard holds no media for it")
+        raise InputError("the shard holds no media for it")
     traj = sample.traj
     H, W = int(traj["height"]), int(traj["width"])
     indices = list(traj["frame_indices"])
     if not indices:
-        raise ValueError("its traj.json has no annotated frames")
+        raise InputError("its traj.json has no annotated frames")
     video = is_video(sample)
     pos = frame_positions(len(indices), frames, rng) if video else np.zeros(1, dtype=np.int64)
     wanted = [int(indices[p]) for p in pos]
@@ -200,7 +201,7 @@ class ShardDataset(IterableDataset):
                     buckets[T] = []
             if seen == 0:
                 if epoch == 0 and self.cfg.epochs is None:
-                    raise ValueError(f"consumer {consumer}/{n_consumers} got no samples from "
+                    raise InputError(f"consumer {consumer}/{n_consumers} got no samples from "
                                      f"{len(self.shards)} shard(s)")
                 break
             epoch += 1

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from dataengine.errors import ConfigError
 from .augment import AugmentConfig
 from .data import DataConfig
 from .losses import LossConfig
@@ -106,7 +107,7 @@ def get_preset(name: str | Preset) -> Preset:
     if isinstance(name, Preset):
         return copy.deepcopy(name)
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     return PRESETS[name]()
 
 
@@ -183,5 +184,5 @@ def get_video_text_preset(name: "str | VideoTextPreset") -> VideoTextPreset:
     if isinstance(name, VideoTextPreset):
         return copy.deepcopy(name)
     if name not in VIDEO_TEXT_PRESETS:
-        raise ValueError(f"unknown video-text preset {name!r}; choose from {sorted(VIDEO_TEXT_PRESETS)}")
+        raise ConfigError(f"unknown video-text preset {name!r}; choose from {sorted(VIDEO_TEXT_PRESETS)}")
     return VIDEO_TEXT_PRESETS[name]()

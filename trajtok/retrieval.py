@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from dataengine.errors import InputError
 from .augment import AugmentConfig
 from .data import DataConfig, ShardDataset
 
@@ -42,7 +43,7 @@ def embed_dataset(model: torch.nn.Module, data: Any, batch_size: int = 16, k: in
         if limit is not None and len(keys) >= limit:
             break
     if not keys:
-        raise ValueError(f"no decodable samples in {data}")
+        raise InputError(f"no decodable samples in {data}")
     n = len(keys) if limit is None else min(limit, len(keys))
     return {"keys": keys[:n], "captions": captions[:n], "video": torch.cat(videos)[:n]}
 

@@ -22,6 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from dataengine.errors import InputError
+
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MEMBER = "traj.json.gz"           # what v2 shards hold
@@ -179,14 +181,14 @@ def decode_member(name: str, data: bytes) -> dict[str, Any]:
         try:
             data = d.decompress(data, MAX_JSON_BYTES)
         except zlib.error as e:
-            raise ValueError(f"{name} is not gzip data ({e})") from None
+            raise InputError(f"{name} is not gzip data ({e})") from None
         if d.unconsumed_tail:
-            raise ValueError(f"{name} expands beyond {MAX_JSON_BYTES} bytes")
+            raise InputError(f"{name} expands beyond {MAX_JSON_BYTES} bytes")
     elif name != LEGACY_MEMBER:
-        raise ValueError(f"{name!r} is not a traj.json member")
+        raise InputError(f"{name!r} is not a traj.json member")
     traj = json.loads(data)
     if not isinstance(traj, dict):
-        raise ValueError(f"{name} holds {type(traj).__name__}, not an object")
+        raise InputError(f"{name} holds {type(traj).__name__}, not an object")
     return traj
 
 

@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
 from dataengine.config import DecodeConfig
-from dataengine.errors import UserError
+from dataengine.errors import InputError, UserError
 
 
 # FFmpeg demuxers a video may be read with: MP4/MOV, Matroska/WebM, AVI, MPEG-TS. Never
@@ -320,5 +320,5 @@ def _frames_pyav(data: bytes, indices: list[int], size: tuple[int, int], cfg: De
             if len(got) == len(wanted):
                 break
     if len(got) != len(wanted):   # not a DecodeError: reported with decord's reason as undecodable
-        raise ValueError(f"video has only frames up to {max(got, default=-1)}, traj.json wants {max(wanted)}")
+        raise InputError(f"video has only frames up to {max(got, default=-1)}, traj.json wants {max(wanted)}")
     return np.stack([got[i] for i in indices])

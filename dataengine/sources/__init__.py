@@ -50,6 +50,7 @@ from dataclasses import replace
 from typing import Callable, Iterator
 
 from dataengine.config import SOURCE_FORMATS, SourceConfig
+from dataengine.errors import ConfigError, InputNotFound
 from .common import (IMAGE_EXTS, VIDEO_EXTS, MediaError, SampleRef, SeenKeys, media_type_of,
                      safe_key)
 from .folder import list_folder
@@ -70,17 +71,17 @@ def list_samples(src: SourceConfig, limit: int | None = None) -> Iterator[Sample
     at call time; problems of single samples become refs with ``error``.
     """
     if src.format not in SOURCE_FORMATS:
-        raise ValueError(f"source {src.name!r}: unknown format {src.format!r} (expected one of {SOURCE_FORMATS})")
+        raise ConfigError(f"source {src.name!r}: unknown format {src.format!r} (expected one of {SOURCE_FORMATS})")
     if src.format == "panda_csv":
         if not src.csv:
-            raise ValueError(f"source {src.name!r}: format panda_csv needs a `csv:` metadata file")
+            raise ConfigError(f"source {src.name!r}: format panda_csv needs a `csv:` metadata file")
         if not os.path.isfile(src.csv):
-            raise FileNotFoundError(f"source {src.name!r}: metadata CSV not found: {src.csv}")
+            raise InputNotFound(f"source {src.name!r}: metadata CSV not found: {src.csv}")
         clips = src.path or os.path.dirname(os.path.abspath(src.csv))
         if not os.path.isdir(clips):
-            raise FileNotFoundError(f"source {src.name!r}: clip folder not found: {clips}")
+            raise InputNotFound(f"source {src.name!r}: clip folder not found: {clips}")
     elif not src.path or not os.path.exists(src.path):
-        raise FileNotFoundError(f"source {src.name!r}: input path not found: {src.path!r}")
+        raise InputNotFound(f"source {src.name!r}: input path not found: {src.path!r}")
     lister: Callable[[SourceConfig], Iterator[tuple[SampleRef, bool]]] = _LISTERS[src.format]
     return _numbered(lister(src), limit)
 

@@ -7,17 +7,18 @@ import os
 from typing import Any, Iterator
 
 from dataengine.config import SourceConfig
+from dataengine.errors import InputError
 from .common import SAFE_ID, VIDEO_PREFERENCE, SampleRef, bad_ref, dumps, one_line, printable, utf8_ok
 
 
 def _literal(cell: str | None) -> Any:
     """A Python literal cell (never eval); raises ValueError when it is not one."""
     if cell is None:
-        raise ValueError("missing cell")
+        raise InputError("missing cell")
     try:
         return ast.literal_eval(cell.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
-        raise ValueError(f"not a Python literal: {one_line(cell, 60)}") from e
+        raise InputError(f"not a Python literal: {one_line(cell, 60)}") from e
 
 
 def _per_clip(value: Any, i: int, n: int) -> Any:
@@ -32,7 +33,7 @@ def list_panda(src: SourceConfig) -> Iterator[tuple[SampleRef, bool]]:
         reader = csv.reader(f)
         header = next(reader, [])
         if "videoID" not in header or "timestamp" not in header:
-            raise ValueError(f"{src.csv}: not a Panda-70M CSV (needs videoID and timestamp columns, has {header})")
+            raise InputError(f"{src.csv}: not a Panda-70M CSV (needs videoID and timestamp columns, has {header})")
         while True:
             try:
                 cells = next(reader)
@@ -53,7 +54,7 @@ def _panda_row(src: SourceConfig, clips_dir: str, row: dict[str, str], line: int
     try:
         spans = _literal(row.get("timestamp"))
         if not isinstance(spans, list):
-            raise ValueError("timestamp is not a list")
+            raise InputError("timestamp is not a list")
     except ValueError as e:
         yield bad_ref(src, vid or f"csv_line_{line}", src.csv,
                       f"bad timestamp cell at CSV line {line}: {e}", meta=raw_meta), True

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 from rich.table import Table
 
+from dataengine.errors import InputNotFound
 from dataengine.metrics import scores as metrics
 
 from dataengine.format import trajformat
@@ -108,7 +109,7 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
     """
     for d in (pred_dir, gt_dir):
         if not Path(d).exists():
-            raise FileNotFoundError(f"no such dataset: {d}")
+            raise InputNotFound(f"no such dataset: {d}")
     preds: dict[str, dict[str, Any]] = {}
     by_address: dict[str, str] = {}
     for s in read_dataset(pred_dir, with_media=False):

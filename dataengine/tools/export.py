@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from dataengine.errors import ConfigError, InputNotFound, OutputExists
 from dataengine.format import manifest, trajformat
 from dataengine.media.decode import DecodeError, decode_frames
 from dataengine.format.shards import ShardSample, list_shards, read_shard
@@ -275,21 +276,21 @@ def export_dataset(directory: str | Path, out: str | Path, cfg: ExportConfig | N
     """Export every sample of a trajectory dataset; returns the summary written to ``OUT/export.json``."""
     cfg = cfg or ExportConfig()
     if cfg.format not in FORMATS:
-        raise ValueError(f"unknown export format {cfg.format!r} (choose from {', '.join(FORMATS)})")
+        raise ConfigError(f"unknown export format {cfg.format!r} (choose from {', '.join(FORMATS)})")
     if cfg.resolution not in ("mask", "source"):
-        raise ValueError(f"unknown resolution {cfg.resolution!r} (choose from mask, source)")
+        raise ConfigError(f"unknown resolution {cfg.resolution!r} (choose from mask, source)")
     if cfg.frame_names not in ("source", "position"):
-        raise ValueError(f"unknown frame naming {cfg.frame_names!r} (choose from source, position)")
+        raise ConfigError(f"unknown frame naming {cfg.frame_names!r} (choose from source, position)")
     src, out = Path(directory), Path(out)
     shards = list_shards(src) if src.exists() else []
     if not shards:
-        raise FileNotFoundError(f"no trajectory shards in {src}")
+        raise InputNotFound(f"no trajectory shards in {src}")
     if out.exists() and not overwrite:
-        raise ValueError(f"{out} exists; remove it or pass --overwrite")
+        raise OutputExists(f"{out} exists; remove it or pass --overwrite")
     ann_every = cfg.ann_every or (1 if cfg.frame_names == "position" else
                                   default_ann_every(src if src.is_dir() else src.parent))
     if ann_every < 1:
-        raise ValueError(f"ann_every must be >= 1, got {ann_every}")
+        raise ConfigError(f"ann_every must be >= 1, got {ann_every}")
     table = manifest.read_manifest(src) if src.is_dir() else manifest.SCHEMA.empty_table()
     total = table.column("status").to_pylist().count("ok") if table.num_rows else None
     for stale in out.parent.glob(f".{out.name}.tmp-*"):      # a killed export's partial tree

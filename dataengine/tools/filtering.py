@@ -16,6 +16,7 @@ from dataengine import ENGINE_VERSION
 
 from dataengine.format import atomic, manifest
 from dataengine.config import FilterConfig, to_dict
+from dataengine.errors import ConfigError, InputError
 from dataengine.format.shards import read_shard, write_dataset_card, write_shard
 
 
@@ -34,9 +35,9 @@ def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterCon
     src, out = Path(input_dir), Path(output_dir)
     parts = sorted(manifest.done_parts(src))
     if not parts:
-        raise ValueError(f"{src} has no manifest (manifest/part-*.parquet); is it an annotate output?")
+        raise InputError(f"{src} has no manifest (manifest/part-*.parquet); is it an annotate output?")
     if src.resolve() == out.resolve():
-        raise ValueError("--output must differ from the input directory")
+        raise ConfigError("--output must differ from the input directory")
     out.mkdir(parents=True, exist_ok=True)
     counts = {"ok": 0, "filtered": 0, "error": 0}
     for n, c in enumerate(parts):

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dataengine.errors import InputError, InputNotFound
 from dataengine.format.manifest import STAGES
 
 STATUSES = ("ok", "filtered", "error")
@@ -105,7 +106,7 @@ def reason_kind(reason: str, key: str = "") -> str:
 def _read_columns(directory: Path) -> pa.Table:
     parts = sorted((directory / "manifest").glob("part-*.parquet"))
     if not parts:
-        raise ValueError(f"{directory} has no manifest (manifest/part-*.parquet); "
+        raise InputError(f"{directory} has no manifest (manifest/part-*.parquet); "
                          f"is it a `trajdata annotate` or `trajdata filter` output?")
     tables = []
     for p in parts:
@@ -122,7 +123,7 @@ def _read_columns(directory: Path) -> pa.Table:
 def collect(directory: str | Path, top_reasons: int = 10) -> DatasetStats:
     d = Path(directory)
     if not d.is_dir():
-        raise FileNotFoundError(f"no such dataset directory: {d}")
+        raise InputNotFound(f"no such dataset directory: {d}")
     table = _read_columns(d)
     cols: dict[str, np.ndarray] = {}
     for c in COLUMNS:

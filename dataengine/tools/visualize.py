@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 
+from dataengine.errors import ConfigError, InputError, InputNotFound
 from dataengine.format import atomic, shards, trajformat
 from dataengine.media.decode import DecodeError, decode_frames
 from dataengine.metrics.matching import iou_matrix, match_one_to_one
@@ -106,7 +107,7 @@ def find_sample(directory: str | Path, key: str) -> shards.ShardSample:
     """
     d = Path(directory)
     if not d.exists():
-        raise FileNotFoundError(f"no such dataset: {d}")
+        raise InputNotFound(f"no such dataset: {d}")
     parts = sorted((d / "manifest").glob("part-*.parquet")) if d.is_dir() else []
     if parts:
         # Four columns only: a lookup in a manifest of millions of rows stays cheap.
@@ -116,7 +117,7 @@ def find_sample(directory: str | Path, key: str) -> shards.ShardSample:
         if row is None:
             _raise_missing(d, key, sorted(k for k, r in rows.items() if r["status"] == "ok"))
         if row["status"] != "ok" or not row["shard"]:
-            raise ValueError(f"sample {key!r} has status {row['status']!r} ({row['reason'] or 'no reason'}); "
+            raise InputError(f"sample {key!r} has status {row['status']!r} ({row['reason'] or 'no reason'}); "
                              f"only 'ok' samples have trajectories in the shards")
         candidates = [d / row["shard"]]
     else:
@@ -124,7 +125,7 @@ def find_sample(directory: str | Path, key: str) -> shards.ShardSample:
     seen: list[str] = []
     for path in candidates:
         if not path.is_file():
-            raise FileNotFoundError(f"manifest names shard {path.name} for {key!r}, but {path} is missing")
+            raise InputNotFound(f"manifest names shard {path.name} for {key!r}, but {path} is missing")
         for s in shards.read_shard(path):
             if s.key == key:
                 return s
@@ -135,12 +136,12 @@ def find_sample(directory: str | Path, key: str) -> shards.ShardSample:
 
 def _raise_missing(d: Path, key: str, keys: list[str]) -> None:
     if not keys:
-        raise ValueError(f"no sample {key!r} in {d}: it holds no 'ok' samples (is it a trajdata output?)")
+        raise InputError(f"no sample {key!r} in {d}: it holds no 'ok' samples (is it a trajdata output?)")
     # difflib is quadratic-ish per candidate: on huge datasets only the first keys are compared.
     close = difflib.get_close_matches(key, keys[:20000], n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-    raise ValueError(f"no sample {key!r} in {d}{hint} available keys: {shown}")
+    raise InputError(f"no sample {key!r} in {d}{hint} available keys: {shown}")
 
 
 def load(directory: str | Path, key: str, gt: str | Path | None = None) -> Shown:
@@ -152,7 +153,7 @@ def load(directory: str | Path, key: str, gt: str | Path | None = None) -> Shown
         try:
             frames = decode_frames(s.media, media_type, list(s.traj["frame_indices"]), (W, H))
         except DecodeError as e:  # a user-facing error (one line in the CLI), not a traceback
-            raise ValueError(f"cannot decode the {s.media_ext} member of {key!r}: {e}") from None
+            raise InputError(f"cannot decode the {s.media_ext} member of {key!r}: {e}") from None
     else:  # a shard without media still shows its masks, over a neutral grey
         frames = np.full((T, H, W, 3), 96, np.uint8)
     shown = Shown(s.key, frames, labels, s.traj, s.meta, s.caption, s.media is not None)
@@ -479,9 +480,9 @@ def show(directory: str | Path, key: str, out: str | Path, gt: str | Path | None
     out = Path(out)
     ext = out.suffix.lower()
     if ext not in (".png", ".gif", ".mp4"):
-        raise ValueError(f"--out must end in .png, .gif or .mp4, got {out.name!r}")
+        raise ConfigError(f"--out must end in .png, .gif or .mp4, got {out.name!r}")
     if fps <= 0:
-        raise ValueError("--fps must be > 0")
+        raise ConfigError("--fps must be > 0")
     shown = load(directory, key, gt)
     T, H, W = shown.labels.shape
     scale = scale or auto_scale(H, W)

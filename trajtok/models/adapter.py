@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataengine.errors import ConfigError
 from .layers import Attention, PerceiverLayer
 from .trajectory_encoder import TrajectoryEncoder, TrajectoryEncoderConfig
 from .video import ViT3DVideo, sinusoid
@@ -166,4 +167,4 @@ def build_probe(method: str, in_dim: int, classes: int, dim: int = 128, heads: i
         return PerceiverProbe(in_dim, dim, classes, heads, latents, depth)
     if method.startswith("trajadapter_k"):
         return TrajAdapterProbe(in_dim, dim, classes, heads, int(method.removeprefix("trajadapter_k")), depth)
-    raise ValueError(f"unknown probe method {method!r}; choose from {', '.join(METHODS)}")
+    raise ConfigError(f"unknown probe method {method!r}; choose from {', '.join(METHODS)}")

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataengine.errors import ConfigError
+
 
 def rope_angles(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables ``[N, head_dim]`` for integer ``positions`` ``[N]`` (half-split layout)."""
@@ -104,4 +106,4 @@ def check_config_keys(cls: type, d: dict[str, Any]) -> None:
     an unknown key means a different model, not something to drop silently."""
     unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        raise ConfigError(f"unknown {cls.__name__} keys: {sorted(unknown)}")

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import nn
 
+from dataengine.errors import CheckpointError, CheckpointNotFound
 from .layers import PerceiverLayer, check_config_keys, rope_angles
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -152,7 +153,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a local safetensors or torch file (never unpickles objects)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointNotFound(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
@@ -161,7 +162,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds no state dict")
+        raise CheckpointError(f"{path} holds no state dict")
     return obj
 
 
@@ -177,8 +178,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
              if not k.startswith(("head.", "fc.", "classifier."))}
     result = backbone.load_state_dict(state, strict=False)
     if result.missing_keys:
-        raise ValueError(f"{path}: backbone keys missing from checkpoint: {result.missing_keys[:5]}"
-                         f"{' ...' if len(result.missing_keys) > 5 else ''}")
+        raise CheckpointError(f"{path}: backbone keys missing from checkpoint: {result.missing_keys[:5]}"
+                              f"{' ...' if len(result.missing_keys) > 5 else ''}")
 
 
 def hard_assign(logits: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from dataengine.errors import CheckpointNotFound, ConfigError
 from .layers import check_config_keys
 from .video import Block
 
@@ -93,7 +94,7 @@ class HFTextTower(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         if not cfg.model_dir or not Path(cfg.model_dir).is_dir():
-            raise FileNotFoundError(f"text model directory not found: {cfg.model_dir}")
+            raise CheckpointNotFound(f"text model directory not found: {cfg.model_dir}")
         self.cfg = cfg
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model_dir, local_files_only=True)
         if pretrained:
@@ -116,4 +117,4 @@ def build_text_tower(cfg: TextConfig, pretrained: bool = True) -> nn.Module:
         return WordTextTower(cfg)
     if cfg.kind == "hf":
         return HFTextTower(cfg, pretrained=pretrained)
-    raise ValueError(f"unknown text tower kind {cfg.kind!r}; choose word or hf")
+    raise ConfigError(f"unknown text tower kind {cfg.kind!r}; choose word or hf")

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataengine.errors import ConfigError
 from .layers import MLP, Attention, check_config_keys
 from .segmenter import Segmenter, SegmenterConfig
 
@@ -222,7 +223,7 @@ class TrajectoryEncoder(nn.Module):
         B, N, T, h, w = masks.shape
         k = max(self.cfg.sub_tokens) if k is None else int(k)
         if str(k) not in self.sub_queries:
-            raise ValueError(f"k={k} sub-tokens not trained; choose from {self.cfg.sub_tokens}")
+            raise ConfigError(f"k={k} sub-tokens not trained; choose from {self.cfg.sub_tokens}")
         features = align_features(features, (T, h, w))
         if assign is None:
             assign = masks.detach().argmax(dim=1)

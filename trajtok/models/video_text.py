@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataengine.errors import ConfigError
 from .layers import check_config_keys
 from .segmenter import SegmenterConfig
 from .text import TextConfig, build_text_tower
@@ -46,13 +47,13 @@ class VideoTextConfig:
 
     def check(self) -> "VideoTextConfig":
         if self.video_model not in VIDEO_MODELS:
-            raise ValueError(f"unknown video model {self.video_model!r}; choose from {VIDEO_MODELS}")
+            raise ConfigError(f"unknown video model {self.video_model!r}; choose from {VIDEO_MODELS}")
         if self.encoder.in_dim != self.segmenter.dim:
             raise ValueError(f"encoder in_dim {self.encoder.in_dim} != segmenter dim {self.segmenter.dim}")
         if self.encoder.out_dim != self.transformer.width:
             raise ValueError(f"encoder out_dim {self.encoder.out_dim} != transformer width {self.transformer.width}")
         if self.eval_k not in self.encoder.sub_tokens:
-            raise ValueError(f"eval_k {self.eval_k} not among sub_tokens {self.encoder.sub_tokens}")
+            raise ConfigError(f"eval_k {self.eval_k} not among sub_tokens {self.encoder.sub_tokens}")
         return self
 
 

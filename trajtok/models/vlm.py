@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataengine.errors import CheckpointNotFound, ConfigError
 from .adapter import frozen_clip_inputs
 from .trajectory_encoder import TrajectoryEncoder, TrajectoryEncoderConfig
 
@@ -66,7 +67,7 @@ def window_grid(budget: int, grid: tuple[int, int, int]) -> tuple[int, int, int]
             if score < best_score:
                 best, best_score = (a, b, c), score
     if best is None:
-        raise ValueError(f"a budget of {budget} windows does not tile a {grid} patch grid")
+        raise ConfigError(f"a budget of {budget} windows does not tile a {grid} patch grid")
     return best
 
 
@@ -84,12 +85,12 @@ class Connector(nn.Module):
     def __init__(self, kind: str, in_dim: int, lm_dim: int, n_trajectories: int, cfg: VLMConfig):
         super().__init__()
         if kind not in CONNECTORS:
-            raise ValueError(f"unknown connector {kind!r}; choose from {', '.join(CONNECTORS)}")
+            raise ConfigError(f"unknown connector {kind!r}; choose from {', '.join(CONNECTORS)}")
         self.kind, self.k = kind, cfg.k if kind == "trajectory" else 1
         self.budget = n_trajectories * cfg.k
         if self.budget > MAX_TOKENS_PER_CLIP:
-            raise ValueError(f"{n_trajectories} trajectories x K={cfg.k} = {self.budget} tokens per clip; "
-                             f"the VLM takes at most {MAX_TOKENS_PER_CLIP}")
+            raise ConfigError(f"{n_trajectories} trajectories x K={cfg.k} = {self.budget} tokens per clip; "
+                              f"the VLM takes at most {MAX_TOKENS_PER_CLIP}")
         self.encoder = TrajectoryEncoder(TrajectoryEncoderConfig(in_dim=in_dim, dim=cfg.dim, out_dim=cfg.dim,
                                                                  depth=cfg.depth, heads=cfg.heads, sub_tokens=[self.k]))
         self.projector = nn.Sequential(nn.Linear(cfg.dim, lm_dim), nn.GELU(), nn.Linear(lm_dim, lm_dim))
@@ -109,7 +110,7 @@ def load_lm(path: str | Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no transformers model directory at {path} (config.json missing)")
+        raise CheckpointNotFound(f"no transformers model directory at {path} (config.json missing)")
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     lm = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
     if tok.pad_token is None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError, InputError
 from ..checkpoint import load_segmenter
 from ..data import decode_sample, is_video, resolve_shards
 from ..models.adapter import METHODS, build_probe, frozen_clip_inputs
@@ -70,10 +71,10 @@ def build_backbone(spec: str, cfg: ProbeConfig, seed: int = 0) -> tuple[torch.nn
         from ..checkpoint import load_video_text
         model = load_video_text(spec.split(":", 1)[1])
         if model.cfg.video_model != "vit3d":
-            raise ValueError(f"{spec}: checkpoint holds a {model.cfg.video_model} model, not vit3d")
+            raise CheckpointError(f"{spec}: checkpoint holds a {model.cfg.video_model} model, not vit3d")
         cfg.image_size = model.cfg.segmenter.image_size
         return model.video.eval(), f"vit3d checkpoint {spec.split(':', 1)[1]}"
-    raise ValueError(f"unknown backbone {spec!r}; use vit3d or vit3d:PATH")
+    raise ConfigError(f"unknown backbone {spec!r}; use vit3d or vit3d:PATH")
 
 
 def _scalar_labels(meta: dict[str, Any]) -> dict[str, str]:
@@ -86,8 +87,8 @@ def extract_clip_inputs(data: Any, backbone: torch.nn.Module, segmenter: torch.n
     """Features, resampled masks and scalar json fields (any of them can be the label) of every
     decodable video clip in ``data``; ``skipped`` counts the other samples."""
     if segmenter.cfg.num_queries > MAX_TRAJECTORIES:
-        raise ValueError(f"segmenter has {segmenter.cfg.num_queries} queries; the probe takes at most "
-                         f"{MAX_TRAJECTORIES} trajectories")
+        raise CheckpointError(f"segmenter has {segmenter.cfg.num_queries} queries; the probe takes at most "
+                              f"{MAX_TRAJECTORIES} trajectories")
     from dataengine.format import shards as shard_io
     feats, fracs, majs, metas, keys, skipped = [], [], [], [], [], 0
     pending: list[tuple[str, dict[str, str], np.ndarray]] = []
@@ -125,7 +126,7 @@ def extract_clip_inputs(data: Any, backbone: torch.nn.Module, segmenter: torch.n
                 flush()
     flush()
     if not keys:
-        raise ValueError(f"no decodable video sample in {data}")
+        raise InputError(f"no decodable video sample in {data}")
     return {"features": torch.cat(feats), "fractions": torch.cat(fracs), "majority": torch.cat(majs),
             "meta": metas, "keys": keys, "skipped": skipped}
 
@@ -134,7 +135,7 @@ def select(extracted: dict[str, Any], label_key: str, data: Any = "") -> dict[st
     """The clips that carry ``label_key``, with ``labels``; the others join ``skipped``."""
     keep = [i for i, m in enumerate(extracted["meta"]) if label_key in m]
     if not keep:
-        raise ValueError(f"no video sample in {data} has the label {label_key!r}")
+        raise ConfigError(f"no video sample in {data} has the label {label_key!r}")
     idx = torch.tensor(keep)
     return {"features": extracted["features"][idx], "fractions": extracted["fractions"][idx],
             "majority": extracted["majority"][idx], "labels": [extracted["meta"][i][label_key] for i in keep],
@@ -199,13 +200,13 @@ def run_probe(data: Any, eval_data: Any, label_key: str, segmenter: str | Path, 
               ) -> dict[str, Any]:
     """All methods x seeds; returns the JSON-ready result (mean top-1 per method, per-seed figures, chance)."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     cfg = dataclasses.replace(PRESETS[preset], **(overrides or {}))
     methods = list(methods or cfg.methods)
     for m in methods:
         build_probe(m, 8, 2, 8, 2)   # fail fast on an unknown name, before any decoding
     if not Path(segmenter).is_file():
-        raise FileNotFoundError(f"segmenter checkpoint not found: {segmenter}")
+        raise CheckpointNotFound(f"segmenter checkpoint not found: {segmenter}")
     seeds = list(seeds or [0])
     train = select(cached_extract(data, backbone, segmenter, cfg, cache, 0, on_clip=on_clip), label_key, data)
     held = select(cached_extract(eval_data, backbone, segmenter, cfg, cache, 0, on_clip=on_clip), label_key, eval_data)

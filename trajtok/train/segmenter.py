@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from dataengine.errors import CheckpointError, CheckpointNotFound, OutputExists
 from ..checkpoint import (load_segmenter, load_train_state, read_metadata, save_segmenter,
                          save_train_state, weights_digest)
 from ..data import make_loader
@@ -150,7 +151,7 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     if last.exists() and not resume:
-        raise FileExistsError(f"{out} already holds a checkpoint; pass resume=True or use a new output dir")
+        raise OutputExists(f"{out} already holds a checkpoint; pass resume=True or use a new output dir")
 
     torch.manual_seed(seed)   # identical init on every rank (DDP also broadcasts rank 0's)
     model = build_segmenter(P.model, backbone_checkpoint).to(device)
@@ -158,15 +159,15 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
     step = 0
     if resume:
         if not last.exists():
-            raise FileNotFoundError(f"resume requested but {last} does not exist")
+            raise CheckpointNotFound(f"resume requested but {last} does not exist")
         saved_cfg = json.loads(read_metadata(last)["config"])
         if saved_cfg != json.loads(json.dumps(P.model.to_dict())):
-            raise ValueError(f"{last} was trained with a different model config: {saved_cfg}")
+            raise CheckpointError(f"{last} was trained with a different model config: {saved_cfg}")
         model.load_state_dict(load_segmenter(last).state_dict())
         state = load_train_state(last_state)
         if state["step"] != int(read_metadata(last)["step"]):
-            raise ValueError(f"{last} (step {read_metadata(last)['step']}) and {last_state} "
-                             f"(step {state['step']}) disagree; restore a matching pair")
+            raise CheckpointError(f"{last} (step {read_metadata(last)['step']}) and {last_state} "
+                                  f"(step {state['step']}) disagree; restore a matching pair")
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         for key, now in (("world_size", world), ("batch_size", P.data.batch_size),

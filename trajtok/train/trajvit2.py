@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError, InputError, OutputExists
 from dataengine.format import shards as shard_io
 
 from ..checkpoint import (load_segmenter, load_train_state, read_video_text_metadata,
@@ -126,13 +127,13 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     out = Path(output)
     last, last_state = out / "last.safetensors", out / "last.optim.pt"
     if last.exists() and not resume:
-        raise FileExistsError(f"{out} already holds a checkpoint; pass resume=True or use a new output dir")
+        raise OutputExists(f"{out} already holds a checkpoint; pass resume=True or use a new output dir")
     captions = read_captions(data)
     if not captions or not any(captions.values()):
-        raise ValueError(f"{data}: no captioned samples (video-text training needs the shards' txt members)")
+        raise InputError(f"{data}: no captioned samples (video-text training needs the shards' txt members)")
     if resume:
         if not last.exists():
-            raise FileNotFoundError(f"resume requested but {last} does not exist")
+            raise CheckpointNotFound(f"resume requested but {last} does not exist")
         P = get_video_text_preset(preset)
         P.model = VideoTextConfig.from_dict(json.loads(read_video_text_metadata(last)["config"]))
         P.sync()
@@ -151,11 +152,11 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     model = VideoTextModel(P.model).to(device)
     if segmenter and not resume:
         if model.segmenter is None:
-            raise ValueError("--segmenter warm-starts TrajViT2's tokenizer; vit3d has no segmenter")
+            raise ConfigError("--segmenter warm-starts TrajViT2's tokenizer; vit3d has no segmenter")
         warm = load_segmenter(segmenter)
         as_json = lambda cfg: json.loads(json.dumps(cfg.to_dict()))   # noqa: E731 (tuples vs lists)
         if as_json(warm.cfg) != as_json(P.model.segmenter):
-            raise ValueError(f"{segmenter}: segmenter config differs from preset {P.name}'s: {warm.cfg.to_dict()}")
+            raise CheckpointError(f"{segmenter}: segmenter config differs from preset {P.name}'s: {warm.cfg.to_dict()}")
         model.segmenter.load_state_dict(warm.state_dict())
     optimizer = torch.optim.AdamW(_param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
     step = 0
@@ -164,7 +165,7 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         model.load_state_dict(load_file(str(last)))
         state = load_train_state(last_state)
         if state["step"] != int(read_video_text_metadata(last)["step"]):
-            raise ValueError(f"{last} and {last_state} disagree on the step; restore a matching pair")
+            raise CheckpointError(f"{last} and {last_state} disagree on the step; restore a matching pair")
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         for key, now in (("world_size", world), ("batch_size", P.data.batch_size), ("num_workers", t.num_workers)):

@@ -24,6 +24,7 @@ from PIL import Image
 
 from dataengine import ENGINE_VERSION
 
+from dataengine.errors import ConfigError, OutputExists
 from dataengine.format import manifest, shards, trajformat
 from . import captions, flat, photo
 from .common import seed_rng
@@ -43,7 +44,7 @@ def _style(style: str) -> ModuleType:
     try:
         return STYLES[style]
     except KeyError:
-        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}") from None
+        raise ConfigError(f"style must be one of {', '.join(STYLES)}, got {style!r}") from None
 
 
 def _crf(style: str, seed: int) -> int:
@@ -225,15 +226,15 @@ def make_corpus(out: str | Path, videos: int = 6, images: int = 4, seed: int = 0
         from .photos import pool
         pool(photos)                       # a bad split name fails before anything is written
     if videos < 0 or images < 0:
-        raise ValueError("videos and images must be >= 0")
+        raise ConfigError("videos and images must be >= 0")
     if videos and n_frames < 2:
-        raise ValueError("n_frames must be >= 2 (the cut video needs two scenes)")
+        raise ConfigError("n_frames must be >= 2 (the cut video needs two scenes)")
     out = Path(out)
     parts = [out / "media", out / "wds", out / "gt"]
     busy = [p for p in parts if p.exists() and any(p.iterdir())]
     if busy:
         if not overwrite:
-            raise FileExistsError(f"{busy[0]} is not empty; remove it or pass overwrite=True")
+            raise OutputExists(f"{busy[0]} is not empty; remove it or pass overwrite=True")
         for p in busy:
             shutil.rmtree(p)
     media = out / "media"

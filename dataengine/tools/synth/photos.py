@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from dataengine.errors import UserError
+from dataengine.errors import ConfigError, UserError
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _package_dir(package: str) -> str:
 
 def pool(split: str = "all") -> tuple[Photo, ...]:
     if split not in SPLITS:
-        raise ValueError(f"photos must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise ConfigError(f"photos must be one of {', '.join(SPLITS)}, got {split!r}")
     return tuple(p for p in PHOTOS if split == "all" or p.half == split)
 
 
