@@ -1,13 +1,14 @@
 """The two command-line apps, ``trajdata`` and ``trajtok``: parse, call, print. Nothing else."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -76,9 +77,18 @@ def trajtok_options(version: bool = version_option("trajtok")):
     pass
 
 
-def progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=False)
+@contextlib.contextmanager
+def progress() -> Iterator[Progress]:
+    """Bars that stay on screen when the work is done, and vanish when it fails: a user error is then the one line
+    left on the terminal."""
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, transient=False)
+    with bar:
+        try:
+            yield bar
+        except BaseException:
+            bar.live.transient = True
+            raise
 
 
 # ------------------------------------------------------------------ trajdata

@@ -5,11 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import cli
 import dataengine
 import trajtok
+from dataengine.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +41,109 @@ def test_a_runtime_error_inside_a_command_keeps_its_traceback(tmp_path):
     assert result.returncode not in (0, 2)
     assert "Traceback (most recent call last)" in result.stderr and "in collect" in result.stderr
     assert "RuntimeError: CUDA out of memory" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A small synth corpus, a toy segmenter checkpoint and the wrong things users point commands at."""
+    import torch
+
+    from dataengine.tools.synth import make_corpus
+    from fixtures.trajtok_toy import toy_preset
+    from trajtok.checkpoint import save_segmenter
+    from trajtok.models.segmenter import build_segmenter
+
+    d = tmp_path_factory.mktemp("mistakes")
+    make_corpus(d / "syn", videos=1, images=1, seed=0, n_frames=4, style="flat")
+    torch.manual_seed(0)
+    save_segmenter(build_segmenter(toy_preset().model), d / "seg.safetensors")
+    (d / "junk.safetensors").write_bytes(b"a download that stopped early")
+    (d / "empty").mkdir()
+    (d / "exported").mkdir()
+    (d / "annotated" / "manifest").mkdir(parents=True)     # what the writer reads as finished work
+    (d / "annotated" / "manifest" / "part-000000.parquet").write_bytes(b"")
+    (d / "trained").mkdir()
+    (d / "trained" / "last.safetensors").write_bytes(b"")
+    return d
+
+
+# Mistakes a user makes, across both command lines: (app, arguments, the start of the one error line).
+MISTAKES = [
+    ("trajdata", ["annotate", "--no-ray", "--input", "{d}/missing", "--output", "{o}"], "source 'local': input path not found"),
+    ("trajdata", ["annotate", "--no-ray", "--input", "{d}/syn/media", "--output", "{d}/annotated"], "{d}/annotated already holds"),
+    ("trajdata", ["annotate", "--no-ray", "--input", "{d}/syn/media", "--output", "{o}", "--segmenter", "nope"], "unknown segmenter 'nope'"),
+    ("trajdata", ["annotate", "--no-ray", "--input", "{d}/syn/media", "--output", "{o}", "--preset", "nope"], "unknown preset 'nope'"),
+    ("trajdata", ["annotate", "--no-ray", "--input", "{d}/syn/media", "--output", "{o}", "--config", "{d}/none.yaml"],
+     "No such file or directory: {d}/none.yaml"),
+    ("trajdata", ["annotate", "--no-ray", "--input", "{d}/syn/media", "--output", "{o}", "--segmenter", "trajtok",
+                  "--checkpoint", "{d}/junk.safetensors"], "{d}/junk.safetensors is not a readable safetensors checkpoint"),
+    ("trajdata", ["show", "{d}/syn/gt", "nokey", "--out", "{d}/x.png"], "no sample 'nokey'"),
+    ("trajdata", ["show", "{d}/missing", "video_000", "--out", "{d}/x.png"], "no such dataset"),
+    ("trajdata", ["show", "{d}/syn/gt", "video_000", "--out", "{d}/x.txt"], "--out must end in .png, .gif or .mp4"),
+    ("trajdata", ["eval", "--pred", "{d}/syn/gt", "--gt", "{d}/syn/wds/videos"], "ground truth {d}/syn/wds/videos holds neither"),
+    ("trajdata", ["eval", "--pred", "{d}/missing", "--gt", "{d}/syn/gt"], "no such dataset"),
+    ("trajdata", ["stats", "{d}/empty"], "{d}/empty has no manifest"),
+    ("trajdata", ["stats", "{d}/syn/gt", "--json", "{d}/no/such/dir/s.json"], "No such file or directory: {d}/no/such/dir"),
+    ("trajdata", ["filter", "{d}/syn/gt", "--output", "{d}/syn/gt"], "--output must differ"),
+    ("trajdata", ["export", "{d}/syn/gt", "{d}/exported"], "{d}/exported exists"),
+    ("trajdata", ["export", "{d}/syn/gt", "{o}", "--format", "nope"], "unknown export format 'nope'"),
+    ("trajdata", ["synth", "{d}/syn", "--videos", "1", "--images", "0"], "{d}/syn/media is not empty"),
+    ("trajdata", ["synth", "{o}", "--style", "nope"], "style must be one of"),
+    ("trajtok", ["train-segmenter", "--data", "{d}/syn/gt", "--output", "{o}", "--preset", "nope"], "unknown preset 'nope'"),
+    ("trajtok", ["train-segmenter", "--data", "{d}/missing", "--output", "{o}"], "no such shard dataset"),
+    ("trajtok", ["train-segmenter", "--data", "{d}/empty", "--output", "{o}"], "no shards found"),
+    ("trajtok", ["train-segmenter", "--data", "{d}/syn/gt", "--output", "{d}/trained"], "{d}/trained already holds a checkpoint"),
+    ("trajtok", ["eval-segmenter", "--checkpoint", "{d}/junk.safetensors", "--data", "{d}/syn/gt"], "{d}/junk.safetensors is not"),
+    ("trajtok", ["train-trajvit2", "--data", "{d}/syn/gt", "--output", "{o}", "--video-model", "nope"], "unknown video model"),
+    ("trajtok", ["train-trajvit2", "--data", "{d}/syn/gt", "--output", "{o}", "--text-model", "{d}/missing"],
+     "text model directory not found"),
+    ("trajtok", ["eval-retrieval", "--checkpoint", "{d}/seg.safetensors", "--data", "{d}/syn/gt"],
+     "{d}/seg.safetensors is not a trajtok video-text checkpoint"),
+    ("trajtok", ["probe", "--data", "{d}/syn/gt", "--eval-data", "{d}/syn/gt", "--label-key", "motion",
+                 "--segmenter", "{d}/none.safetensors"], "segmenter checkpoint not found"),
+    ("trajtok", ["probe", "--data", "{d}/syn/gt", "--eval-data", "{d}/syn/gt", "--label-key", "motion",
+                 "--segmenter", "{d}/seg.safetensors", "--backbone", "resnet"], "unknown backbone 'resnet'"),
+    ("trajtok", ["info", "--preset", "nope"], "unknown preset 'nope'"),
+]
+
+
+@pytest.mark.parametrize("app, args, message", MISTAKES, ids=[f"{a} {' '.join(x[:1])} {i}" for i, (a, x, _) in
+                                                              enumerate(MISTAKES)])
+def test_user_mistakes_are_one_line_and_exit_2(inputs, app, args, message, monkeypatch, tmp_path):
+    monkeypatch.delenv("TRAJTOK_DEBUG", raising=False)
+    args = [a.format(d=inputs, o=tmp_path / "out") for a in args]
+    result = CliRunner().invoke(cli.trajdata if app == "trajdata" else cli.trajtok_app, args)
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]   # a failed command's bars vanish
+    assert len(lines) == 1 and lines[0].startswith("error: " + message.format(d=inputs)), result.stderr
+    # and it is a UserError (or the operating system refusing a path the user gave), not a built-in let through
+    monkeypatch.setenv("TRAJTOK_DEBUG", "1")
+    raised = CliRunner().invoke(cli.trajdata if app == "trajdata" else cli.trajtok_app, args).exception
+    assert isinstance(raised, UserError) or (isinstance(raised, OSError) and raised.filename), repr(raised)
+
+
+@pytest.mark.parametrize("app, prelude, args, where", [
+    ("trajdata", "import dataengine.tools.stats as m\ndef collect(d): raise ValueError('boom')\nm.collect = collect",
+     ["stats", "{d}"], "in collect"),
+    ("trajtok", "import trajtok.info as m\ndef model_info(p, frames): raise ValueError('boom')\nm.model_info = model_info",
+     ["info"], "in model_info"),
+    # a FileNotFoundError the code raises itself names no path the user gave: a bug, so a traceback too
+    ("trajdata", "import dataengine.tools.stats as m\ndef collect(d): raise FileNotFoundError('boom')\nm.collect = collect",
+     ["stats", "{d}"], "in collect"),
+])
+def test_a_builtin_error_that_is_not_a_user_error_keeps_its_traceback(tmp_path, app, prelude, args, where):
+    result = run_cli(app, [a.format(d=tmp_path) for a in args], prelude)
+    assert result.returncode not in (0, 2), result.stderr
+    assert "Traceback (most recent call last)" in result.stderr and where in result.stderr, result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].endswith("Error: boom"), result.stderr
+
+
+def test_trajtok_user_error_in_a_real_process(tmp_path):
+    result = run_cli("trajtok", ["probe", "--data", str(tmp_path), "--eval-data", str(tmp_path), "--label-key",
+                                 "motion", "--segmenter", str(tmp_path / "none.safetensors")])
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: segmenter checkpoint not found: {tmp_path / 'none.safetensors'}"], result.stderr
 
 
 def test_trajtok_user_errors_are_one_line_too(tmp_path):

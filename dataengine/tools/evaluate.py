@@ -36,11 +36,12 @@ import cv2
 import numpy as np
 from rich.table import Table
 
-from dataengine.errors import InputNotFound
+from dataengine.errors import InputError, InputNotFound
 from dataengine.metrics import scores as metrics
 
 from dataengine.format import trajformat
-from dataengine.format.shards import read_dataset
+from dataengine.format.manifest import done_parts
+from dataengine.format.shards import list_shards, read_dataset
 
 METRIC_KEYS = ("STQ", "AQ", "SQ", "VEQ", "VPQ", "recall_at_0.5", "mean_best_iou")
 # Fragmentation: predicted ids covering a GT trajectory (>= metrics.COVER_SHARE of it), and the
@@ -110,6 +111,10 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
     for d in (pred_dir, gt_dir):
         if not Path(d).exists():
             raise InputNotFound(f"no such dataset: {d}")
+    # Predictions may be empty (everything counts as missed); ground truth without shards is the wrong folder.
+    if not list_shards(gt_dir) and not done_parts(gt_dir):
+        raise InputError(f"ground truth {gt_dir} holds neither trajectory shards nor a manifest (is it a synth gt/ "
+                         f"or an annotate output?)")
     preds: dict[str, dict[str, Any]] = {}
     by_address: dict[str, str] = {}
     for s in read_dataset(pred_dir, with_media=False):
