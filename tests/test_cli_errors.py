@@ -138,6 +138,23 @@ def test_a_builtin_error_that_is_not_a_user_error_keeps_its_traceback(tmp_path, 
     assert result.stderr.rstrip().splitlines()[-1].endswith("Error: boom"), result.stderr
 
 
+def test_which_errors_are_one_line():
+    import errno
+
+    from dataengine.errors import ConfigError, OutputExists
+    assert cli.one_line_error(ConfigError("unknown preset 'x'")) == "unknown preset 'x'"
+    assert cli.one_line_error(OutputExists("out exists")) == "out exists"
+    # the operating system refusing a path the user gave (here: an output folder they may not write)
+    assert cli.one_line_error(PermissionError(errno.EACCES, "Permission denied", "/data/out")) == \
+        "Permission denied: /data/out"
+    assert cli.one_line_error(OSError(errno.ENOSPC, "No space left on device", "/data/out/x.tar")) == \
+        "No space left on device: /data/out/x.tar"
+    # the same built-in types raised by code, naming no path, and anything else: tracebacks
+    for e in (PermissionError("no file named"), FileNotFoundError("boom"), ValueError("boom"),
+              OSError(errno.EIO, "Input/output error", "/dev/sda"), RuntimeError("CUDA out of memory")):
+        assert cli.one_line_error(e) is None, e
+
+
 def test_trajtok_user_error_in_a_real_process(tmp_path):
     result = run_cli("trajtok", ["probe", "--data", str(tmp_path), "--eval-data", str(tmp_path), "--label-key",
                                  "motion", "--segmenter", str(tmp_path / "none.safetensors")])
