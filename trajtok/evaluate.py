@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from dataengine.errors import UserError
+from dataengine.errors import InputError
 from dataengine.format import shards as shard_io
 from dataengine.metrics.matching import matched_ious
 from dataengine.metrics.scores import evaluate_sequences
@@ -88,7 +88,7 @@ def score_segmenter(checkpoint: str | Path | Segmenter, data: Any, limit: int | 
         keys.append(key)
         pairs.append((gt, pred))
     if not pairs:
-        raise UserError(f"no decodable samples in {data}")
+        raise InputError(f"no decodable samples in {data}")
     result = evaluate_sequences(pairs)
     result["samples"], result["errors"] = len(pairs), errors
     for row, key in zip(result.get("per_sequence", []), keys):
