@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import render_scene
+from fixtures.scenes import render_scene
 from dataengine.format import manifest, trajformat
 from dataengine.config import SegmenterConfig, TrackerConfig, build_annotate_config, load_source
 from dataengine.backends.table import describe, locate

@@ -1,7 +1,7 @@
 """Stage logic on frames rendered in memory: keyframes, segmentation, tracking, merge, labelling."""
 import numpy as np
 
-from conftest import render_scene
+from fixtures.scenes import render_scene
 from dataengine.config import AnnotateConfig, KeyframeConfig, SegmenterConfig, TrackerConfig
 from dataengine.stages.keyframes import detect_keyframes
 from dataengine.stages.labeller import Labeller
