@@ -166,11 +166,11 @@ def training(data: Path, out: Path, smoke: bool, steps: int, device: str) -> dic
 
     from trajtok.data import make_loader
     from trajtok.presets import get_preset
-    from trajtok.train.segmenter import train_segmenter
+    from trajtok.train.segmenter import auto_workers, train_segmenter
 
     preset = "tiny" if smoke else "paper"
     P = get_preset(preset)
-    workers = 0 if smoke else P.train.num_workers
+    workers = 0 if smoke else (P.train.num_workers if P.train.num_workers >= 0 else auto_workers())
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     summary = train_segmenter(str(data), out, preset=preset, max_steps=steps, warmup_steps=1, log_every=1,

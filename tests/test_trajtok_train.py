@@ -123,3 +123,21 @@ def test_evaluate(data, tmp_path):
     res = evaluate_segmenter(tmp_path / "ev" / "last.safetensors", data, limit=3)
     assert res["samples"] == 3 and res["errors"] == 0 and 0 <= res["matched_iou"] <= 1
     assert 0 <= res["matched_recall@0.5"] <= 1
+
+
+def test_gpu_presets_take_loader_workers_from_the_cpus_of_each_process(monkeypatch):
+    from trajtok.presets import get_preset
+    from trajtok.train.segmenter import apply_train_overrides
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    for world, expected in (("1", 15), ("8", 1), ("4", 3)):
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", world)
+        P = get_preset("paper")
+        apply_train_overrides(P, max_steps=None, warmup_steps=None, lr=None, num_workers=None, save_every=None,
+                              log_every=None, batch_size=None, seed=0)
+        assert P.train.num_workers == expected
+    P = get_preset("paper")      # an explicit --workers wins
+    apply_train_overrides(P, max_steps=None, warmup_steps=None, lr=None, num_workers=2, save_every=None,
+                          log_every=None, batch_size=None, seed=0)
+    assert P.train.num_workers == 2
+    assert get_preset("tiny").train.num_workers == 0    # CPU presets load in the training process

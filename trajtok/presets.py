@@ -30,7 +30,7 @@ class TrainConfig:
     grad_clip: float = 1.0          # max global grad norm; 0 disables
     log_every: int = 1
     save_every: int = 1000
-    num_workers: int = 4
+    num_workers: int = -1           # loader workers per process; -1: from the CPUs this process may use
 
 
 @dataclass
@@ -64,7 +64,7 @@ def _paper() -> Preset:
                               num_queries=128, depth=2, heads=8),
         encoder=TrajectoryEncoderConfig(in_dim=512, dim=512, out_dim=1024, depth=2, heads=8),
         data=DataConfig(batch_size=8, shuffle_buffer=128),
-        train=TrainConfig(warmup_steps=2000, max_steps=100_000, save_every=1000, num_workers=4),
+        train=TrainConfig(warmup_steps=2000, max_steps=100_000, save_every=1000, num_workers=-1),
     )
 
 
@@ -156,7 +156,7 @@ def _video_text_paper() -> VideoTextPreset:
         data=DataConfig(batch_size=16, shuffle_buffer=256,
                         augment=AugmentConfig(crop_scale=(0.5, 1.0), **CAPTION_SAFE_AUGMENT)),
         train=TrainConfig(lr=1e-4, weight_decay=1e-2, betas=(0.9, 0.98), warmup_steps=2000,
-                          max_steps=100_000, save_every=1000, num_workers=4),
+                          max_steps=100_000, save_every=1000, num_workers=-1),
     )
 
 

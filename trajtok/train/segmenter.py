@@ -59,11 +59,22 @@ def apply_train_overrides(P: Any, *, max_steps: int | None, warmup_steps: int | 
         t.warmup_steps = max(1, t.max_steps // 10)
     t.lr = lr if lr is not None else t.lr
     t.num_workers = num_workers if num_workers is not None else t.num_workers
+    if t.num_workers < 0:
+        t.num_workers = auto_workers()
     t.save_every = save_every or t.save_every
     t.log_every = log_every or t.log_every
     if batch_size is not None:
         P.data.batch_size = batch_size
     P.data.seed = seed
+
+
+def auto_workers() -> int:
+    """Loader workers for one training process: the CPUs it may use, shared with the other processes
+    torchrun started on this node, less one for the process itself. A GPU step is far faster than
+    decoding its batch on one core, so the loader takes every core the node can give."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, per_process - 1)
 
 
 class Checkpointer:
