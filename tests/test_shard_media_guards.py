@@ -149,3 +149,19 @@ def torch_finite(t) -> bool:
     import torch
 
     return bool(torch.isfinite(t).all())
+
+
+def test_decoder_scaling_gives_the_area_resize_geometry(tmp_path):
+    """The loader lets the decoder scale (cheaper); frames match the area resize up to interpolation."""
+    from dataengine.media.decode import decode_frames
+    from dataengine.tools.synth import write_video
+
+    write_video(tmp_path / "v.mp4", seed=4, n_frames=12, width=320, height=240)
+    data = (tmp_path / "v.mp4").read_bytes()
+    area = decode_frames(data, "video", [0, 5, 11], (160, 120))
+    scaled = decode_frames(data, "video", [0, 5, 11], (160, 120), scaler="decoder")
+    assert scaled.shape == area.shape == (3, 120, 160, 3) and scaled.dtype == np.uint8
+    diff = np.abs(scaled.astype(int) - area.astype(int))
+    assert diff.mean() < 4.0                                   # same picture, same place
+    other = decode_frames(data, "video", [1, 6, 10], (160, 120), scaler="decoder")
+    assert np.abs(other.astype(int) - area.astype(int)).mean() > diff.mean()   # and the right frames

@@ -103,8 +103,9 @@ def decode_sample(sample: shard_io.ShardSample, frames: int,
     """-> frames uint8 ``[T, H, W, 3]`` and labels int32 ``[T, H, W]`` at the mask resolution.
 
     The media goes through the engine's guarded decoder (``dataengine.media``): shards come
-    from elsewhere, so hostile media is refused here exactly as annotate refuses it, and the
-    frames are resized to the masks the way annotate resized what it labelled. Any problem
+    from elsewhere, so hostile media is refused here exactly as annotate refuses it, and
+    the decoder scales the frames to the masks' size as it decodes (cheaper than annotate's area
+    resize of full frames; same geometry, interpolation differs by a few grey levels). Any problem
     is a ``ValueError`` (for the media a ``DecodeError``) with a one-line message that does
     not repeat the key (callers name the sample).
     """
@@ -119,7 +120,8 @@ def decode_sample(sample: shard_io.ShardSample, frames: int,
     pos = frame_positions(len(indices), frames, rng) if video else np.zeros(1, dtype=np.int64)
     wanted = [int(indices[p]) for p in pos]
     try:
-        rgb = decode_frames(sample.media, "video" if video else "image", wanted, (W, H))
+        # The decoder scales while decoding: less CPU per frame than full frames + an area resize.
+        rgb = decode_frames(sample.media, "video" if video else "image", wanted, (W, H), scaler="decoder")
     except DecodeError as e:
         raise DecodeError(f"cannot decode its {sample.media_ext} member: {e}") from None
     # Decode only the rows we need: RLE decoding is the expensive part of labels.
