@@ -98,6 +98,10 @@ class MergeConfig:
     fate_tolerance: float = 0.2   # 0: off
     fate_min_frames: int = 2
     fate_max_share: float = 0.2   # a joined group stays below this share of the frame (not background)
+    # Tracks that both move apart from the camera (median residual flow above this many px/frame; 0: off)
+    # join when they agree in this share of the frames where they touch (the rest: in every frame).
+    fate_moving_speed: float = 3.0
+    fate_moving_share: float = 0.66
     min_track_frames: int = 3     # shorter trajectories give their pixels to the nearest neighbour (1: off)
 
 

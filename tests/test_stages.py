@@ -182,6 +182,32 @@ def test_common_fate_joins_pieces_that_move_together():
     assert set(np.unique(apply_lut(labels, lut))) == {1, 3, 4, 5}
 
 
+def test_common_fate_forgives_one_bad_frame_only_between_moving_tracks():
+    from dataengine.grouping import common_fate_lut
+    T, H, W = 5, 48, 64
+    labels = np.zeros((T, H, W), np.int32)
+    flows = {}
+    for t in range(T):
+        lab = labels[t]
+        lab[:, :32], lab[:, 32:] = 4, 5                      # static background
+        lab[10:20, 2 + 3 * t:12 + 3 * t] = 1                  # object: two pieces moving right, 3 px/frame
+        lab[10:20, 12 + 3 * t:22 + 3 * t] = 2
+        lab[32:42, 40:50], lab[32:42, 50:60] = 6, 7           # two small static pieces side by side
+        if t < T - 1:
+            f = np.zeros((H, W, 2), np.float32)
+            f[np.isin(lab, [1, 2])] = (3, 0)
+            if t == 1:                                        # one frame of bad flow on piece 2 and piece 7
+                f[lab == 2] = (3, 3)
+                f[lab == 7] = (0, 3)
+            f += np.random.default_rng(t).normal(0, 0.05, f.shape).astype(np.float32)
+            flows[t] = f
+    strict = common_fate_lut(labels, flows, tolerance=0.2, min_frames=2, max_share=0.2)
+    assert strict == {}                                      # the all-frames rule: the bad frame keeps all apart
+    lenient = common_fate_lut(labels, flows, tolerance=0.2, min_frames=2, max_share=0.2,
+                              moving_speed=2.0, moving_share=0.66)
+    assert lenient == {2: 1}                                 # the moving pieces join; the static ones do not
+
+
 def test_absorb_short_gives_one_frame_tracks_to_their_neighbour():
     from dataengine.grouping import absorb_short
     labels = np.zeros((6, 8, 8), np.int32)
