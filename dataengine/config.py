@@ -102,6 +102,7 @@ class MergeConfig:
     # join when they agree in this share of the frames where they touch (the rest: in every frame).
     fate_moving_speed: float = 3.0
     fate_moving_share: float = 0.66
+    fate_moving_tolerance: float = 0.03   # ... and a frame agrees within this x the slower one's speed too
     min_track_frames: int = 3     # shorter trajectories give their pixels to the nearest neighbour (1: off)
 
 

@@ -135,7 +135,8 @@ class Labeller:
                 flows.pop(c - 1, None)
             labels = apply_lut(labels, common_fate_lut(labels, flows, m.fate_tolerance, m.fate_min_frames,
                                                        m.fate_max_share, moving_speed=m.fate_moving_speed,
-                                                       moving_share=m.fate_moving_share))
+                                                       moving_share=m.fate_moving_share,
+                                                       moving_tolerance=m.fate_moving_tolerance))
         return absorb_short(labels, cuts, m.min_track_frames)
 
     def segment(self, frames: np.ndarray, positions: list[int], cuts: list[int]) -> list[np.ndarray]:

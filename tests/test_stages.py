@@ -208,6 +208,26 @@ def test_common_fate_forgives_one_bad_frame_only_between_moving_tracks():
     assert lenient == {2: 1}                                 # the moving pieces join; the static ones do not
 
 
+def test_common_fate_tolerance_grows_with_the_speed_of_moving_pieces():
+    from dataengine.grouping import common_fate_lut
+    T, H, W = 5, 48, 96
+    labels = np.zeros((T, H, W), np.int32)
+    flows = {}
+    for t in range(T):
+        lab = labels[t]
+        lab[:, :48], lab[:, 48:] = 4, 5
+        lab[10:20, 2 + 12 * t:12 + 12 * t] = 1                # a fast object (12 px/frame) in two pieces whose
+        lab[10:20, 12 + 12 * t:22 + 12 * t] = 2               # flow differs by 1.5 px in every frame
+        if t < T - 1:
+            f = np.zeros((H, W, 2), np.float32)
+            f[lab == 1], f[lab == 2] = (12, 0), (12, 1.5)
+            f += np.random.default_rng(t).normal(0, 0.05, f.shape).astype(np.float32)
+            flows[t] = f
+    kwargs = dict(tolerance=0.2, min_frames=2, max_share=0.2, moving_speed=3.0, moving_share=0.66)
+    assert common_fate_lut(labels, flows, **kwargs) == {}
+    assert common_fate_lut(labels, flows, moving_tolerance=0.03, **kwargs) == {2: 1}
+
+
 def test_absorb_short_gives_one_frame_tracks_to_their_neighbour():
     from dataengine.grouping import absorb_short
     labels = np.zeros((6, 8, 8), np.int32)
