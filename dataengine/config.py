@@ -93,6 +93,7 @@ class MergeConfig:
     continue_share: float = 0.5   # covered by one carried track -> the region continues it
     new_share: float = 0.5        # covered by carried tracks below this -> new content, a new id
     keep_share: float = 0.0       # a track that would keep less of its carried pixels keeps them all (0: off)
+    revive_share: float = 0.3     # a new region holding this share of an ending track's pixels continues it (0: off)
     # Common fate (dataengine.grouping): adjacent tracks that one affine flow model explains within this
     # many px/frame of their separate models, in every frame where they touch (>= fate_min_frames), join.
     fate_tolerance: float = 0.2   # 0: off

@@ -66,6 +66,25 @@ def test_iou_matrix_and_merge_keep_ids():
     assert nxt == 10 and res.new_ids == [] and [i for i, _ in res.matched] == [7, 9]
 
 
+def test_merge_revives_a_track_whose_object_the_tracker_mostly_lost():
+    carried = np.zeros((10, 10), np.int32)
+    carried[:, 6:] = 9
+    carried[2:4, 1:4] = 7                        # the tracker kept 6 pixels of a fast object; the rest is unlabelled
+    seg = np.ones((10, 10), np.int32)
+    seg[:, 6:] = 2                               # the fresh partition finds the whole object (region 1)
+    plain, _ = merge_keyframe(carried, seg, next_id=20, keep_share=0.0)
+    assert (plain.labels[:, :6] == 20).all() and plain.ended_ids == [7]     # new content: a new id, 7 ends
+    revived, nxt = merge_keyframe(carried, seg, next_id=20, keep_share=0.0, revive_share=0.3)
+    assert (revived.labels[:, :6] == 7).all() and (revived.labels[:, 6:] == 9).all()
+    assert revived.new_ids == [] and revived.ended_ids == []
+    # a region holding too little of the ending track stays new
+    few = carried.copy()
+    few[2:4, 1:4] = 0
+    few[0, 0] = 7
+    few[9, 6:] = 7                               # most of 7's carried pixels are in region 2 (which continues 9)
+    assert 7 not in np.unique(merge_keyframe(few, seg, next_id=20, keep_share=0.0, revive_share=0.3)[0].labels[:, :6])
+
+
 def test_merge_reconciles_fresh_regions_with_carried_tracks():
     carried = np.zeros((10, 10), np.int32)
     carried[:, :5] = 7
