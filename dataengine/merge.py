@@ -107,7 +107,7 @@ def merge_keyframe(propagated: np.ndarray | None, segmentation: np.ndarray, next
         out[mask] = carried[mask]
     present = set(np.unique(out).tolist()) - {0}
     if revive_share > 0 and fresh:
-        out, present, fresh = _revive(out, s_inv, is_new, new_lut, track_ids, dominant, dom_count, c_area,
+        out, present, fresh = _revive(out, is_new, new_lut, track_ids, dominant, dom_count, c_area,
                                       present, fresh, revive_share)
     matched = []
     for j in range(1, C):
@@ -119,7 +119,7 @@ def merge_keyframe(propagated: np.ndarray | None, segmentation: np.ndarray, next
     return MergeResult(out.astype(np.int32), matched, fresh, ended), next_id
 
 
-def _revive(out: np.ndarray, s_inv: np.ndarray, is_new: np.ndarray, new_lut: np.ndarray, track_ids: np.ndarray,
+def _revive(out: np.ndarray, is_new: np.ndarray, new_lut: np.ndarray, track_ids: np.ndarray,
             dominant: np.ndarray, dom_count: np.ndarray, c_area: np.ndarray, present: set[int],
             fresh: list[int], share: float) -> tuple[np.ndarray, set[int], list[int]]:
     """New regions take the id of the carried track they hold most of, where that track would end."""
