@@ -95,11 +95,17 @@ class MergeConfig:
     continue_share: float = 0.5   # covered by one carried track -> the region continues it
     new_share: float = 0.5        # covered by carried tracks below this -> new content, a new id
     keep_share: float = 0.0       # a track that would keep less of its carried pixels keeps them all (0: off)
+    revive_share: float = 0.3     # a new region holding this share of an ending track's pixels continues it (0: off)
     # Common fate (dataengine.stages.grouping): adjacent tracks that one affine flow model explains within this
     # many px/frame of their separate models, in every frame where they touch (>= fate_min_frames), join.
     fate_tolerance: float = 0.2   # 0: off
     fate_min_frames: int = 2
     fate_max_share: float = 0.2   # a joined group stays below this share of the frame (not background)
+    # Tracks that both move apart from the camera (median residual flow above this many px/frame; 0: off)
+    # join when they agree in this share of the frames where they touch (the rest: in every frame).
+    fate_moving_speed: float = 3.0
+    fate_moving_share: float = 0.66
+    fate_moving_tolerance: float = 0.03   # ... and a frame agrees within this x the slower one's speed too
     min_track_frames: int = 3     # shorter trajectories give their pixels to the nearest neighbour (1: off)
 
 

@@ -66,6 +66,25 @@ def test_iou_matrix_and_merge_keep_ids():
     assert nxt == 10 and res.new_ids == [] and [i for i, _ in res.matched] == [7, 9]
 
 
+def test_merge_revives_a_track_whose_object_the_tracker_mostly_lost():
+    carried = np.zeros((10, 10), np.int32)
+    carried[:, 6:] = 9
+    carried[2:4, 1:4] = 7                        # the tracker kept 6 pixels of a fast object; the rest is unlabelled
+    seg = np.ones((10, 10), np.int32)
+    seg[:, 6:] = 2                               # the fresh partition finds the whole object (region 1)
+    plain, _ = merge_keyframe(carried, seg, next_id=20, keep_share=0.0)
+    assert (plain.labels[:, :6] == 20).all() and plain.ended_ids == [7]     # new content: a new id, 7 ends
+    revived, nxt = merge_keyframe(carried, seg, next_id=20, keep_share=0.0, revive_share=0.3)
+    assert (revived.labels[:, :6] == 7).all() and (revived.labels[:, 6:] == 9).all()
+    assert revived.new_ids == [] and revived.ended_ids == []
+    # a region holding too little of the ending track stays new
+    few = carried.copy()
+    few[2:4, 1:4] = 0
+    few[0, 0] = 7
+    few[9, 6:] = 7                               # most of 7's carried pixels are in region 2 (which continues 9)
+    assert 7 not in np.unique(merge_keyframe(few, seg, next_id=20, keep_share=0.0, revive_share=0.3)[0].labels[:, :6])
+
+
 def test_merge_reconciles_fresh_regions_with_carried_tracks():
     carried = np.zeros((10, 10), np.int32)
     carried[:, :5] = 7
@@ -180,6 +199,52 @@ def test_common_fate_joins_pieces_that_move_together():
     # the two static background halves agree too, but a group that large is background, not an object
     assert apply_lut(labels, lut)[0, 15, 25] == 1
     assert set(np.unique(apply_lut(labels, lut))) == {1, 3, 4, 5}
+
+
+def test_common_fate_forgives_one_bad_frame_only_between_moving_tracks():
+    from dataengine.stages.grouping import common_fate_lut
+    T, H, W = 5, 48, 64
+    labels = np.zeros((T, H, W), np.int32)
+    flows = {}
+    for t in range(T):
+        lab = labels[t]
+        lab[:, :32], lab[:, 32:] = 4, 5                      # static background
+        lab[10:20, 2 + 3 * t:12 + 3 * t] = 1                  # object: two pieces moving right, 3 px/frame
+        lab[10:20, 12 + 3 * t:22 + 3 * t] = 2
+        lab[32:42, 40:50], lab[32:42, 50:60] = 6, 7           # two small static pieces side by side
+        if t < T - 1:
+            f = np.zeros((H, W, 2), np.float32)
+            f[np.isin(lab, [1, 2])] = (3, 0)
+            if t == 1:                                        # one frame of bad flow on piece 2 and piece 7
+                f[lab == 2] = (3, 3)
+                f[lab == 7] = (0, 3)
+            f += np.random.default_rng(t).normal(0, 0.05, f.shape).astype(np.float32)
+            flows[t] = f
+    strict = common_fate_lut(labels, flows, tolerance=0.2, min_frames=2, max_share=0.2)
+    assert strict == {}                                      # the all-frames rule: the bad frame keeps all apart
+    lenient = common_fate_lut(labels, flows, tolerance=0.2, min_frames=2, max_share=0.2,
+                              moving_speed=2.0, moving_share=0.66)
+    assert lenient == {2: 1}                                 # the moving pieces join; the static ones do not
+
+
+def test_common_fate_tolerance_grows_with_the_speed_of_moving_pieces():
+    from dataengine.stages.grouping import common_fate_lut
+    T, H, W = 5, 48, 96
+    labels = np.zeros((T, H, W), np.int32)
+    flows = {}
+    for t in range(T):
+        lab = labels[t]
+        lab[:, :48], lab[:, 48:] = 4, 5
+        lab[10:20, 2 + 12 * t:12 + 12 * t] = 1                # a fast object (12 px/frame) in two pieces whose
+        lab[10:20, 12 + 12 * t:22 + 12 * t] = 2               # flow differs by 1.5 px in every frame
+        if t < T - 1:
+            f = np.zeros((H, W, 2), np.float32)
+            f[lab == 1], f[lab == 2] = (12, 0), (12, 1.5)
+            f += np.random.default_rng(t).normal(0, 0.05, f.shape).astype(np.float32)
+            flows[t] = f
+    kwargs = dict(tolerance=0.2, min_frames=2, max_share=0.2, moving_speed=3.0, moving_share=0.66)
+    assert common_fate_lut(labels, flows, **kwargs) == {}
+    assert common_fate_lut(labels, flows, moving_tolerance=0.03, **kwargs) == {2: 1}
 
 
 def test_absorb_short_gives_one_frame_tracks_to_their_neighbour():

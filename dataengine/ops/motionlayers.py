@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 
-def camera_residual(flow: np.ndarray, step: int = 4, ransac_px: float = 1.0) -> np.ndarray | None:
-    """``flow`` minus the global affine camera motion fitted to it (``[H, W, 2]``); None when no model fits
-    (too few vectors, or RANSAC finds none)."""
+def camera_model(flow: np.ndarray, step: int = 4, ransac_px: float = 1.0) -> np.ndarray | None:
+    """The global affine camera motion (``[2, 3]``, keyframe -> next frame) fitted robustly to ``flow``
+    (``[H, W, 2]``) on a grid; None when no model fits (too few vectors, or RANSAC finds none)."""
     h, w = flow.shape[:2]
     ys, xs = np.mgrid[step // 2:h:step, step // 2:w:step]
     src = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
@@ -28,8 +28,15 @@ def camera_residual(flow: np.ndarray, step: int = 4, ransac_px: float = 1.0) -> 
     dst = src + flow[ys.ravel(), xs.ravel()].astype(np.float32)
     model, _ = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=ransac_px,
                                     refineIters=10)
+    return model
+
+
+def camera_residual(flow: np.ndarray, step: int = 4, ransac_px: float = 1.0) -> np.ndarray | None:
+    """``flow`` minus the global affine camera motion fitted to it (``[H, W, 2]``); None when no model fits."""
+    model = camera_model(flow, step, ransac_px)
     if model is None:
         return None
+    h, w = flow.shape[:2]
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
     camera = np.stack([model[0, 0] * gx + model[0, 1] * gy + model[0, 2] - gx,
                        model[1, 0] * gx + model[1, 1] * gy + model[1, 2] - gy], axis=-1)

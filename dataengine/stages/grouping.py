@@ -8,12 +8,16 @@ every frame where they touch (at least ``min_frames`` of them) become one
 trajectory. Agreement is tested on the *difference* of residuals (joint fit
 minus separate fits), so flow noise on texture, which raises both, does not
 count as disagreement; two pieces that move apart by more than
-``tolerance`` px per frame somewhere are never joined. Runs per shot, never
-across a cut.
+``tolerance`` px per frame somewhere are never joined, unless both move
+apart from the camera (flow on a fast, blurred object is noisy in some
+frames; the background, which the camera's motion explains, keeps the strict
+rule). Runs per shot, never across a cut.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from dataengine.ops.motionlayers import camera_model
 
 
 def _design(xy: np.ndarray) -> np.ndarray:
@@ -39,12 +43,19 @@ def _adjacent_pairs(lab: np.ndarray) -> np.ndarray:
 
 def common_fate_lut(labels: np.ndarray, flows: dict[int, np.ndarray], tolerance: float = 0.3,
                     min_frames: int = 3, max_share: float = 0.2, min_pixels: int = 30, sample: int = 200,
-                    seed: int = 0) -> dict[int, int]:
+                    seed: int = 0, moving_speed: float = 0.0, moving_share: float = 1.0,
+                    moving_tolerance: float = 0.0) -> dict[int, int]:
     """Track id -> the id it joins (the smallest of its group) for the tracks of one shot ``labels [T, H, W]``.
 
     ``flows[t]``: forward flow ``[H, W, 2]`` from frame t to t+1 (frames without one are skipped).
     A group never grows beyond ``max_share`` of the frame (mean area over the frames it is present in):
     the background moves as one piece too, and an object that slips into it would be lost.
+    With ``moving_speed`` > 0, two tracks that both move apart from the camera (median over their frames of
+    the mean flow left after the frame's global affine camera model, above ``moving_speed`` px/frame) join
+    when they agree in at least ``moving_share`` of the frames where they touch: flow on a fast, blurred
+    object is noisy, and one bad frame should not keep its pieces apart, while the background (which the
+    camera model explains) keeps the all-frames rule. For such pairs a frame also agrees within
+    ``moving_tolerance`` times the slower piece's speed in that frame (flow error grows with the motion).
     """
     T = len(labels)
     counts = np.stack([np.bincount(labels[t].ravel(), minlength=int(labels.max()) + 1) for t in range(T)])
@@ -53,7 +64,9 @@ def common_fate_lut(labels: np.ndarray, flows: dict[int, np.ndarray], tolerance:
     group_area: dict[int, float] = {}
     rng = np.random.default_rng(seed)
     agree: dict[tuple[int, int], int] = {}
-    disagree: set[tuple[int, int]] = set()
+    agree_moving: dict[tuple[int, int], int] = {}   # agreed only within the speed-relative tolerance
+    seen: dict[tuple[int, int], int] = {}
+    speeds: dict[int, list[float]] = {}
     for t, flow in sorted(flows.items()):
         if t >= len(labels):
             continue
@@ -75,18 +88,36 @@ def common_fate_lut(labels: np.ndarray, flows: dict[int, np.ndarray], tolerance:
             xy = np.column_stack([idx % lab.shape[1], idx // lab.shape[1]]).astype(np.float64)
             points[int(i)] = (xy, uv_all[idx].astype(np.float64))
         own = {i: _fit_residual(*p) for i, p in points.items()}
+        speed_now: dict[int, float] = {}
+        if moving_speed > 0:
+            camera = camera_model(flow)
+            if camera is not None:
+                for i, (xy, uv) in points.items():
+                    residual = uv - (xy @ camera[:, :2].T + camera[:, 2] - xy)
+                    speed_now[i] = float(np.linalg.norm(residual.mean(axis=0)))
+                    speeds.setdefault(i, []).append(speed_now[i])
         for a, b in pairs:
             a, b = int(a), int(b)
-            if a not in points or b not in points or (a, b) in disagree:
+            if a not in points or b not in points:
                 continue
+            seen[(a, b)] = seen.get((a, b), 0) + 1
             xy = np.concatenate([points[a][0], points[b][0]])
             uv = np.concatenate([points[a][1], points[b][1]])
             na, nb = len(points[a][0]), len(points[b][0])
             separate = (own[a] * na + own[b] * nb) / (na + nb)
-            if _fit_residual(xy, uv) - separate <= tolerance:
+            excess = _fit_residual(xy, uv) - separate
+            if excess <= tolerance:
                 agree[(a, b)] = agree.get((a, b), 0) + 1
-            else:
-                disagree.add((a, b))
+            elif excess <= moving_tolerance * min(speed_now.get(a, 0.0), speed_now.get(b, 0.0)):
+                agree_moving[(a, b)] = agree_moving.get((a, b), 0) + 1
+    moving = {i for i, v in speeds.items() if moving_speed > 0 and float(np.median(v)) > moving_speed}
+
+    def joins(a: int, b: int, n: int) -> bool:
+        if n >= min_frames and n == seen[(a, b)]:
+            return True
+        n += agree_moving.get((a, b), 0)
+        return a in moving and b in moving and n >= min_frames and n >= moving_share * seen[(a, b)]
+
     parent: dict[int, int] = {}
 
     def find(x: int) -> int:
@@ -95,8 +126,8 @@ def common_fate_lut(labels: np.ndarray, flows: dict[int, np.ndarray], tolerance:
             x = parent[x]
         return x
 
-    for (a, b), n in sorted(agree.items()):
-        if n >= min_frames and (a, b) not in disagree:
+    for (a, b) in sorted(seen):
+        if joins(a, b, agree.get((a, b), 0)):
             ra, rb = find(a), find(b)
             joined = group_area.get(ra, area[ra]) + group_area.get(rb, area[rb])
             if ra != rb and joined <= max_share:

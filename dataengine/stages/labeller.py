@@ -137,7 +137,9 @@ class Labeller:
             for c in cuts:
                 flows.pop(c - 1, None)
             labels = apply_lut(labels, common_fate_lut(labels, flows, m.fate_tolerance, m.fate_min_frames,
-                                                       m.fate_max_share))
+                                                       m.fate_max_share, moving_speed=m.fate_moving_speed,
+                                                       moving_share=m.fate_moving_share,
+                                                       moving_tolerance=m.fate_moving_tolerance))
         return absorb_short(labels, cuts, m.min_track_frames)
 
     def segment(self, frames: np.ndarray, positions: list[int], cuts: list[int]) -> list[np.ndarray]:
@@ -160,7 +162,8 @@ class Labeller:
 
     def merge(self, carried: np.ndarray | None, segmentation: np.ndarray, next_id: int):
         m = self.cfg.merge
-        return merge_keyframe(carried, segmentation, next_id, m.continue_share, m.new_share, m.keep_share)
+        return merge_keyframe(carried, segmentation, next_id, m.continue_share, m.new_share, m.keep_share,
+                              m.revive_share)
 
     def first_flow_cut(self, shares: list[float], reference: float, n: int) -> int | None:
         """The first frame (1..n-1 into the last tracked clip) that the flow could not reach from the frame

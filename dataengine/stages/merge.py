@@ -11,7 +11,9 @@ cover:
   continues that track: many regions may continue one track, and the track
   takes the region's boundary (this is where drift is corrected);
 * a region that the carried tracks mostly leave unexplained (less than
-  ``new_share`` of it carried) is new content and starts a new trajectory;
+  ``new_share`` of it carried) is new content and starts a new trajectory,
+  unless it holds ``revive_share`` of a carried track that nothing else
+  continues (the tracker lost most of a fast object: it continues that track);
 * a region covered by several tracks, none dominant, is no evidence to merge
   them: the carried ids stay, and its untracked pixels go to the largest one;
 * a carried track that the fresh regions would take away (it would keep less
@@ -47,8 +49,13 @@ def _fresh(segmentation: np.ndarray, next_id: int) -> tuple[MergeResult, int]:
 
 def merge_keyframe(propagated: np.ndarray | None, segmentation: np.ndarray, next_id: int,
                    continue_share: float = 0.5, new_share: float = 0.5,
-                   keep_share: float = 0.5) -> tuple[MergeResult, int]:
-    """Assign trajectory ids to ``segmentation`` (regions 1..n); returns the result and the next free id."""
+                   keep_share: float = 0.5, revive_share: float = 0.0) -> tuple[MergeResult, int]:
+    """Assign trajectory ids to ``segmentation`` (regions 1..n); returns the result and the next free id.
+
+    ``revive_share`` > 0: a new region that holds at least this share of a carried track's pixels continues
+    that track when nothing else does (the tracker lost most of a fast object's pixels, so its region looked
+    new; the pixels it did carry are the evidence of which track it is).
+    """
     segmentation = np.asarray(segmentation, dtype=np.int32)
     if propagated is None or not (propagated != 0).any():
         return _fresh(segmentation, next_id)
@@ -99,6 +106,9 @@ def merge_keyframe(propagated: np.ndarray | None, segmentation: np.ndarray, next
         mask = restore[c_inv]
         out[mask] = carried[mask]
     present = set(np.unique(out).tolist()) - {0}
+    if revive_share > 0 and fresh:
+        out, present, fresh = _revive(out, is_new, new_lut, track_ids, dominant, dom_count, c_area,
+                                      present, fresh, revive_share)
     matched = []
     for j in range(1, C):
         tid = int(track_ids[j])
@@ -107,3 +117,24 @@ def merge_keyframe(propagated: np.ndarray | None, segmentation: np.ndarray, next
     ended = sorted(int(t) for t in track_ids[1:] if int(t) not in present)
     fresh = [i for i in fresh if i in present]
     return MergeResult(out.astype(np.int32), matched, fresh, ended), next_id
+
+
+def _revive(out: np.ndarray, is_new: np.ndarray, new_lut: np.ndarray, track_ids: np.ndarray,
+            dominant: np.ndarray, dom_count: np.ndarray, c_area: np.ndarray, present: set[int],
+            fresh: list[int], share: float) -> tuple[np.ndarray, set[int], list[int]]:
+    """New regions take the id of the carried track they hold most of, where that track would end."""
+    best: dict[int, tuple[int, int]] = {}                  # ended track index -> (pixels, region)
+    for r in np.flatnonzero(is_new):
+        j = int(dominant[r])
+        if int(track_ids[j]) in present or dom_count[r] < share * c_area[j]:
+            continue
+        if dom_count[r] > best.get(j, (0, -1))[0]:
+            best[j] = (int(dom_count[r]), int(r))
+    if not best:
+        return out, present, fresh
+    lut = {int(new_lut[r]): int(track_ids[j]) for j, (_, r) in best.items()}
+    table = np.arange(int(out.max()) + 1, dtype=np.int32)
+    for a, b in lut.items():
+        table[a] = b
+    out = table[out]
+    return out, (present - set(lut)) | set(lut.values()), [i for i in fresh if i not in lut]
