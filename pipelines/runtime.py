@@ -37,3 +37,74 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+class LoopbackCluster:
+    """A Ray cluster of ``nodes`` nodes on this machine for tests and benchmarks: ``ray start --head``
+    then ``ray start --address`` per extra node, separate processes with their own temp dirs.
+
+    Stopped by the ids of the processes whose command line carries those temp dirs (and their
+    children), never ``ray stop``: that would also stop every other Ray on the machine.
+    """
+
+    def __init__(self, work: str | os.PathLike, nodes: int = 2, cpus_per_node: int = 1, object_store_mb: int = 200):
+        import socket
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.dirs = [Path(work) / f"node{i}" for i in range(nodes)]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.address = f"127.0.0.1:{port}"
+        ray_bin = str(Path(sys.executable).parent / "ray")
+        env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+        common = ["--num-cpus", str(cpus_per_node), "--object-store-memory", str(object_store_mb * 2**20),
+                  "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+        try:
+            for i, d in enumerate(self.dirs):
+                d.mkdir(parents=True, exist_ok=True)
+                where = (["--head", "--port", str(port), "--include-dashboard", "false"] if i == 0
+                         else ["--address", self.address])
+                subprocess.run([ray_bin, "start", *where, "--temp-dir", str(d), *common], env=env, check=True,
+                               capture_output=True, timeout=180)
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self) -> "LoopbackCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def processes(self) -> list:
+        import psutil
+
+        found = {}
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                line = " ".join(p.info["cmdline"] or [])
+                if any(str(d) in line for d in self.dirs):
+                    for q in [p, *p.children(recursive=True)]:
+                        found[q.pid] = q
+            except psutil.Error:
+                continue
+        return list(found.values())
+
+    def stop(self) -> None:
+        import psutil
+
+        procs = self.processes()
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
