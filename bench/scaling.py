@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
             out = str(work / f"out-{len(rows)}")
             before = loadavg()
             if nodes:
-                with LoopbackCluster(work / f"cluster-{len(rows)}", nodes) as cluster:
+                with LoopbackCluster(nodes) as cluster:
                     r = child({**base, "out": out, "cpus": None, "address": cluster.address})
             else:
                 r = child({**base, "out": out, "cpus": cpus, "address": None, "cores": cores[:cpus]})

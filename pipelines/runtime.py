@@ -47,13 +47,16 @@ class LoopbackCluster:
     children), never ``ray stop``: that would also stop every other Ray on the machine.
     """
 
-    def __init__(self, work: str | os.PathLike, nodes: int = 2, cpus_per_node: int = 1, object_store_mb: int = 200):
+    def __init__(self, nodes: int = 2, cpus_per_node: int = 1, object_store_mb: int = 200):
         import socket
         import subprocess
         import sys
+        import tempfile
         from pathlib import Path
 
-        self.dirs = [Path(work) / f"node{i}" for i in range(nodes)]
+        # A short path of its own: Ray's Unix sockets live under the temp dir (at most 107 bytes)
+        self.root = Path(tempfile.mkdtemp(prefix="ray-"))
+        self.dirs = [self.root / f"n{i}" for i in range(nodes)]
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -67,8 +70,10 @@ class LoopbackCluster:
                 d.mkdir(parents=True, exist_ok=True)
                 where = (["--head", "--port", str(port), "--include-dashboard", "false"] if i == 0
                          else ["--address", self.address])
-                subprocess.run([ray_bin, "start", *where, "--temp-dir", str(d), *common], env=env, check=True,
-                               capture_output=True, timeout=180)
+                proc = subprocess.run([ray_bin, "start", *where, "--temp-dir", str(d), *common], env=env,
+                                      capture_output=True, text=True, timeout=180)
+                if proc.returncode:
+                    raise RuntimeError(f"ray start failed: {proc.stderr.strip()[-2000:]}")
         except BaseException:
             self.stop()
             raise
@@ -108,3 +113,6 @@ class LoopbackCluster:
                 p.kill()
             except psutil.Error:
                 pass
+        psutil.wait_procs(alive, timeout=5)
+        import shutil
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -115,7 +115,7 @@ def test_two_node_cluster_labels_on_both_nodes_and_matches_one_process(corpus, s
 
     out = tmp_path / "two-nodes"
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
-    with LoopbackCluster(tmp_path / "ray", nodes=2, cpus_per_node=1) as cluster:
+    with LoopbackCluster(nodes=2, cpus_per_node=1) as cluster:
         proc = subprocess.run(
             [sys.executable, "-c", "import cli; cli.trajdata_main()", "annotate", "--source", "local",
              "--input", str(corpus), "--output", out.as_uri(), "--samples-per-shard", "1",
