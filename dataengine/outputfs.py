@@ -41,8 +41,9 @@ class Output:
                 self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
             except ValueError:  # pyarrow's ArrowInvalid: a scheme it has no filesystem for
                 self.fs, self.root = self._fsspec(self.uri)
-        else:
-            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(self.uri)
+        else:  # absolute: workers do not share the driver's working directory
+            self.uri = os.path.abspath(self.uri)
+            self.fs, self.root = pafs.LocalFileSystem(), self.uri
         self.root = self.root.rstrip("/") or "/"
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 

@@ -126,11 +126,11 @@ class ChunkTask:
 
 def plan_chunks(refs: Iterable[SampleRef], out: Output, done: set[int], per_shard: int) -> Iterator[ChunkTask]:
     """Group the (lazy, index-ordered) listing into the chunk tasks that still need work."""
-    seen: set[int] = set()   # one int per chunk: the listing order is checked, not assumed
+    last = -1                # the listing order is checked, not assumed
     for c, group in itertools.groupby(refs, key=lambda r: r.index // per_shard):
-        if c in seen:
-            raise RuntimeError(f"the listing returned chunk {c} twice; sample indices must increase")
-        seen.add(c)
+        if c <= last:
+            raise RuntimeError(f"the listing returned chunk {c} after chunk {last}; sample indices must increase")
+        last = c
         if c not in done:
             yield ChunkTask(c, list(group), retry=False)
             continue

@@ -131,3 +131,16 @@ def test_two_node_cluster_labels_on_both_nodes_and_matches_one_process(corpus, s
     assert len(nodes) == 2 and all(v["chunks"] >= 1 for v in nodes.values()), nodes
     assert sum(v["samples"] for v in nodes.values()) == n
     assert digests(out) == digests(single_process)
+
+
+def test_decoding_ahead_in_a_thread_keeps_order_and_bytes(corpus):
+    """GPU actors decode the next samples in a thread while the current one is labelled."""
+    from dataengine.sources import list_samples
+    from dataengine.writer import _decoded
+
+    cfg = config(corpus, 1)
+    refs = list(list_samples(cfg.source))
+    plain = [(r["key"], r["frames"], r["info"]) for r in _decoded(refs, cfg, 0)]
+    ahead = [(r["key"], r["frames"], r["info"]) for r in _decoded(refs, cfg, 2)]
+    assert [k for k, _, _ in plain] == [r.key for r in refs] and all(f for _, f, _ in plain)
+    assert ahead == plain
