@@ -116,6 +116,10 @@ def summary_rows(recs: dict[str, dict]) -> list[tuple[str, str, str, str]]:
             rows.append((f"Ray {row['setting']} vs 1 CPU (samples/s)", f"{_f(row['samples_per_s'], 3)}",
                          f"{_f(one['samples_per_s'], 3)}", _f(row["ratio_vs_1cpu"], 2)))
         x = r["result"]
+        if "ratio_2cpu_vs_1cpu_from_cpu_s" in x:
+            rows.append(("Ray 2 CPUs vs 1 from CPU seconds (all processes; 1 CPU run / half the 2 CPU run)",
+                         _f(x["cpu_s_total"]["one"], 1), _f(x["cpu_s_total"]["two"] / 2, 1),
+                         _f(x["ratio_2cpu_vs_1cpu_from_cpu_s"], 2)))
         if "ratio_2nodes_vs_1node" in x:
             two, single = s["ray start: 2 nodes x 1 CPU"], s["ray start: 1 node x 1 CPU"]
             rows.append((f"two-node loopback cluster vs one node, 1 CPU each (samples/s; "
