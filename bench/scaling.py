@@ -6,9 +6,9 @@ start-up included, Ray start-up excluded; samples/s over the 1-CPU run):
 * local Ray with 1 CPU, and with 2 CPUs (one label actor per CPU), every process of
   the run pinned to that many cores (``sched_setaffinity``);
 * a loopback cluster started with ``ray start`` as separate processes (own temp
-  dirs): one node with 1 CPU, then a head plus a second node, 1 CPU each; the
-  driver joins with ``--address``. The run.json of the two-node run says how
-  many chunks each node labelled.
+  dirs): one node with 1 CPU, then a head plus a second node, 1 CPU each, node i
+  pinned to core i; the driver (pinned beside the head) joins with ``--address``.
+  The run.json of the two-node run says how many chunks each node labelled.
 
 For the local runs every process under the driver is sampled (psutil) for its
 CPU seconds, by role (label actors, driver, raylet + GCS, the rest): where the
@@ -162,8 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
             out = str(work / f"out-{len(rows)}")
             before = loadavg()
             if nodes:
-                with LoopbackCluster(nodes) as cluster:
-                    r = child({**base, "out": out, "cpus": None, "address": cluster.address})
+                # pinned like the local runs: node i on core i, the driver beside the head
+                with LoopbackCluster(nodes, cores=[[c] for c in cores[:nodes]]) as cluster:
+                    r = child({**base, "out": out, "cpus": None, "address": cluster.address, "cores": cores[:1]})
             else:
                 r = child({**base, "out": out, "cpus": cpus, "address": None, "cores": cores[:cpus]})
             rows.append({"setting": name, "cpus": cpus or nodes, "nodes": nodes or 1, **r,

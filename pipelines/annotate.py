@@ -78,19 +78,22 @@ def _ray_stream(n_tasks: int, cfg: AnnotateConfig, out: Output, listing: ChunkLi
     # and its chunk retried (Ray Data's defaults); the chunk's files are then written again,
     # byte for byte the same. The driver holds one integer per chunk, the tasks are on the output.
     ds = ray.data.from_items([{"position": i} for i in range(n_tasks)], override_num_blocks=max(1, n_tasks))
+    # A chunk is seconds to minutes of work: an actor takes the next one only when it is free,
+    # so no chunk waits queued behind a busy actor while another actor idles at the end.
+    pool = {"max_tasks_in_flight_per_actor": 1}
     kwargs = {"cfg": cfg, "output": out.uri, "listing": listing}
     if res.gpus > 0:
         fraction = min(res.gpu_fraction, res.gpus)  # --gpus 0.5 with the default fraction: one half-GPU actor
         actors = max(1, int(res.gpus / fraction))
         ds = ds.map(LabelActor, fn_constructor_kwargs={**kwargs, "device": "cuda", "threads": 1,
                                                        "decode_ahead": res.decode_ahead},
-                    compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=fraction, num_cpus=1)
+                    compute=ray.data.ActorPoolStrategy(size=actors, **pool), num_gpus=fraction, num_cpus=1)
     else:
         # --cpus of a local Ray, else every CPU of the (possibly joined) cluster.
         cpus = res.cpus or int(ray.cluster_resources().get("CPU", 1))
         actors = max(1, min(res.label_actors or cpus, n_tasks))
         ds = ds.map(LabelActor, fn_constructor_kwargs={**kwargs, "device": "cpu", "threads": 1},
-                    compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
+                    compute=ray.data.ActorPoolStrategy(size=actors, **pool), num_cpus=1)
     yield from ds.iter_rows()
 
 

@@ -47,7 +47,9 @@ class LoopbackCluster:
     children), never ``ray stop``: that would also stop every other Ray on the machine.
     """
 
-    def __init__(self, nodes: int = 2, cpus_per_node: int = 1, object_store_mb: int = 200):
+    def __init__(self, nodes: int = 2, cpus_per_node: int = 1, object_store_mb: int = 200,
+                 cores: list[list[int]] | None = None):
+        """``cores``: per node, the cores its processes are pinned to (benchmarks)."""
         import socket
         import subprocess
         import sys
@@ -70,8 +72,9 @@ class LoopbackCluster:
                 d.mkdir(parents=True, exist_ok=True)
                 where = (["--head", "--port", str(port), "--include-dashboard", "false"] if i == 0
                          else ["--address", self.address])
+                pin = (lambda c=cores[i]: os.sched_setaffinity(0, c)) if cores else None  # inherited
                 proc = subprocess.run([ray_bin, "start", *where, "--temp-dir", str(d), *common], env=env,
-                                      capture_output=True, text=True, timeout=180)
+                                      capture_output=True, text=True, timeout=180, preexec_fn=pin)
                 if proc.returncode:
                     raise RuntimeError(f"ray start failed: {proc.stderr.strip()[-2000:]}")
         except BaseException:
