@@ -119,13 +119,16 @@ def synth(out: Path = typer.Argument(..., help="Output directory (media/, wds/, 
 @friendly
 def annotate(source: str = typer.Option("local", help="Source recipe name in manifests/ (or a recipe .yaml path)."),
              input: Optional[str] = typer.Option(None, "--input", help="Override the recipe's input path."),
-             output: Path = typer.Option(..., help="Output directory for shards and manifest."),
+             output: str = typer.Option(..., help="Output directory for shards and manifest: a path or a "
+                                                  "filesystem URL (file://, s3://, gs://, any fsspec URL); on a "
+                                                  "cluster, storage every node can write."),
              gpus: float = typer.Option(0, help="GPUs for the labelling stage."),
              gpu_fraction: float = typer.Option(1.0, help="GPUs per labelling actor (0.5 packs two per GPU)."),
              label_actors: Optional[int] = typer.Option(None, help="CPU-only: labelling actors (default: one per "
                                                                      "CPU; fewer caps memory of heavy models)."),
              cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all)."),
-             address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of starting one."),
+             address: Optional[str] = typer.Option(None, help="Join this Ray cluster (HOST:PORT of its head, or "
+                                                              "'auto' on a cluster node) instead of starting one."),
              segmenter: Optional[str] = typer.Option(None, help=backends.choices("segmenter")),
              tracker: Optional[str] = typer.Option(None, help=backends.choices("tracker")),
              checkpoint: Optional[str] = typer.Option(None, help="Segmenter checkpoint (directory or file)."),
@@ -169,7 +172,7 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
     res = Resources(cpus=cpus, gpus=gpus, gpu_fraction=gpu_fraction, label_actors=label_actors, address=address)
     with progress() as bar:
         task = bar.add_task("annotating", total=limit)
-        totals = run(cfg, str(output), res, resume=resume, use_ray=ray,
+        totals = run(cfg, output, res, resume=resume, use_ray=ray,
                      on_progress=lambda n, total: bar.update(task, completed=n, total=total))
     by = ", ".join(f"{v} {k}" for k, v in sorted(totals["by_status"].items()))
     console.print(f"annotated {totals['samples']} samples ({by}) -> {output}")

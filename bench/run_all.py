@@ -45,7 +45,7 @@ def commands(json_path: Path, quick: bool) -> dict[str, list[str]]:
     j = str(json_path)
     return {
         "throughput": ["-c", THROUGHPUT_CHILD, str(ROOT), j, "3" if quick else "6", "16"],
-        "scaling": [str(BENCH / "scaling.py"), "--json", j] + (["--videos", "4", "--images", "2"] if quick else []),
+        "scaling": [str(BENCH / "scaling.py"), "--json", j] + (["--videos", "4", "--images", "2", "--driver-inputs", "500", "2000"] if quick else []),
         "loader": [str(BENCH / "loader.py"), "--json", j] + (["--presets", "tiny"] if quick else []),
         "storage": [str(BENCH / "storage.py"), "--json", j],
         "backends": [str(BENCH / "backends.py"), "--json", j],
@@ -115,6 +115,24 @@ def summary_rows(recs: dict[str, dict]) -> list[tuple[str, str, str, str]]:
         for row in r["result"]["settings"][1:]:
             rows.append((f"Ray {row['setting']} vs 1 CPU (samples/s)", f"{_f(row['samples_per_s'], 3)}",
                          f"{_f(one['samples_per_s'], 3)}", _f(row["ratio_vs_1cpu"], 2)))
+        x = r["result"]
+        if "ratio_2cpu_vs_1cpu_from_cpu_s" in x:
+            rows.append(("Ray 2 CPUs vs 1 from CPU seconds (all processes; 1 CPU run / half the 2 CPU run)",
+                         _f(x["cpu_s_total"]["one"], 1), _f(x["cpu_s_total"]["two"] / 2, 1),
+                         _f(x["ratio_2cpu_vs_1cpu_from_cpu_s"], 2)))
+        if "ratio_2nodes_vs_1node" in x:
+            two, single = s["ray start: 2 nodes x 1 CPU"], s["ray start: 1 node x 1 CPU"]
+            rows.append((f"two-node loopback cluster vs one node, 1 CPU each (samples/s; "
+                         f"{x['nodes_that_labelled']} nodes labelled)", _f(two["samples_per_s"], 3),
+                         _f(single["samples_per_s"], 3), _f(x["ratio_2nodes_vs_1node"], 2)))
+        if "driver_rss_ratio" in x:
+            lo, hi = x["driver"][0], x["driver"][-1]
+            rows.append((f"driver peak RSS, {hi['inputs']} vs {lo['inputs']} inputs (MB, no-op labeller)",
+                         _f(hi["driver_peak_rss_mb"], 0), _f(lo["driver_peak_rss_mb"], 0),
+                         _f(x["driver_rss_ratio"], 3)))
+            rows.append((f"driver CPU per input, {hi['inputs']} inputs, no-op labeller, vs the budget of "
+                         f"500 inputs/s (target <= 1)", f"{_f(x['driver_cpu_s_per_sample_total'] * 1e3, 3)} ms",
+                         "2.000 ms", _f(x["driver_cpu_s_per_sample_total"] / 0.002, 3)))
         del s
     failed("scaling", "Ray 2 CPUs vs 1")
     r = recs.get("loader")

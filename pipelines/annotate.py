@@ -1,26 +1,31 @@
-"""``trajdata annotate``: sources -> decode (CPU tasks) -> label (actor pool) -> encode -> shards.
+"""``trajdata annotate``: list -> chunk tasks -> one actor pool that labels and writes whole shards.
 
-The driver lists the source lazily, feeds Ray Data one wave of samples at a
-time (bounded driver memory for any dataset size), and writes shards as their
-chunks complete. The label stage is an actor pool: one model set per actor,
-``--gpus`` GPUs split into ``gpus / gpu_fraction`` actors, decode and encode
-running as CPU tasks beside them. Without GPUs each actor runs the whole
-sample (decode -> label -> encode), one actor per CPU: as separate stages Ray
-Data fuses decode into the actor anyway, and encode tasks would wait for a CPU
-the actors hold, so two CPUs labelled no faster than one.
+The driver lists the source lazily, groups it into chunk tasks
+(``samples_per_shard`` consecutive inputs: one output shard per media series)
+and spills them to ``OUTPUT/.listing/``; Ray Data then streams one small row
+per chunk through a single dataset and a single actor pool that lives for the
+whole run. Each ``LabelActor`` builds its models once, runs decode -> label ->
+encode on every sample of a chunk and writes the chunk's shards and manifest
+part to the output (a path or a filesystem URL) itself; the driver receives a
+one-line summary per chunk and keeps the totals. Backpressure is Ray Data's
+streaming executor: no waves, no barrier, nothing buffered on the driver.
+
+``--gpus``: ``gpus / gpu_fraction`` actors, each decoding the next samples
+in a thread while its GPU labels. CPU only: one actor per CPU of the
+(possibly joined) cluster, each confined to one core (see ``_one_core``).
 """
 from __future__ import annotations
 
-import itertools
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from dataengine.stages.annotate import encode_row, label_row, read_and_decode, ref_to_row, run_local, sample_meta
 from dataengine.config import AnnotateConfig
 from dataengine.errors import DeviceError
-from dataengine.stages.labeller import Labeller
+from dataengine.format.outputfs import Output
 from dataengine.sources import list_samples
-from dataengine.stages.writer import DatasetWriter
+from dataengine.stages.labeller import Labeller
+from dataengine.stages.writer import ChunkListing, annotate_chunk, finish_run, open_run, plan_chunks
 
 from .runtime import without_known_ray_noise
 
@@ -33,46 +38,66 @@ class Resources:
     label_actors: int | None = None  # CPU-only: number of label actors
     address: str | None = None
     object_store_mb: int = 1024
-    wave: int = 2048                 # samples handed to Ray Data at a time
+    decode_ahead: int = 2            # GPU actors: samples decoded ahead of the labeller
+
+
+def _one_core(threads: int) -> None:
+    """Confine a worker's native thread pools to the CPUs Ray gave it. OpenCV ignores
+    OMP_NUM_THREADS (which Ray sets) and starts a thread per core: one actor then borrows the
+    other actors' cores, and N actors on N cores fight over N*N threads. torch only where a
+    backend imported it (importing it costs ~1 CPU s per actor)."""
+    import sys
+
+    import cv2
+
+    cv2.setNumThreads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 class LabelActor:
-    """One segmenter + tracker per actor, built once and reused for every sample.
+    """One segmenter + tracker per actor, built once; each call labels and writes one whole chunk."""
 
-    ``whole_sample``: also decode before and encode after labelling (CPU-only runs).
-    """
+    def __init__(self, cfg: AnnotateConfig, device: str, output: str, listing: ChunkListing,
+                 threads: int, decode_ahead: int = 0):
+        import ray
 
-    def __init__(self, cfg: AnnotateConfig, device: str, whole_sample: bool = False):
-        self.cfg = cfg
-        self.whole_sample = whole_sample
+        self.cfg, self.listing, self.decode_ahead = cfg, listing, decode_ahead
+        self.out = Output(output)
         self.labeller = Labeller(cfg, device)
+        _one_core(threads)
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        if not self.whole_sample:
-            return label_row(row, self.labeller)
-        return encode_row(label_row(read_and_decode(row, self.cfg), self.labeller), self.cfg)
+        summary = annotate_chunk(self.listing.task(int(row["position"])), self.cfg, self.labeller, self.out,
+                                 self.decode_ahead)
+        return {**summary, "node": self.node}
 
 
-def _ray_stream(rows: list[dict[str, Any]], cfg: AnnotateConfig, res: Resources):
+def _ray_stream(n_tasks: int, cfg: AnnotateConfig, out: Output, listing: ChunkListing, res: Resources):
     import ray.data
 
-    # One row per block: a slow or failed sample never holds up a whole block. A worker
-    # that dies is retried by Ray Data's defaults (tasks and actors retry without limit);
-    # a sample that fails by itself comes back as an error row.
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    # One chunk per block: a slow chunk never holds up another. An actor that dies is restarted
+    # and its chunk retried (Ray Data's defaults); the chunk's files are then written again,
+    # byte for byte the same. The driver holds one integer per chunk (plus Ray Data's ~7.5 KB of
+    # bookkeeping per block, measured); the chunk tasks themselves are on the output.
+    ds = ray.data.from_items([{"position": i} for i in range(n_tasks)], override_num_blocks=max(1, n_tasks))
+    # A chunk is seconds to minutes of work: an actor takes the next one only when it is free,
+    # so no chunk waits queued behind a busy actor while another actor idles at the end.
+    pool = {"max_tasks_in_flight_per_actor": 1}
+    kwargs = {"cfg": cfg, "output": out.uri, "listing": listing}
     if res.gpus > 0:
         fraction = min(res.gpu_fraction, res.gpus)  # --gpus 0.5 with the default fraction: one half-GPU actor
         actors = max(1, int(res.gpus / fraction))
-        ds = ds.map(read_and_decode, fn_kwargs={"cfg": cfg}, num_cpus=1)
-        ds = ds.map(LabelActor, fn_constructor_kwargs={"cfg": cfg, "device": "cuda"},
-                    compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=fraction, num_cpus=1)
-        ds = ds.map(encode_row, fn_kwargs={"cfg": cfg}, num_cpus=1)
+        ds = ds.map(LabelActor, fn_constructor_kwargs={**kwargs, "device": "cuda", "threads": 1,
+                                                       "decode_ahead": res.decode_ahead},
+                    compute=ray.data.ActorPoolStrategy(size=actors, **pool), num_gpus=fraction, num_cpus=1)
     else:
         # --cpus of a local Ray, else every CPU of the (possibly joined) cluster.
         cpus = res.cpus or int(ray.cluster_resources().get("CPU", 1))
-        actors = res.label_actors or max(1, cpus)
-        ds = ds.map(LabelActor, fn_constructor_kwargs={"cfg": cfg, "device": "cpu", "whole_sample": True},
-                    compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
+        actors = max(1, min(res.label_actors or cpus, n_tasks))
+        ds = ds.map(LabelActor, fn_constructor_kwargs={**kwargs, "device": "cpu", "threads": 1},
+                    compute=ray.data.ActorPoolStrategy(size=actors, **pool), num_cpus=1)
     with without_known_ray_noise():    # Ray Data's own actor-argument warning, see runtime.py
         yield from ds.iter_rows()
 
@@ -81,6 +106,7 @@ def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = Non
              use_ray: bool = True, on_progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
     """Run the whole annotate job; returns totals (also written to ``OUTPUT/run.json``)."""
     res = resources or Resources()
+    started = time.time()
     # Fail before any work is scheduled when a backend cannot be built (e.g. missing checkpoint).
     labeller = Labeller(cfg)
     if use_ray and res.gpus > 0 and not res.address:
@@ -88,22 +114,34 @@ def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = Non
 
         if not torch.cuda.is_available():
             raise DeviceError(f"--gpus {res.gpus:g} given but torch sees no CUDA device on this machine")
-    writer = DatasetWriter(output, cfg, resume=resume, meta_fn=lambda row: sample_meta(row, cfg))
-    refs = writer.plan(list_samples(cfg.source, limit=cfg.limit))
-    done = 0
+    out = Output(output)
+    done_before = open_run(out, cfg, resume)
+    tasks = plan_chunks(list_samples(cfg.source, limit=cfg.limit), out, done_before, cfg.output.samples_per_shard)
+    samples = 0
+    nodes: dict[str, dict[str, int]] = {}
     if use_ray:
         from .runtime import init_ray
-        init_ray(res.address, res.cpus, res.gpus, res.object_store_mb)
+        listing = ChunkListing(out)
+        n_tasks, total = listing.spill(tasks)
         del labeller  # actors build their own
-    while True:
-        wave = list(itertools.islice(refs, res.wave))
-        if not wave:
-            break
-        stream = (_ray_stream([ref_to_row(r) for r in wave], cfg, res) if use_ray
-                  else run_local(wave, cfg, labeller))
-        for row in stream:
-            writer.add(row)
-            done += 1
-            if on_progress:
-                on_progress(done, None if not writer.listing_done else sum(writer.expected.values()))
-    return writer.close()
+        stream = None
+        if n_tasks:
+            init_ray(res.address, res.cpus, res.gpus, res.object_store_mb)
+            stream = _ray_stream(n_tasks, cfg, out, listing, res)
+    else:
+        n_tasks, total = None, None
+        stream = ({**annotate_chunk(t, cfg, labeller, out), "node": "local"} for t in tasks)
+    finished = 0
+    for summary in stream or ():
+        finished += 1
+        samples += summary["samples"]
+        node = nodes.setdefault(summary["node"], {"chunks": 0, "samples": 0})
+        node["chunks"] += 1
+        node["samples"] += summary["samples"]
+        if on_progress:
+            on_progress(samples, total)
+    if n_tasks is not None and finished != n_tasks:
+        raise RuntimeError(f"{n_tasks - finished} of {n_tasks} chunks came back without a result; "
+                           f"rerun with --resume")
+    # which node labelled how much of this run (a resumed run counts only its own chunks)
+    return finish_run(out, cfg, started, extra={"nodes": dict(sorted(nodes.items()))})

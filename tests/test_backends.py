@@ -208,6 +208,7 @@ def test_every_entry_of_the_backend_table_builds_and_labels(checkpoints, tmp_pat
         "directsam": directsam_cfg(checkpoints, max_regions=6),
         "sam": SegmenterConfig(name="sam", checkpoint=checkpoints["sam"], max_regions=4, **SAM_SMALL),
         "trajtok": SegmenterConfig(name="trajtok", checkpoint=str(trajtok)),
+        "none": SegmenterConfig(name="none"),
         "flow": TrackerConfig(name="flow"),
         "sam2": sam2_tracker_cfg(checkpoints),
     }
@@ -219,7 +220,8 @@ def test_every_entry_of_the_backend_table_builds_and_labels(checkpoints, tmp_pat
         assert backend.name == name
         if BACKENDS[name].kind == "segmenter":
             [labels] = backend.segment(frames[:1])
-            assert labels.shape == labels0.shape and labels.dtype == np.int32 and labels.max() > 0, name
+            assert labels.shape == labels0.shape and labels.dtype == np.int32, name
+            assert (labels.max() == 0) == (name == "none"), name   # only the no-op labeller finds nothing
         else:
             tracked = backend.track(frames, labels0)
             assert tracked.shape == (3,) + labels0.shape and (tracked[0] == labels0).all(), name

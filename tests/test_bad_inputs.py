@@ -3,7 +3,7 @@
 The corpus (``fixtures.badcorpus``) holds ~70 inputs in three layouts (folder,
 video2dataset tars, img2dataset tars + parquet), good samples beside bad ones.
 Each layout is annotated in-process; the folder is annotated once more with
-Ray (different shard and wave sizes, two label actors; ``slow``), which must
+Ray (a different shard size, two label actors; ``slow``), which must
 agree row for row and give the same ``traj.json`` for every sample. Around every run the whole temporary
 tree (corpus, outputs, working directory) is snapshotted: nothing may change
 outside the output directory.
@@ -139,14 +139,14 @@ def test_nothing_written_outside_the_output(local_run):
 
 @pytest.mark.slow
 def test_ray_run_agrees_with_the_local_run(world):
-    """One Ray run (3 logical CPUs, 2 label actors, small waves, other shard size) over the folder."""
+    """One Ray run (3 logical CPUs, 2 label actors, other shard size) over the folder."""
     root, expect = world
     expect = {k.split("/", 1)[1]: e for k, e in expect.items() if e.layout == "media"}
     local = root / "out-media"
     if not (local / "run.json").is_file():     # the local run of this module normally made it
         annotate(config(root, "media", 8), str(local), use_ray=False)
     out = root / "ray-media"
-    res = Resources(cpus=3, label_actors=2, object_store_mb=256, wave=18)   # chunk 3 spans two waves
+    res = Resources(cpus=3, label_actors=2, object_store_mb=256)
     try:
         outside = run_guarded(root, out, lambda: annotate(config(root, "media", 5), str(out), res))
     finally:

@@ -3,7 +3,7 @@
 ``tests/test_annotate.py`` already checks two identical runs (local and Ray) for
 byte-identical shards. Here the things that must *not* matter are varied:
 samples per shard, ``--limit``, hash seed and OpenCV thread count (fresh
-processes). Ray wave size and actor count are varied in
+processes). Ray shard size and actor count are varied in
 ``tests/test_bad_inputs.py::test_ray_run_agrees_with_the_local_run``.
 """
 from __future__ import annotations

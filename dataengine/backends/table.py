@@ -54,6 +54,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("trajtok", "segmenter", "dataengine.backends.segmenters.learned:TrajTokSegmenter",
             "a `trajtok train-segmenter` model: segments and tracks whole clips", ("torch", "trajtok"),
             locate=models.trajtok_checkpoint, checkpoint_is="file", uses_device=True, tracks=True),
+    Backend("none", "segmenter", "dataengine.backends.segmenters.none:NoSegmenter",
+            "labels nothing (all background): measures the pipeline around the labeller", (), tracks=True),
     Backend("flow", "tracker", "dataengine.backends.trackers.flow:FlowTracker",
             "DIS optical flow with a forward-backward check; CPU, no weights", ("cv2",)),
     Backend("sam2", "tracker", "dataengine.backends.trackers.sam2:Sam2Tracker",

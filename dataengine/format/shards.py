@@ -12,12 +12,13 @@ it did not see there, so every tar of a series holds the same member names.
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from dataengine.format import trajformat
 from dataengine.format.atomic import replaced_when_done
@@ -80,28 +81,47 @@ def write_shard(path: str | Path, samples: list[ShardSample]) -> int:
     """Write ``samples`` atomically to ``path``; returns bytes written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Imported here: webdataset pulls in torch (large and slow to import), which readers never need.
-    import webdataset as wds
-
     with replaced_when_done(path) as f:
-        writer = wds.TarWriter(f, encoder=False, mtime=0, user="trajtok", group="trajtok", mode=0o644)
+        return write_shard_to(f, samples)
+
+
+def write_shard_to(f: BinaryIO, samples: list[ShardSample]) -> int:
+    """Write ``samples`` as one tar into the open file ``f``; returns bytes written.
+
+    The bytes are those of ``webdataset.TarWriter(f, encoder=False, mtime=0, user="trajtok",
+    group="trajtok", mode=0o644)`` (a sample's members sorted by name; tests check it), written
+    with ``tarfile`` itself: importing webdataset imports torch, about a CPU second in every
+    label actor that writes shards."""
+    start = f.tell()
+    with tarfile.open(fileobj=f, mode="w|") as tar:
         for s in samples:
-            writer.write(s.to_members())
-        writer.close()
-        size = f.tell()
-    return size
+            members = s.to_members()
+            key = members.pop("__key__")
+            for ext in sorted(members):
+                data = members[ext]
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                info.uname = info.gname = "trajtok"
+                tar.addfile(info, io.BytesIO(data))
+    return f.tell() - start
 
 
 def chunk_shards(directory: str | Path, prefix: str, index: int) -> list[Path]:
     """Every final shard of chunk ``index``: its series and a pre-series ``{prefix}-{index}.tar``."""
+    d = Path(directory)
+    return [d / n for n in chunk_shard_names((p.name for p in d.glob(f"{prefix}-*{index:06d}.tar")), prefix, index)]
+
+
+def chunk_shard_names(names: Iterable[str], prefix: str, index: int) -> list[str]:
+    """Those of ``names`` that are final shards of chunk ``index`` (see ``chunk_shards``), sorted."""
     out = []
-    for p in Path(directory).glob(f"{prefix}-*{index:06d}.tar"):
-        m = SHARD_RE.match(p.name)
+    for name in names:
+        m = SHARD_RE.match(name)
         if not m or int(m["index"]) != index:
             continue
         if m["prefix"] == prefix or (m["prefix"].startswith(prefix + "-")
                                      and SERIES_RE.match(m["prefix"][len(prefix) + 1:])):
-            out.append(p)
+            out.append(name)
     return sorted(out)
 
 
@@ -128,13 +148,15 @@ def write_series(directory: str | Path, prefix: str, index: int, samples: list[S
 
 
 
-def iter_tar_members(path: str | Path) -> Iterator[tuple[str, str, bytes]]:
-    """Stream ``(key, ext, bytes)`` of regular members; nothing is extracted to disk.
+def iter_tar_members(path: str | Path | BinaryIO) -> Iterator[tuple[str, str, bytes]]:
+    """Stream ``(key, ext, bytes)`` of regular members of a tar path or open file; nothing is
+    extracted to disk.
 
     The key is the member's basename up to its first dot, the ext the rest.
     Directories, links and devices are skipped: a tar's paths are never trusted.
     """
-    with tarfile.open(path, "r|*") as tf:
+    opened = tarfile.open(path, "r|*") if isinstance(path, (str, Path)) else tarfile.open(fileobj=path, mode="r|*")
+    with opened as tf:
         for m in tf:
             if not m.isfile():
                 continue
@@ -167,7 +189,7 @@ def read_traj(group: dict[str, bytes]) -> dict[str, Any]:
     return trajformat.decode_member(name, group[name])
 
 
-def read_shard(path: str | Path, with_media: bool = True) -> Iterator[ShardSample]:
+def read_shard(path: str | Path | BinaryIO, with_media: bool = True) -> Iterator[ShardSample]:
     for key, group in group_members(iter_tar_members(path)):
         media_ext = next((e for e in group if e in MEDIA_EXTS), None)
         yield ShardSample(
@@ -213,7 +235,18 @@ def write_dataset_card(directory: str | Path, prefix: str = "traj") -> Path | No
     sample's cut fail to cast). Returns the path, or None when there are no series shards.
     """
     d = Path(directory)
-    series = sorted({m["prefix"][len(prefix) + 1:] for p in list_shards(d) if (m := SHARD_RE.match(p.name))
+    text = dataset_card([p.name for p in list_shards(d)], prefix)
+    if text is None:
+        return None
+    path = d / CARD
+    with replaced_when_done(path) as f:
+        f.write(text.encode("utf-8"))
+    return path
+
+
+def dataset_card(shard_names: Iterable[str], prefix: str = "traj") -> str | None:
+    """The text of ``write_dataset_card`` for a dataset holding ``shard_names`` (None: no series)."""
+    series = sorted({m["prefix"][len(prefix) + 1:] for n in shard_names if (m := SHARD_RE.match(n))
                      and m["prefix"].startswith(prefix + "-") and SERIES_RE.match(m["prefix"][len(prefix) + 1:])})
     if not series:
         return None
@@ -228,7 +261,4 @@ def write_dataset_card(directory: str | Path, prefix: str = "traj") -> Path | No
                   "  - {name: json, dtype: json}", f"  - {{name: {trajformat.MEMBER}, dtype: json}}"]
     lines += ["---", "", "Trajectory shards (format v2, see the trajtok docs: docs/format.md). One shard series "
               "per media type;", "`datasets.load_dataset(\"DIR\", \"SERIES\")` reads one series.", ""]
-    path = d / CARD
-    with replaced_when_done(path) as f:
-        f.write("\n".join(lines).encode("utf-8"))
-    return path
+    return "\n".join(lines)

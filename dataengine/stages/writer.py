@@ -1,35 +1,48 @@
-"""Assemble processed rows into shards: one manifest part per input chunk, one shard per chunk and series.
+"""Shards written where the work is: one chunk of input samples in, its shards and manifest part out.
 
-Input sample ``index`` belongs to chunk ``index // samples_per_shard``. When
-every sample of a chunk has come back (in any order) the chunk's shards are
-written, one per media series (``traj-mp4-000003.tar``, ``traj-jpg-000003.tar``;
-temporary name, then rename), and then its manifest part: the part is the
-"done" marker, so a crash between the two only repeats that chunk.
+Input sample ``index`` belongs to chunk ``index // samples_per_shard``. The
+driver only lists: it groups the listing into chunk tasks (``plan_chunks``),
+spills them to ``OUTPUT/.listing/`` (``ChunkListing``) so its memory does not
+grow with the dataset, and keeps the totals. Whoever runs a chunk
+(``annotate_chunk``: a Ray actor, or the in-process runner) labels its samples
+and writes the chunk's shards itself, one per media series
+(``traj-mp4-000003.tar``, ``traj-jpg-000003.tar``; temporary name, then move),
+and then its manifest part: the part is the "done" marker, so a crash between
+the two only repeats that chunk, and a repeated chunk writes the same bytes.
 Rows are sorted by input index, so shards do not depend on scheduling.
 
 On ``resume`` finished chunks are skipped, except that their ``error`` rows
 are retried; the chunk is then rewritten from its old samples plus the new.
+The output is an ``Output`` (a local directory or a filesystem URL); workers
+on every node open the same one.
 """
 from __future__ import annotations
 
+import io
+import itertools
 import json
-import logging
 import platform
 import time
-from collections import defaultdict
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dataengine import ENGINE_VERSION
-
-from dataengine.format import atomic, manifest
 from dataengine.config import AnnotateConfig, to_dict
 from dataengine.errors import UserError
-from dataengine.format.shards import (ShardSample, chunk_shards, read_shard, series_shard_name, write_dataset_card,
-                     write_series)
+from dataengine.format import manifest
+from dataengine.format.outputfs import Output
+from dataengine.format.shards import (CARD, ShardSample, chunk_shard_names, dataset_card, read_shard, series_of,
+                     series_shard_name, write_shard_to)
 from dataengine.sources import MediaError, SampleRef, read_media
+from dataengine.stages.annotate import encode_row, label_row, read_and_decode, ref_to_row, sample_meta
+from dataengine.stages.labeller import Labeller
 
-log = logging.getLogger(__name__)
+MANIFEST_DIR = "manifest"
+LISTING_DIR = ".listing"
 
 
 def manifest_row(row: dict[str, Any], shard: str) -> dict[str, Any]:
@@ -52,129 +65,211 @@ class RunConfigMismatch(UserError, RuntimeError):
     pass
 
 
-class DatasetWriter:
-    def __init__(self, out_dir: str | Path, cfg: AnnotateConfig, resume: bool,
-                 meta_fn: Callable[[dict[str, Any]], dict[str, Any]]):
-        self.out = Path(out_dir)
-        self.cfg = cfg
-        self.per_shard = cfg.output.samples_per_shard
-        self.meta_fn = meta_fn
-        self.expected: dict[int, int] = defaultdict(int)
-        self.pending: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        self.retry: dict[int, set[int]] = {}
-        self.max_chunk_seen = -1
-        self.listing_done = False
-        self.started = time.time()
-        self._prepare(resume)
+# ------------------------------------------------------------------ driver: setup and planning
+def part_name(chunk: int) -> str:
+    return f"{MANIFEST_DIR}/{manifest.part_path('', chunk).name}"
 
-    # -------------------------------------------------------------- setup
-    def _prepare(self, resume: bool) -> None:
-        run_json = self.out / "run.json"
-        self.done = manifest.done_parts(self.out)
-        if self.done and not resume:
-            raise RunConfigMismatch(f"{self.out} already holds annotated shards; pass --resume to continue "
-                                    f"or choose a new --output")
-        if resume and run_json.is_file():
-            old = json.loads(run_json.read_text())
-            if old.get("config_hash") != self.cfg.model_hash():
-                raise RunConfigMismatch(f"{self.out} was annotated with a different labelling config "
-                                        f"(hash {old.get('config_hash')} vs {self.cfg.model_hash()}); "
-                                        f"use a new --output")
-        self.out.mkdir(parents=True, exist_ok=True)
-        for stale in self.out.glob(".*.tmp-*"):  # partial tars of a killed run, never under a final name
-            stale.unlink()
-        for stale in (self.out / "manifest").glob(".*.tmp-*") if (self.out / "manifest").is_dir() else []:
-            stale.unlink()
-        for c in sorted(self.done):
-            errors = {r["input_index"] for r in manifest.read_part(self.out, c) if r["status"] == "error"}
-            if errors:
-                self.retry[c] = errors
-        self.write_run_json(status="running")
 
-    def write_run_json(self, status: str, extra: dict[str, Any] | None = None) -> None:
-        import numpy, pyarrow  # noqa: E401  (versions only)
-        data = {
-            "status": status, "engine_version": ENGINE_VERSION, "config": to_dict(self.cfg),
-            "config_hash": self.cfg.model_hash(), "python": platform.python_version(),
-            "versions": {"numpy": numpy.__version__, "pyarrow": pyarrow.__version__},
-            **(extra or {}),
-        }
-        atomic.write_bytes(self.out / "run.json", json.dumps(data, indent=2, sort_keys=True))
+def done_chunks(out: Output) -> set[int]:
+    return {int(n[len("part-"):-len(".parquet")]) for n in out.names(MANIFEST_DIR)
+            if n.startswith("part-") and n.endswith(".parquet")}
 
-    # ----------------------------------------------------------- planning
-    def plan(self, refs: Iterable[SampleRef]) -> Iterator[SampleRef]:
-        """Pass through the refs that still need work, counting what each chunk waits for."""
-        for ref in refs:
-            c = ref.index // self.per_shard
-            if c > self.max_chunk_seen:
-                self.max_chunk_seen = c
-            if c in self.done and ref.index not in self.retry.get(c, ()):
-                continue
-            self.expected[c] += 1
-            yield ref
-        self.listing_done = True
 
-    # ------------------------------------------------------------ writing
-    def add(self, row: dict[str, Any]) -> list[int]:
-        c = row["index"] // self.per_shard
-        self.pending[c].append(row)
-        return self.flush()
+def read_part(out: Output, chunk: int, columns: list[str] | None = None) -> pa.Table:
+    with out.open_read(part_name(chunk)) as f:
+        return pq.read_table(f, schema=manifest.SCHEMA, columns=columns)
 
-    def flush(self) -> list[int]:
-        """Write every chunk that is complete; returns their indices."""
-        written = []
-        for c in sorted(self.pending):
-            closed = self.listing_done or c < self.max_chunk_seen
-            if closed and len(self.pending[c]) == self.expected[c]:
-                self._write_chunk(c, self.pending.pop(c))
-                written.append(c)
-        return written
 
-    def close(self) -> dict[str, Any]:
-        self.listing_done = True
-        self.flush()
-        if self.pending:
-            missing = {c: self.expected[c] - len(r) for c, r in self.pending.items()}
-            raise RuntimeError(f"rows missing for chunks {missing}; rerun with --resume")
-        write_dataset_card(self.out, self.cfg.output.prefix)
-        table = manifest.read_manifest(self.out)
-        counts: dict[str, int] = defaultdict(int)
-        for s in table.column("status").to_pylist():
-            counts[s] += 1
-        totals = {"samples": table.num_rows, "by_status": dict(counts),
-                  "seconds_wall": round(time.time() - self.started, 3)}
-        self.write_run_json(status="complete", extra={"totals": totals})
-        return totals
+def write_run_json(out: Output, cfg: AnnotateConfig, status: str, extra: dict[str, Any] | None = None) -> None:
+    import numpy  # noqa: F401  (versions only)
+    data = {
+        "status": status, "engine_version": ENGINE_VERSION, "config": to_dict(cfg),
+        "config_hash": cfg.model_hash(), "python": platform.python_version(),
+        "versions": {"numpy": numpy.__version__, "pyarrow": pa.__version__},
+        **(extra or {}),
+    }
+    out.write_bytes("run.json", json.dumps(data, indent=2, sort_keys=True).encode())
 
-    def _write_chunk(self, c: int, rows: list[dict[str, Any]]) -> None:
-        prefix = self.cfg.output.prefix
-        samples: list[tuple[int, ShardSample]] = []
-        manifest_rows: list[dict[str, Any]] = []
-        if c in self.done:  # a retried chunk: keep what was already fine
-            retried = {r["index"] for r in rows}
-            manifest_rows = [r for r in manifest.read_part(self.out, c) if r["input_index"] not in retried]
-            for path in chunk_shards(self.out, prefix, c):
-                samples += [(s.meta["input_index"], s) for s in read_shard(path)]
-            # the manifest names the shard a kept sample now lives in (a pre-series name moves)
-            series = {s.key: series_shard_name(prefix, s.media_ext, c) for _, s in samples}
-            for r in manifest_rows:
-                if r["status"] == "ok" and r["key"] in series:
-                    r["shard"] = series[r["key"]]
-        for row in rows:
-            name = series_shard_name(prefix, row["ext"], c)
-            if not row["error"]:
-                try:
-                    ref = SampleRef(**{k: row[k] for k in SampleRef.__dataclass_fields__})
-                    media = read_media(ref, self.cfg.decode.max_media_bytes)
-                    samples.append((row["index"], ShardSample(
-                        key=row["key"], media_ext=row["ext"], media=media, caption=row["caption"],
-                        meta=self.meta_fn(row), traj=json.loads(row["traj"]))))
-                except (MediaError, OSError) as e:
-                    row["error"] = f"media unreadable when writing the shard: {e}"
-            manifest_rows.append(manifest_row(row, name))
-        samples.sort(key=lambda p: p[0])
-        manifest_rows.sort(key=lambda r: r["input_index"])
-        write_series(self.out, prefix, c, [s for _, s in samples])
-        manifest.write_part(self.out, c, manifest_rows)
-        self.done.add(c)
-        self.retry.pop(c, None)
+
+def open_run(out: Output, cfg: AnnotateConfig, resume: bool) -> set[int]:
+    """Check the output is fit for this run, clear what a killed run left; returns the done chunks."""
+    done = done_chunks(out)
+    if done and not resume:
+        raise RunConfigMismatch(f"{out} already holds annotated shards; pass --resume to continue "
+                                f"or choose a new --output")
+    if resume and out.exists("run.json"):
+        old = json.loads(out.read_bytes("run.json"))
+        if old.get("config_hash") != cfg.model_hash():
+            raise RunConfigMismatch(f"{out} was annotated with a different labelling config "
+                                    f"(hash {old.get('config_hash')} vs {cfg.model_hash()}); use a new --output")
+    out.makedirs()
+    # partial files of a killed run, never under a final name; no worker of this run writes yet
+    out.sweep_tmp()
+    out.sweep_tmp(MANIFEST_DIR)
+    out.delete_dir(LISTING_DIR)
+    write_run_json(out, cfg, status="running")
+    return done
+
+
+@dataclass
+class ChunkTask:
+    chunk: int
+    refs: list[SampleRef]
+    retry: bool          # the chunk is done: these refs are its error rows, to be merged with the rest
+
+    def to_row(self) -> dict[str, Any]:
+        # JSON (ASCII) keeps listed names that are not valid UTF-8 intact through Parquet
+        return {"chunk": self.chunk, "retry": self.retry, "refs": json.dumps([asdict(r) for r in self.refs])}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "ChunkTask":
+        return cls(int(row["chunk"]), [SampleRef(**d) for d in json.loads(row["refs"])], bool(row["retry"]))
+
+
+def plan_chunks(refs: Iterable[SampleRef], out: Output, done: set[int], per_shard: int) -> Iterator[ChunkTask]:
+    """Group the (lazy, index-ordered) listing into the chunk tasks that still need work."""
+    last = -1                # the listing order is checked, not assumed
+    for c, group in itertools.groupby(refs, key=lambda r: r.index // per_shard):
+        if c <= last:
+            raise RuntimeError(f"the listing returned chunk {c} after chunk {last}; sample indices must increase")
+        last = c
+        if c not in done:
+            yield ChunkTask(c, list(group), retry=False)
+            continue
+        part = read_part(out, c, ["input_index", "status"]).to_pydict()
+        errors = {i for i, s in zip(part["input_index"], part["status"]) if s == "error"}
+        retry = [r for r in group if r.index in errors]
+        if retry:
+            yield ChunkTask(c, retry, retry=True)
+
+
+class ChunkListing:
+    """Chunk tasks spilled to ``OUTPUT/.listing/`` in files of ``per_file`` tasks: the driver then
+    hands Ray one integer per chunk, and workers on any node read the task itself."""
+
+    def __init__(self, out: Output, per_file: int = 256):
+        self.out, self.per_file = out, per_file
+        self._cached: tuple[int, pa.Table] | None = None
+
+    def __reduce__(self):
+        return ChunkListing, (self.out, self.per_file)
+
+    def name(self, file: int) -> str:
+        return f"{LISTING_DIR}/tasks-{file:06d}.parquet"
+
+    def spill(self, tasks: Iterable[ChunkTask]) -> tuple[int, int]:
+        """Write every task; returns (tasks, samples). Holds one file's tasks at a time."""
+        n_tasks = n_samples = 0
+        for file in itertools.count():
+            batch = list(itertools.islice(tasks, self.per_file))
+            if not batch:
+                break
+            buf = io.BytesIO()
+            pq.write_table(pa.Table.from_pylist([t.to_row() for t in batch]), buf)
+            self.out.write_bytes(self.name(file), buf.getvalue())
+            n_tasks += len(batch)
+            n_samples += sum(len(t.refs) for t in batch)
+        return n_tasks, n_samples
+
+    def task(self, position: int) -> ChunkTask:
+        file, row = divmod(position, self.per_file)
+        if self._cached is None or self._cached[0] != file:
+            with self.out.open_read(self.name(file)) as f:
+                self._cached = (file, pq.read_table(f))
+        return ChunkTask.from_row(self._cached[1].slice(row, 1).to_pylist()[0])
+
+
+# ------------------------------------------------------------------ worker: one chunk
+def _decoded(refs: list[SampleRef], cfg: AnnotateConfig, ahead: int) -> Iterator[dict[str, Any]]:
+    """Decoded rows in order; with ``ahead`` > 0 a thread decodes that many samples ahead, so a GPU
+    labeller is not idle while the next clip decodes (PyAV and OpenCV release the GIL)."""
+    if ahead <= 0:
+        for r in refs:
+            yield read_and_decode(ref_to_row(r), cfg)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        queue = [pool.submit(read_and_decode, ref_to_row(r), cfg) for r in refs[:ahead]]
+        for i in range(len(refs)):
+            if i + ahead < len(refs):
+                queue.append(pool.submit(read_and_decode, ref_to_row(refs[i + ahead]), cfg))
+            yield queue.pop(0).result()
+
+
+def annotate_chunk(task: ChunkTask, cfg: AnnotateConfig, labeller: Labeller, out: Output,
+                   decode_ahead: int = 0) -> dict[str, Any]:
+    """Run the stage calls on every sample of the chunk, then write its shards and manifest part."""
+    rows = [encode_row(label_row(row, labeller), cfg) for row in _decoded(task.refs, cfg, decode_ahead)]
+    return write_chunk(out, cfg, task.chunk, rows, task.retry)
+
+
+def write_chunk(out: Output, cfg: AnnotateConfig, c: int, rows: list[dict[str, Any]], retry: bool) -> dict[str, Any]:
+    """Write chunk ``c``'s shards (one per media series) and then its manifest part; returns a summary."""
+    prefix = cfg.output.prefix
+    samples: list[tuple[int, ShardSample]] = []
+    manifest_rows: list[dict[str, Any]] = []
+    old_shards: list[str] = []
+    if retry:  # keep what was already fine
+        retried = {r["index"] for r in rows}
+        manifest_rows = [r for r in read_part(out, c).to_pylist() if r["input_index"] not in retried]
+        old_shards = chunk_shard_names(out.names(), prefix, c)
+        for name in old_shards:
+            with out.open_read(name) as f:
+                samples += [(s.meta["input_index"], s) for s in read_shard(f)]
+        # the manifest names the shard a kept sample now lives in (a pre-series name moves)
+        series = {s.key: series_shard_name(prefix, s.media_ext, c) for _, s in samples}
+        for r in manifest_rows:
+            if r["status"] == "ok" and r["key"] in series:
+                r["shard"] = series[r["key"]]
+    for row in rows:
+        name = series_shard_name(prefix, row["ext"], c)
+        if not row["error"]:
+            try:
+                ref = SampleRef(**{k: row[k] for k in SampleRef.__dataclass_fields__})
+                media = read_media(ref, cfg.decode.max_media_bytes)
+                samples.append((row["index"], ShardSample(
+                    key=row["key"], media_ext=row["ext"], media=media, caption=row["caption"],
+                    meta=sample_meta(row, cfg), traj=json.loads(row["traj"]))))
+            except (MediaError, OSError) as e:
+                row["error"] = f"media unreadable when writing the shard: {e}"
+        manifest_rows.append(manifest_row(row, name))
+    samples.sort(key=lambda p: p[0])
+    manifest_rows.sort(key=lambda r: r["input_index"])
+    by_series: dict[str, list[ShardSample]] = {}
+    for _, s in samples:
+        by_series.setdefault(series_of(s.media_ext), []).append(s)
+    written: dict[str, int] = {}
+    for series in sorted(by_series):
+        name = series_shard_name(prefix, series, c)
+        with out.replaced_when_done(name) as f:
+            written[name] = write_shard_to(f, by_series[series])
+    for name in old_shards:          # series the chunk no longer fills, a pre-series name
+        if name not in written:
+            out.delete(name)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([manifest.normalise_row(r) for r in manifest_rows],
+                                        schema=manifest.SCHEMA), buf)
+    out.write_bytes(part_name(c), buf.getvalue())
+    status = Counter("error" if r["error"] else "ok" for r in rows)
+    return {"chunk": c, "samples": len(rows), "ok": status["ok"], "error": status["error"],
+            "bytes": sum(written.values())}
+
+
+# ------------------------------------------------------------------ driver: the end
+def finish_run(out: Output, cfg: AnnotateConfig, started: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Clear leftovers of killed workers, write the dataset card and run.json; returns the totals."""
+    out.sweep_tmp()
+    out.sweep_tmp(MANIFEST_DIR)
+    out.delete_dir(LISTING_DIR)
+    names = out.names()
+    card = dataset_card(names, cfg.output.prefix)
+    if card is not None:
+        out.write_bytes(CARD, card.encode("utf-8"))
+    counts: Counter[str] = Counter()
+    for c in sorted(done_chunks(out)):     # one part at a time: flat memory for any dataset size
+        counts.update(read_part(out, c, ["status"]).column("status").to_pylist())
+    totals = {"samples": sum(counts.values()), "by_status": dict(counts),
+              "seconds_wall": round(time.time() - started, 3)}
+    write_run_json(out, cfg, status="complete", extra={"totals": totals, **(extra or {})})
+    return totals
