@@ -2,7 +2,7 @@
 
 Every writer of the project (shards, manifest parts, run.json, checkpoints, `trajdata show`
 pictures) goes through here, so a killed run never leaves a half-written file under a name
-a reader trusts. The bytes go to ``.NAME.tmp-PID`` in the same directory (a rename is atomic
+a reader trusts. The bytes go to ``.NAME.tmp-PID-HOST`` in the same directory (a rename is atomic
 only within one file system), are flushed and fsynced, renamed over ``NAME``, and the
 directory is fsynced so the rename itself survives a power cut. An exception removes the
 temporary file; a killed process leaves it for the next run to clear (writers glob
@@ -11,15 +11,28 @@ temporary file; a killed process leaves it for the next run to clear (writers gl
 from __future__ import annotations
 
 import os
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 
+TMP_MARK = ".tmp-"
+
+
+def temporary_file_name(name: str) -> str:
+    """``.NAME.tmp-PID-HOST``: hidden, unique per process even when hosts share the storage."""
+    return f".{name}{TMP_MARK}{os.getpid()}-{socket.gethostname()}"
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(".") and TMP_MARK in name
+
+
 def temporary_name(path: str | Path) -> Path:
-    """``DIR/.NAME.tmp-PID``: hidden, beside ``path``, unique per process."""
+    """The temporary file beside ``path`` (same directory: a rename is atomic only within one file system)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(temporary_file_name(path.name))
 
 
 def _fsync_file(path: Path) -> None:

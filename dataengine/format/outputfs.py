@@ -13,22 +13,12 @@ from __future__ import annotations
 
 import os
 import posixpath
-import socket
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
 
 import pyarrow.fs as pafs
 
-TMP_MARK = ".tmp-"
-
-
-def tmp_name(name: str) -> str:
-    """The temporary name of ``name`` for this process (the pid first: a test kills by it)."""
-    return f".{name}{TMP_MARK}{os.getpid()}-{socket.gethostname()}"
-
-
-def is_tmp(name: str) -> bool:
-    return name.startswith(".") and TMP_MARK in name
+from dataengine.format import atomic
 
 
 class Output:
@@ -85,20 +75,18 @@ class Output:
 
     @contextmanager
     def replaced_when_done(self, rel: str) -> Iterator[BinaryIO]:
-        """A writable file whose bytes appear under ``rel`` only once complete. On an error the
-        temporary file stays behind (the process may be gone anyway); ``sweep_tmp`` clears it."""
+        """A writable file whose bytes appear under ``rel`` only once complete. A killed writer leaves
+        its temporary file behind; ``sweep_tmp`` clears it."""
         d, name = posixpath.split(rel)
-        tmp = posixpath.join(d, tmp_name(name))
         self.makedirs(d)
+        if self.local:   # the project's one local write-then-rename (fsync, rename, fsync the directory)
+            with atomic.replaced_when_done(self.path(rel)) as f:
+                yield f
+            return
+        tmp = posixpath.join(d, atomic.temporary_file_name(name))
         with self.fs.open_output_stream(self.path(tmp)) as f:
             yield f
-        if self.local:  # durable before it is named: a power cut never leaves a final name with holes
-            fd = os.open(self.path(tmp), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        self.fs.move(self.path(tmp), self.path(rel))
+        self.fs.move(self.path(tmp), self.path(rel))   # an object store shows the upload whole
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         with self.replaced_when_done(rel) as f:
@@ -116,7 +104,7 @@ class Output:
 
     def sweep_tmp(self, rel: str = "", prefix: str = ".") -> int:
         """Remove temporary files in ``rel`` whose name starts with ``prefix``; returns how many."""
-        stale = [n for n in self.names(rel) if is_tmp(n) and n.startswith(prefix)]
+        stale = [n for n in self.names(rel) if atomic.is_temporary(n) and n.startswith(prefix)]
         for n in stale:
             self.delete(posixpath.join(rel, n))
         return len(stale)
