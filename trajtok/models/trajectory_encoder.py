@@ -82,8 +82,8 @@ def trajectory_geometry(masks: torch.Tensor, velocity_gain: float = 1.0) -> torc
     """Weights ``[B, N, T, h, w]`` -> geometry features ``[B, N, 9]`` in roughly [-1, 1].
 
     The velocity (a slope in half-frames per half-clip, halved) is small for ordinary motion:
-    an object crossing a quarter of the frame in the clip scores 0.06, against position means
-    and spreads of order 0.3. ``velocity_gain`` scales it up so that a network trained for a
+    an object crossing a quarter of the frame over the clip scores about 0.1, against position
+    means and spreads of 0.2-0.5. ``velocity_gain`` scales it up so that a network trained for a
     few hundred steps can read it next to them (bench/REPORT.md, "probe and TrajVLM")."""
     B, N, T, h, w = masks.shape
     dev, dt = masks.device, masks.dtype
