@@ -118,6 +118,13 @@ def test_probe_command_reports_every_method_and_chance(tmp_path):
     assert result["n_train"] == 6 and result["n_held_out"] == 4 and result["skipped"]["train"] == 1
     assert result["feature_grid"] == [2, 2, 2] and result["trajectories"] == 8
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2   # features + masks cached per dataset
+    assert result["config"]["velocity_gain"] == 8.0
+    # --velocity-gain reaches the TrajAdapter's config (1 = the raw feature); the cache is reused.
+    res = CliRunner().invoke(cli.trajtok_app, args[:-1] + [str(tmp_path / "g1.json"), "--velocity-gain", "1",
+                                                           "--method", "trajadapter_k1"])
+    assert res.exit_code == 0, res.output
+    g1 = json.loads((tmp_path / "g1.json").read_text())
+    assert g1["config"]["velocity_gain"] == 1.0 and list(g1["per_seed"]) == ["trajadapter_k1"]
     # Bad input: a label no sample carries is one clear line.
     res = CliRunner().invoke(cli.trajtok_app, args[:5] + ["--label-key", "colour"] + args[7:])
     assert res.exit_code == 2 and "no video sample" in res.output

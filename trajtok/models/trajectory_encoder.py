@@ -241,7 +241,8 @@ class TrajectoryEncoder(nn.Module):
         weights = masks * own
         pooled = torch.einsum("bnthw,btchw->bnc", weights, features)
         pooled = pooled / weights.sum(dim=(2, 3, 4)).clamp_min(1e-6).unsqueeze(-1)
-        proposal = self.in_proj(self.in_norm(pooled)) + self.geometry(trajectory_geometry(weights, self.cfg.velocity_gain))
+        geometry = trajectory_geometry(weights, self.cfg.velocity_gain)
+        proposal = self.in_proj(self.in_norm(pooled)) + self.geometry(geometry)
         x = proposal.unsqueeze(2) + self.sub_queries[str(k)].to(proposal.dtype)   # [B, N, k, dim]
         pixels = features.permute(0, 1, 3, 4, 2).reshape(B, T * h * w, -1)
         flat_assign = assign.reshape(B, -1) if masked else None
