@@ -27,6 +27,10 @@ from .layers import Attention, PerceiverLayer
 from .trajectory_encoder import TrajectoryEncoder, TrajectoryEncoderConfig
 from .video import ViT3DVideo, sinusoid
 
+# The raw velocity feature is ~20x smaller than the other geometry features for ordinary motion;
+# at a probe's few hundred AdamW steps the geometry MLP cannot grow weights that large, and the
+# TrajAdapter stays at chance on a motion label (bench/REPORT.md, "probe and TrajVLM").
+VELOCITY_GAIN = 8.0
 METHODS = ("linear", "attentive", "perceiver", "trajadapter_k1", "trajadapter_k2", "trajadapter_k4")
 
 
@@ -142,11 +146,13 @@ class PerceiverProbe(nn.Module):
 class TrajAdapterProbe(nn.Module):
     """Trainable trajectory encoder over frozen features and resampled masks, then the attentive head."""
 
-    def __init__(self, in_dim: int, dim: int, classes: int, heads: int, k: int, depth: int):
+    def __init__(self, in_dim: int, dim: int, classes: int, heads: int, k: int, depth: int,
+                 velocity_gain: float = VELOCITY_GAIN):
         super().__init__()
         self.k = k
         self.encoder = TrajectoryEncoder(TrajectoryEncoderConfig(in_dim=in_dim, dim=dim, out_dim=dim, depth=depth,
-                                                                 heads=heads, sub_tokens=[k]))
+                                                                 heads=heads, sub_tokens=[k],
+                                                                 velocity_gain=velocity_gain))
         self.head = AttentiveHead(dim, classes, heads)
 
     def forward(self, features: torch.Tensor, fractions: torch.Tensor, majority: torch.Tensor, **_) -> torch.Tensor:
@@ -157,8 +163,9 @@ class TrajAdapterProbe(nn.Module):
 
 
 def build_probe(method: str, in_dim: int, classes: int, dim: int = 128, heads: int = 4, depth: int = 1,
-                latents: int = 32) -> nn.Module:
-    """``latents``: the Perceiver's latent count, set to the segmenter's trajectory budget (same size)."""
+                latents: int = 32, velocity_gain: float = VELOCITY_GAIN) -> nn.Module:
+    """``latents``: the Perceiver's latent count, set to the segmenter's trajectory budget (same size);
+    ``velocity_gain``: the TrajAdapter's scale on its trajectories' velocities (``trajectory_geometry``)."""
     if method == "linear":
         return LinearProbe(in_dim, classes)
     if method == "attentive":
@@ -166,5 +173,6 @@ def build_probe(method: str, in_dim: int, classes: int, dim: int = 128, heads: i
     if method == "perceiver":
         return PerceiverProbe(in_dim, dim, classes, heads, latents, depth)
     if method.startswith("trajadapter_k"):
-        return TrajAdapterProbe(in_dim, dim, classes, heads, int(method.removeprefix("trajadapter_k")), depth)
+        return TrajAdapterProbe(in_dim, dim, classes, heads, int(method.removeprefix("trajadapter_k")), depth,
+                                velocity_gain)
     raise ConfigError(f"unknown probe method {method!r}; choose from {', '.join(METHODS)}")

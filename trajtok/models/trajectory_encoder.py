@@ -53,6 +53,9 @@ class TrajectoryEncoderConfig:
     heads: int = 8
     mlp_ratio: float = 4.0
     sub_tokens: list[int] = field(default_factory=lambda: [1, 2, 4])   # choices of K
+    # Multiplies the two velocity features before the geometry MLP. 1.0 keeps checkpoints written
+    # before this field; the TrajAdapter probe raises it (see ``trajectory_geometry``).
+    velocity_gain: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrajectoryEncoderConfig":
@@ -75,8 +78,13 @@ def fourier_queries(k: int, dim: int) -> torch.Tensor:
     return torch.stack([theta.cos(), theta.sin()], dim=-1).reshape(k, dim)
 
 
-def trajectory_geometry(masks: torch.Tensor) -> torch.Tensor:
-    """Weights ``[B, N, T, h, w]`` -> geometry features ``[B, N, 9]`` in roughly [-1, 1]."""
+def trajectory_geometry(masks: torch.Tensor, velocity_gain: float = 1.0) -> torch.Tensor:
+    """Weights ``[B, N, T, h, w]`` -> geometry features ``[B, N, 9]`` in roughly [-1, 1].
+
+    The velocity (a slope in half-frames per half-clip, halved) is small for ordinary motion:
+    an object crossing a quarter of the frame over the clip scores about 0.1, against position
+    means and spreads of 0.2-0.5. ``velocity_gain`` scales it up so that a network trained for a
+    few hundred steps can read it next to them (bench/REPORT.md, "probe and TrajVLM")."""
     B, N, T, h, w = masks.shape
     dev, dt = masks.device, masks.dtype
     coords = [torch.linspace(-1, 1, n, device=dev, dtype=dt) if n > 1 else torch.zeros(1, device=dev, dtype=dt)
@@ -97,6 +105,7 @@ def trajectory_geometry(masks: torch.Tensor) -> torch.Tensor:
         e_tc = (joint * coords[0][:, None] * c[None, :]).sum((-1, -2)) / mass
         velocity.append(((e_tc - means[0] * means[1 if axis == 4 else 2]) / (var_t + 0.05)).clamp(-2, 2) / 2)
     area = torch.log(mass / (T * h * w)).clamp_min(-20) / 10.0
+    velocity = [v * velocity_gain for v in velocity]
     return torch.stack(means + stds + velocity + [area], dim=-1)
 
 
@@ -232,7 +241,8 @@ class TrajectoryEncoder(nn.Module):
         weights = masks * own
         pooled = torch.einsum("bnthw,btchw->bnc", weights, features)
         pooled = pooled / weights.sum(dim=(2, 3, 4)).clamp_min(1e-6).unsqueeze(-1)
-        proposal = self.in_proj(self.in_norm(pooled)) + self.geometry(trajectory_geometry(weights))
+        geometry = trajectory_geometry(weights, self.cfg.velocity_gain)
+        proposal = self.in_proj(self.in_norm(pooled)) + self.geometry(geometry)
         x = proposal.unsqueeze(2) + self.sub_queries[str(k)].to(proposal.dtype)   # [B, N, k, dim]
         pixels = features.permute(0, 1, 3, 4, 2).reshape(B, T * h * w, -1)
         flat_assign = assign.reshape(B, -1) if masked else None
