@@ -99,7 +99,10 @@ def test_torchrun_two_processes_gloo(data, tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the ranks import the toy preset from tests/fixtures, as pytest's own process does
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(script), str(data), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
