@@ -115,8 +115,9 @@ def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = Non
         if not torch.cuda.is_available():
             raise DeviceError(f"--gpus {res.gpus:g} given but torch sees no CUDA device on this machine")
     out = Output(output)
+    refs = list_samples(cfg.source, limit=cfg.limit)   # a missing input fails here, before the output is touched
     done_before = open_run(out, cfg, resume)
-    tasks = plan_chunks(list_samples(cfg.source, limit=cfg.limit), out, done_before, cfg.output.samples_per_shard)
+    tasks = plan_chunks(refs, out, done_before, cfg.output.samples_per_shard)
     samples = 0
     nodes: dict[str, dict[str, int]] = {}
     if use_ray:

@@ -116,6 +116,8 @@ def test_user_mistakes_are_one_line_and_exit_2(inputs, app, args, message, monke
     assert result.exit_code == 2, (result.output, result.exception)
     lines = [line for line in result.stderr.splitlines() if line.strip()]   # a failed command's bars vanish
     assert len(lines) == 1 and lines[0].startswith("error: " + message.format(d=inputs)), result.stderr
+    if args[0] == "annotate" and "missing" in " ".join(args):
+        assert not (tmp_path / "out").exists()          # a missing input leaves no output folder behind
     # and it is a UserError (or the operating system refusing a path the user gave), not a built-in let through
     monkeypatch.setenv("TRAJTOK_DEBUG", "1")
     raised = CliRunner().invoke(cli.trajdata if app == "trajdata" else cli.trajtok_app, args).exception
