@@ -36,30 +36,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SAM2_FULL = "configs/sam2.1/sam2.1_hiera_l.yaml"
 SAM2_SMOKE = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 
 # ------------------------------------------------------------------ random checkpoints
-def write_checkpoints(d: Path, smoke: bool, sam2_size: int) -> dict[str, str]:
+def write_checkpoints(d: Path, smoke: bool) -> dict[str, str]:
+    if not smoke:   # the published architectures, written as bench/backends.py writes them
+        from backends import SAM2_CONFIG, write_checkpoints as write_published
+
+        return {**write_published(d), "sam2_config": SAM2_CONFIG}
     import torch
     from sam2.build_sam import build_sam2_video_predictor
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
     torch.manual_seed(0)
-    if smoke:
-        seg = SegformerConfig(num_labels=1, depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32],
-                              num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=16)
-    else:   # DirectSAM's published architecture: Segformer-B5 with a one-channel boundary head
-        seg = SegformerConfig(num_labels=1, depths=[3, 6, 40, 3], hidden_sizes=[64, 128, 320, 512],
-                              num_attention_heads=[1, 2, 5, 8], decoder_hidden_size=768)
+    seg = SegformerConfig(num_labels=1, depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32],
+                          num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=16)
     SegformerForSemanticSegmentation(seg).save_pretrained(d / "directsam")
-    config = SAM2_SMOKE if smoke else SAM2_FULL
-    # Parameter shapes do not depend on the input size, so one checkpoint serves every size.
-    sam2 = build_sam2_video_predictor(config, None, device="cpu",
-                                      hydra_overrides_extra=[f"++model.image_size={sam2_size}"])
+    sam2 = build_sam2_video_predictor(SAM2_SMOKE, None, device="cpu", hydra_overrides_extra=["++model.image_size=64"])
     torch.save({"model": sam2.state_dict()}, d / "sam2.pt")
-    return {"directsam": str(d / "directsam"), "sam2": str(d / "sam2.pt"), "sam2_config": config}
+    return {"directsam": str(d / "directsam"), "sam2": str(d / "sam2.pt"), "sam2_config": SAM2_SMOKE}
 
 
 def write_trajtok_checkpoint(d: Path, smoke: bool) -> str:
@@ -170,17 +166,19 @@ def training(data: Path, out: Path, smoke: bool, steps: int, device: str) -> dic
 
     preset = "tiny" if smoke else "paper"
     P = get_preset(preset)
+    if smoke:
+        P.data.batch_size = 2
     workers = 0 if smoke else (P.train.num_workers if P.train.num_workers >= 0 else auto_workers())
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     summary = train_segmenter(str(data), out, preset=preset, max_steps=steps, warmup_steps=1, log_every=1,
                               save_every=10 * steps, num_workers=workers,
-                              batch_size=2 if smoke else None)
+                              batch_size=P.data.batch_size)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     seconds = [b["seconds"] - a["seconds"] for a, b in zip(log, log[1:])]
     steady = seconds[min(2, len(seconds) - 1):]   # the first steps include worker start and cudnn autotune
-    batch = 2 if smoke else P.data.batch_size
-    loader = make_loader(str(data), P.data if not smoke else _smoke_data(P), num_workers=workers)
+    batch = P.data.batch_size
+    loader = make_loader(str(data), P.data, num_workers=workers)
     n, t0 = 0, None
     for i, b in enumerate(loader):
         if i == 1:
@@ -195,11 +193,6 @@ def training(data: Path, out: Path, smoke: bool, steps: int, device: str) -> dic
             "step_median_s": median, "step_mean_s": mean, "mean_over_median": mean / median,
             "loader_samples_per_s": loader_rate, "steps_consume_samples_per_s": batch / median,
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
-
-
-def _smoke_data(P):
-    P.data.batch_size = 2
-    return P.data
 
 
 # ------------------------------------------------------------------ main
@@ -234,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
         videos = [str(work / f"clip{i}.mp4") for i in range(2)]
         for i, v in enumerate(videos):   # longer sources than the sampled frames, as real clips are
             write_video(v, seed=300 + i, n_frames=frames * 3, width=side, height=side * 9 // 16 // 2 * 2)
-        ck = write_checkpoints(work, args.smoke, 64 if args.smoke else 1024)
+        ck = write_checkpoints(work, args.smoke)
         ck["trajtok"] = write_trajtok_checkpoint(work, args.smoke)
         base = {"videos": videos, "checkpoints": ck, "frames": frames, "clips": clips, "device": device,
                 "timeout": 600 if args.smoke else 900}
