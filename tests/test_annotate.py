@@ -13,7 +13,7 @@ from dataengine.format import manifest
 from dataengine.config import FilterConfig, build_annotate_config, load_source
 from dataengine.tools.filtering import filter_dataset
 from dataengine.metrics.scores import trajectory_recall
-from dataengine.format.shards import chunk_shards, list_shards, read_dataset
+from dataengine.format.shards import chunk_shard_names, list_shards, read_dataset
 from dataengine.tools.synth import make_corpus
 from dataengine.format.validate import validate_dataset
 from pipelines.annotate import Resources, annotate
@@ -109,8 +109,8 @@ def test_resume_redoes_only_missing_chunk_with_same_bytes(corpus, local_run, tmp
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     (copy / "manifest" / "part-000001.parquet").unlink()
-    for shard in chunk_shards(copy, "traj", 1):
-        shard.unlink()
+    for name in chunk_shard_names((p.name for p in copy.iterdir()), "traj", 1):
+        (copy / name).unlink()
     first_part = (copy / "manifest" / "part-000000.parquet").stat().st_mtime_ns
     annotate(config(corpus / "media"), str(copy), use_ray=False, resume=True)
     assert digests(copy) == digests(out)

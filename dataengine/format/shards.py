@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 from dataengine.format import trajformat
 from dataengine.format.atomic import replaced_when_done
+from dataengine.format.outputfs import Output
 
 # The media extensions of the whole project, one list: sources list these, annotate decodes
 # them, shards carry them, and validate / the training loader / show find them.
@@ -106,14 +107,9 @@ def write_shard_to(f: BinaryIO, samples: list[ShardSample]) -> int:
     return f.tell() - start
 
 
-def chunk_shards(directory: str | Path, prefix: str, index: int) -> list[Path]:
-    """Every final shard of chunk ``index``: its series and a pre-series ``{prefix}-{index}.tar``."""
-    d = Path(directory)
-    return [d / n for n in chunk_shard_names((p.name for p in d.glob(f"{prefix}-*{index:06d}.tar")), prefix, index)]
-
-
 def chunk_shard_names(names: Iterable[str], prefix: str, index: int) -> list[str]:
-    """Those of ``names`` that are final shards of chunk ``index`` (see ``chunk_shards``), sorted."""
+    """Those of ``names`` that are final shards of chunk ``index``: its series and a pre-series
+    ``{prefix}-{index}.tar``, sorted."""
     out = []
     for name in names:
         m = SHARD_RE.match(name)
@@ -125,24 +121,28 @@ def chunk_shard_names(names: Iterable[str], prefix: str, index: int) -> list[str
     return sorted(out)
 
 
-def write_series(directory: str | Path, prefix: str, index: int, samples: list[ShardSample]) -> dict[str, int]:
+def write_series(directory: str | Path | Output, prefix: str, index: int, samples: list[ShardSample],
+                 replaces: Iterable[str] | None = None) -> dict[str, int]:
     """Write chunk ``index`` as one shard per media series; returns {shard name: bytes}.
 
-    Samples keep their order within a series. Shards of the chunk that the new
-    samples no longer fill (another series, the pre-series name) are removed
-    after the new ones are in place.
+    ``directory`` is a local path or the run's ``Output`` (a path or filesystem URL). Samples
+    keep their order within a series. Shards of the chunk that the new samples no longer fill
+    (another series, the pre-series name) are removed after the new ones are in place: the
+    names in ``replaces`` when the caller knows them, else those listed in the directory.
     """
-    d = Path(directory)
+    out = directory if isinstance(directory, Output) else Output(str(directory))
     by_series: dict[str, list[ShardSample]] = {}
     for s in samples:
         by_series.setdefault(series_of(s.media_ext), []).append(s)
     written = {}
     for series in sorted(by_series):
-        name = shard_name(f"{prefix}-{series}", index)
-        written[name] = write_shard(d / name, by_series[series])
-    for p in chunk_shards(d, prefix, index):
-        if p.name not in written:
-            p.unlink()
+        name = series_shard_name(prefix, series, index)
+        with out.replaced_when_done(name) as f:
+            written[name] = write_shard_to(f, by_series[series])
+    stale = chunk_shard_names(out.names(), prefix, index) if replaces is None else replaces
+    for name in stale:
+        if name not in written:
+            out.delete(name)
     return written
 
 

@@ -35,8 +35,8 @@ from dataengine.config import AnnotateConfig, to_dict
 from dataengine.errors import UserError
 from dataengine.format import manifest
 from dataengine.format.outputfs import Output
-from dataengine.format.shards import (CARD, ShardSample, chunk_shard_names, dataset_card, read_shard, series_of,
-                     series_shard_name, write_shard_to)
+from dataengine.format.shards import (CARD, ShardSample, chunk_shard_names, dataset_card, read_shard,
+                                      series_shard_name, write_series)
 from dataengine.sources import MediaError, SampleRef, read_media
 from dataengine.stages.annotate import encode_row, label_row, read_and_decode, ref_to_row, sample_meta
 from dataengine.stages.labeller import Labeller
@@ -236,17 +236,8 @@ def write_chunk(out: Output, cfg: AnnotateConfig, c: int, rows: list[dict[str, A
         manifest_rows.append(manifest_row(row, name))
     samples.sort(key=lambda p: p[0])
     manifest_rows.sort(key=lambda r: r["input_index"])
-    by_series: dict[str, list[ShardSample]] = {}
-    for _, s in samples:
-        by_series.setdefault(series_of(s.media_ext), []).append(s)
-    written: dict[str, int] = {}
-    for series in sorted(by_series):
-        name = series_shard_name(prefix, series, c)
-        with out.replaced_when_done(name) as f:
-            written[name] = write_shard_to(f, by_series[series])
-    for name in old_shards:          # series the chunk no longer fills, a pre-series name
-        if name not in written:
-            out.delete(name)
+    # old_shards: series the chunk no longer fills, a pre-series name (known; no listing per chunk)
+    written = write_series(out, prefix, c, [s for _, s in samples], replaces=old_shards)
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist([manifest.normalise_row(r) for r in manifest_rows],
                                         schema=manifest.SCHEMA), buf)
