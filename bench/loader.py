@@ -7,12 +7,16 @@ Both on this machine's CPU, in one process, per preset:
   * train step: forward + loss + backward + AdamW step of the preset's model on
     one fixed batch (so no loading inside), timed over ``--steps`` steps after
     a warm-up step; consumption = batch size / step time.
+  * decode: CPU seconds to decode 16 frames of a 1280x720 H.264 clip to the
+    training size with ``decode_frames`` two ways: ``scaler="area"`` (full frames,
+    then an area resize: what annotate and ``show`` do) and ``scaler="decoder"``
+    (the decoder scales while decoding: what the training loader does).
 A ratio > 1 means one loader core keeps up with one training process on this
 device. The ``paper`` preset trains with batch 1 here (``--paper-batch``): its
 batch of 8 x 16 x 224^2 needs over 20 GB to train on a CPU. (On a GPU the step is far faster, so the ratio tells how many loader
 workers a GPU needs: about 1 / ratio of the GPU's speed-up.)
 
-Usage: python bench/loader.py [--data DIR] [--presets tiny paper] [--json FILE]
+Usage: python bench/loader.py [--data DIR] [--presets tiny paper] [--json FILE] [--decode-reps N]
 """
 from __future__ import annotations
 
@@ -71,6 +75,50 @@ def measure(data: Path, preset: str, batches: int, steps: int, batch_size: int |
             "ratio_loader_vs_train": loader_sps / train_sps, "torch_threads": torch.get_num_threads()}
 
 
+def write_hd_clip(path: Path, n_frames: int = 48, width: int = 1280, height: int = 720) -> None:
+    """A web-video-like H.264 clip: smooth moving gradients plus mild noise (crf 23)."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    with av.open(str(path), "w", format="mp4") as c:
+        stream = c.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23", "threads": "1"}
+        for t in range(n_frames):
+            base = 127 + 60 * np.sin((xx + 6 * t) / 90.0)[..., None] * np.array([1.0, 0.6, -0.8]) \
+                + 50 * np.cos((yy - 3 * t) / 70.0)[..., None] * np.array([-0.5, 1.0, 0.7])
+            rgb = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = t
+            for packet in stream.encode(frame):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+
+
+def measure_decode(work: Path, reps: int, size: tuple[int, int] = (384, 216)) -> dict:
+    """CPU seconds per 16 decoded frames at the training size, full-frame + area resize vs decoder scaling."""
+    from dataengine.media.decode import decode_frames
+
+    clip = work / "hd.mp4"
+    write_hd_clip(clip)
+    data = clip.read_bytes()
+    indices = list(range(0, 48, 3))                    # 16 frames, as a clip of the paper preset samples them
+    row = {"clip": "1280x720 H.264, 48 frames", "frames": len(indices), "size": list(size)}
+    for scaler in ("area", "decoder"):
+        decode_frames(data, "video", indices, size, scaler=scaler)   # warm-up
+        times = []
+        for _ in range(reps):
+            t0 = time.process_time()
+            decode_frames(data, "video", indices, size, scaler=scaler)
+            times.append(time.process_time() - t0)
+        row[f"{scaler}_cpu_s"] = sorted(times)[len(times) // 2]
+    row["ratio_area_vs_decoder"] = row["area_cpu_s"] / row["decoder_cpu_s"]
+    return row
+
+
 def make_dataset(work: Path) -> Path:
     from dataengine.config import build_annotate_config, load_source
     from dataengine.tools.synth import make_corpus
@@ -90,17 +138,22 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--paper-batch", type=int, default=1,
                     help="batch size for the paper preset (its 8 x 16 x 224^2 batch needs > 20 GB to train on a CPU)")
+    ap.add_argument("--decode-reps", type=int, default=5, help="repeats of each decode measurement (median kept)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or make_dataset(Path(tmp))
         rows = [measure(data, p, args.batches, args.steps, args.paper_batch if p == "paper" else None)
                 for p in args.presets]
+        decode = measure_decode(Path(tmp), args.decode_reps)
     for r in rows:
         print(f"{r['preset']:>6s} (batch {r['batch_size']} x {r['clip']}): loader {r['loader_samples_per_s']:7.2f} "
               f"samples/s, train step {r['step_seconds']:.3f} s = {r['train_samples_per_s']:7.2f} samples/s   "
               f"ratio loader/train = {r['ratio_loader_vs_train']:.2f}")
-    result = {"presets": rows}
+    print(f"decode 16 frames of a {decode['clip']} to {decode['size'][0]}x{decode['size'][1]}: "
+          f"full frames + area resize {decode['area_cpu_s']:.3f} CPU s, decoder scaling "
+          f"{decode['decoder_cpu_s']:.3f} CPU s   ratio area/decoder = {decode['ratio_area_vs_decoder']:.2f}")
+    result = {"presets": rows, "decode": decode}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

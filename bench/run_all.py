@@ -142,6 +142,12 @@ def summary_rows(recs: dict[str, dict]) -> list[tuple[str, str, str, str]]:
                          f"(samples/s, batch {p['batch_size']})",
                          f"loader {_f(p['loader_samples_per_s'], 2)}", f"step {_f(p['train_samples_per_s'], 3)}",
                          _f(p["ratio_loader_vs_train"], 2)))
+        d = r["result"].get("decode")
+        if d:
+            rows.append((f"decode {d['frames']} frames of a {d['clip']} to {d['size'][0]}x{d['size'][1]} "
+                         f"(CPU s): full frames + area resize vs decoder scaling (the loader's)",
+                         f"area {_f(d['area_cpu_s'], 3)}", f"decoder {_f(d['decoder_cpu_s'], 3)}",
+                         _f(d["ratio_area_vs_decoder"], 2)))
     failed("loader", "training loader vs train-segmenter step")
     r = recs.get("storage")
     if r and r["status"] == "ok":
