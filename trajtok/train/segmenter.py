@@ -162,7 +162,7 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     if last.exists() and not resume:
-        raise OutputExists(f"{out} already holds a checkpoint; pass resume=True or use a new output dir")
+        raise OutputExists(f"{out} already holds a checkpoint; continue it with --resume or choose a new --output")
 
     torch.manual_seed(seed)   # identical init on every rank (DDP also broadcasts rank 0's)
     model = build_segmenter(P.model, backbone_checkpoint).to(device)

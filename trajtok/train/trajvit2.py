@@ -127,7 +127,7 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     out = Path(output)
     last, last_state = out / "last.safetensors", out / "last.optim.pt"
     if last.exists() and not resume:
-        raise OutputExists(f"{out} already holds a checkpoint; pass resume=True or use a new output dir")
+        raise OutputExists(f"{out} already holds a checkpoint; continue it with --resume or choose a new --output")
     captions = read_captions(data)
     if not captions or not any(captions.values()):
         raise InputError(f"{data}: no captioned samples (video-text training needs the shards' txt members)")
