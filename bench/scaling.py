@@ -14,15 +14,18 @@ For the local runs every process under the driver is sampled (psutil) for its
 CPU seconds, by role (label actors, driver, raylet + GCS, the rest): where the
 second core goes is measured, not guessed.
 
-Part 2, the driver alone: 1k and 10k listed inputs (tiny images) with the
-no-op labeller (``segmenter: none``); the driver's peak RSS and CPU seconds
-(``getrusage`` of its own process, Ray's processes excluded).
+Part 2, the driver alone, with the no-op labeller (``segmenter: none``): 1k and 10k
+listed inputs (tiny images) at 64 inputs per chunk, then 1k and 10k chunks of one
+input each (what grows with the number of chunks: Ray Data's bookkeeping per
+block); the driver's peak RSS (``VmHWM``) and CPU seconds (``getrusage`` of its own
+process, Ray's processes excluded).
 
 The machine must have 2 free cores for part 1's ratios to mean anything;
 the load average before and after each run is recorded beside it.
 
 Usage: python bench/scaling.py [--videos 24] [--images 8] [--samples-per-shard 2] [--media DIR]
-       [--driver-inputs 1000 10000] [--skip-cluster] [--json FILE]
+       [--driver-inputs 1000 10000] [--driver-chunks 1000 10000] [--skip-throughput] [--skip-cluster]
+       [--json FILE]
 """
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -84,10 +85,14 @@ class LabelActor:
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        samples = 0
+        done = {"samples": 0, "ok": 0, "error": 0}
         for task in tasks_from_text(row["tasks"]):
-            samples += annotate_chunk(task, self.cfg, self.labeller, self.out, self.decode_ahead)["samples"]
-        return {"chunks": row["chunks"], "samples": samples, "node": self.node, "last": row["last"],
+            summary = annotate_chunk(task, self.cfg, self.labeller, self.out, self.decode_ahead)
+            done["samples"] += summary["samples"]
+            if not task.retry:  # a new chunk's statuses are its whole part's (run.json totals)
+                done["ok"] += summary["ok"]
+                done["error"] += summary["error"]
+        return {"chunks": row["chunks"], **done, "node": self.node, "last": row["last"],
                 "listed_chunks": row["listed_chunks"], "listed_samples": row["listed_samples"]}
 
 
@@ -191,8 +196,11 @@ def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = Non
             raise DeviceError(f"--gpus {res.gpus:g} given but torch sees no CUDA device on this machine")
     out = Output(output)
     refs = list_samples(cfg.source, limit=cfg.limit)   # a missing input fails here, before the output is touched
+    if use_ray:
+        next(refs, None)   # and so does a source that cannot be listed at all (a CSV without its columns)
     done_before = open_run(out, cfg, resume)
     samples = finished = 0
+    new: Counter[str] = Counter()      # statuses of the chunks this run writes from scratch
     nodes: dict[str, dict[str, int]] = {}
     if use_ray:
         from .runtime import init_ray
@@ -203,6 +211,7 @@ def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = Non
         for row in _ray_stream(cfg, out, res, _actor_count(cfg, res), BLOCKS):
             finished += row["chunks"]
             samples += row["samples"]
+            new.update(ok=row["ok"], error=row["error"])
             # rows carry the listing's running totals: the bar's total grows until the listing ends
             listed["chunks"] = max(listed["chunks"], row["listed_chunks"])
             listed["samples"] = max(listed["samples"], row["listed_samples"])
@@ -219,13 +228,17 @@ def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = Non
                                f"rerun with --resume")
     else:
         tasks = plan_chunks(refs, out, done_before, cfg.output.samples_per_shard)
-        for summary in (annotate_chunk(t, cfg, labeller, out) for t in tasks):
+        for t in tasks:
+            summary = annotate_chunk(t, cfg, labeller, out)
             finished += 1
             samples += summary["samples"]
+            if not t.retry:
+                new.update(ok=summary["ok"], error=summary["error"])
             node = nodes.setdefault("local", {"chunks": 0, "samples": 0})
             node["chunks"] += 1
             node["samples"] += summary["samples"]
             if on_progress:
                 on_progress(samples, None)
     # which node labelled how much of this run (a resumed run counts only its own chunks)
-    return finish_run(out, cfg, started, extra={"nodes": dict(sorted(nodes.items()))})
+    return finish_run(out, cfg, started, extra={"nodes": dict(sorted(nodes.items()))}, new=new,
+                      done_before=done_before)

@@ -263,17 +263,22 @@ def write_chunk(out: Output, cfg: AnnotateConfig, c: int, rows: list[dict[str, A
 
 
 # ------------------------------------------------------------------ driver: the end
-def finish_run(out: Output, cfg: AnnotateConfig, started: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Clear leftovers of killed workers, write the dataset card and run.json; returns the totals."""
+def finish_run(out: Output, cfg: AnnotateConfig, started: float, extra: dict[str, Any] | None = None,
+               new: Counter[str] | None = None, done_before: set[int] | None = None) -> dict[str, Any]:
+    """Clear leftovers of killed workers, write the dataset card and run.json; returns the totals.
+
+    ``new``: the statuses of the chunks this run wrote from scratch (their summaries say them);
+    then only the parts of the chunks ``done_before`` this run are read, not one per chunk."""
     out.sweep_tmp()
     out.sweep_tmp(MANIFEST_DIR)
     names = out.names()
     card = dataset_card(names, cfg.output.prefix)
     if card is not None:
         out.write_bytes(CARD, card.encode("utf-8"))
-    counts: Counter[str] = Counter()
-    for c in sorted(done_chunks(out)):     # one part at a time: flat memory for any dataset size
+    counts: Counter[str] = Counter(new or {})
+    for c in sorted(done_chunks(out) if new is None else done_before or ()):  # one part at a time
         counts.update(read_part(out, c, ["status"]).column("status").to_pylist())
+    counts = Counter({k: v for k, v in counts.items() if v})
     totals = {"samples": sum(counts.values()), "by_status": dict(counts),
               "seconds_wall": round(time.time() - started, 3)}
     write_run_json(out, cfg, status="complete", extra={"totals": totals, **(extra or {})})
