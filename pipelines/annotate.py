@@ -145,8 +145,12 @@ def _ray_stream(cfg: AnnotateConfig, out: Output, res: Resources, actors: int, b
     # rows into blocks of up to 128 MiB, i.e. hold the listing back until that much is listed.
     ctx.target_max_block_size = 1
     try:
-        # The listing needs no CPU of its own: it must never wait for a label actor's slot.
-        ds = ray.data.read_datasource(_chunk_source(cfg, out.uri, blocks), override_num_blocks=1, num_cpus=0)
+        # The listing needs no CPU of its own: it must never wait for a label actor's slot. It is not
+        # retried: a rerun would plan again from the parts written meanwhile, and its rows would not
+        # line up with those the first attempt returned (a retried generator's returns count by
+        # position). If the listing's worker dies the run fails, and --resume continues it.
+        ds = ray.data.read_datasource(_chunk_source(cfg, out.uri, blocks), override_num_blocks=1, num_cpus=0,
+                                      ray_remote_args={"max_retries": 0})
     finally:
         ctx.target_max_block_size = saved
     # A block is seconds to hours of work: an actor takes the next one only when it is free, so no
