@@ -45,7 +45,8 @@ def commands(json_path: Path, quick: bool) -> dict[str, list[str]]:
     j = str(json_path)
     return {
         "throughput": ["-c", THROUGHPUT_CHILD, str(ROOT), j, "3" if quick else "6", "16"],
-        "scaling": [str(BENCH / "scaling.py"), "--json", j] + (["--videos", "4", "--images", "2", "--driver-inputs", "500", "2000"] if quick else []),
+        "scaling": [str(BENCH / "scaling.py"), "--json", j] + (["--videos", "4", "--images", "2", "--driver-inputs", "500", "2000",
+                                                             "--driver-chunks", "500", "2000"] if quick else []),
         "loader": [str(BENCH / "loader.py"), "--json", j] + (["--presets", "tiny"] if quick else []),
         "storage": [str(BENCH / "storage.py"), "--json", j],
         "backends": [str(BENCH / "backends.py"), "--json", j],
@@ -133,6 +134,14 @@ def summary_rows(recs: dict[str, dict]) -> list[tuple[str, str, str, str]]:
             rows.append((f"driver CPU per input, {hi['inputs']} inputs, no-op labeller, vs the budget of "
                          f"500 inputs/s (target <= 1)", f"{_f(x['driver_cpu_s_per_sample_total'] * 1e3, 3)} ms",
                          "2.000 ms", _f(x["driver_cpu_s_per_sample_total"] / 0.002, 3)))
+        if "chunks_rss_ratio" in x:
+            lo, hi = x["driver_chunks"][0], x["driver_chunks"][-1]
+            rows.append((f"driver peak RSS, {hi['chunks']} vs {lo['chunks']} chunks of 1 input (MB, no-op labeller)",
+                         _f(hi["driver_peak_rss_mb"], 0), _f(lo["driver_peak_rss_mb"], 0),
+                         _f(x["chunks_rss_ratio"], 3)))
+            rows.append((f"driver CPU per chunk, {hi['chunks']} chunks of 1 input, vs the 5 ms per block of "
+                         f"one chunk per block (target << 1)", f"{_f(x['chunks_cpu_ms_per_chunk'], 3)} ms",
+                         "5.000 ms", _f(x["chunks_cpu_ms_per_chunk"] / 5, 3)))
         del s
     failed("scaling", "Ray 2 CPUs vs 1")
     r = recs.get("loader")

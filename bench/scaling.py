@@ -14,15 +14,18 @@ For the local runs every process under the driver is sampled (psutil) for its
 CPU seconds, by role (label actors, driver, raylet + GCS, the rest): where the
 second core goes is measured, not guessed.
 
-Part 2, the driver alone: 1k and 10k listed inputs (tiny images) with the
-no-op labeller (``segmenter: none``); the driver's peak RSS and CPU seconds
-(``getrusage`` of its own process, Ray's processes excluded).
+Part 2, the driver alone, with the no-op labeller (``segmenter: none``): 1k and 10k
+listed inputs (tiny images) at 64 inputs per chunk, then 1k and 10k chunks of one
+input each (what grows with the number of chunks: Ray Data's bookkeeping per
+block); the driver's peak RSS (``VmHWM``) and CPU seconds (``getrusage`` of its own
+process, Ray's processes excluded).
 
 The machine must have 2 free cores for part 1's ratios to mean anything;
 the load average before and after each run is recorded beside it.
 
 Usage: python bench/scaling.py [--videos 24] [--images 8] [--samples-per-shard 2] [--media DIR]
-       [--driver-inputs 1000 10000] [--skip-cluster] [--json FILE]
+       [--driver-inputs 1000 10000] [--driver-chunks 1000 10000] [--skip-throughput] [--skip-cluster]
+       [--json FILE]
 """
 from __future__ import annotations
 
@@ -142,6 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="chunk size: a chunk is one actor call, so the corpus needs several")
     ap.add_argument("--media", type=Path, help="annotate this folder instead of a fresh synthetic corpus")
     ap.add_argument("--driver-inputs", type=int, nargs="*", default=[1000, 10000])
+    ap.add_argument("--driver-chunks", type=int, nargs="*", default=[1000, 10000],
+                    help="driver runs with 1 input per chunk: this many chunks")
+    ap.add_argument("--skip-throughput", action="store_true", help="only the driver measurements")
     ap.add_argument("--skip-cluster", action="store_true", help="no ray-start loopback cluster runs")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -149,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     from dataengine.tools.synth import make_corpus
     from pipelines.runtime import LoopbackCluster
 
-    rows, driver_rows = [], []
+    rows, driver_rows, chunk_rows = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         media = args.media
@@ -162,7 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
         # idle workers: ~6 CPU s of a ~15 s run, measured) and the ratio measured Ray's overhead.
         cores = sorted(os.sched_getaffinity(0))
         settings = [("local Ray, 1 CPU", 1, 0), ("local Ray, 2 CPUs", 2, 0)]
-        if not args.skip_cluster:
+        if args.skip_throughput:
+            settings = []
+        elif not args.skip_cluster:
             settings += [("ray start: 1 node x 1 CPU", 0, 1), ("ray start: 2 nodes x 1 CPU", 0, 2)]
         for name, cpus, nodes in settings:
             out = str(work / f"out-{len(rows)}")
@@ -176,40 +184,45 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append({"setting": name, "cpus": cpus or nodes, "nodes": nodes or 1, **r,
                          "samples_per_s": r["samples"] / r["annotate_s"], "load_before": before,
                          "load_after": loadavg()})
-        for n in args.driver_inputs:
-            folder = tiny_images(work / f"tiny-{n}", n)
-            before = loadavg()
-            r = child({"media": str(folder), "per_shard": 64, "segmenter": "none", "out": str(work / f"drv-{n}"),
-                       "cpus": 2, "address": None})
-            driver_rows.append({"inputs": n, **{k: r[k] for k in ("samples", "annotate_s", "driver_cpu_s_annotate",
-                                                                    "driver_peak_rss_mb", "cpu_s_by_role")},
-                                "load_before": before, "load_after": loadavg()})
-    base_rate = rows[0]["samples_per_s"]
-    for r in rows:
-        r["ratio_vs_1cpu"] = r["samples_per_s"] / base_rate
-    by = {r["setting"]: r for r in rows}
-    one, two = by["local Ray, 1 CPU"], by["local Ray, 2 CPUs"]
-    cpu_total = {k: sum(r["cpu_s_by_role"].values()) for k, r in (("one", one), ("two", two))}
-    result = {"cpu_count": os.cpu_count(), "settings": rows, "driver": driver_rows,
-              "ratio_2cpu_vs_1cpu": two["samples_per_s"] / base_rate,
-              # What two cores would give if they were ours alone: all CPU seconds of the 1-CPU run
-              # (one core, pinned) over half of those of the 2-CPU run. Other users' load inflates
-              # wall times, hardly CPU seconds; chunk imbalance at the end is not in this figure.
-              "ratio_2cpu_vs_1cpu_from_cpu_s": cpu_total["one"] / (cpu_total["two"] / 2),
-              "cpu_s_total": cpu_total}
-    if not args.skip_cluster:
-        one, two = by["ray start: 1 node x 1 CPU"], by["ray start: 2 nodes x 1 CPU"]
-        result["ratio_2nodes_vs_1node"] = two["samples_per_s"] / one["samples_per_s"]
-        result["nodes_that_labelled"] = len(two["nodes"])
-    print(f"machine: {os.cpu_count()} CPUs; corpus: {rows[0]['samples']} samples, "
-          f"{args.samples_per_shard} per chunk")
-    for r in rows:
-        roles = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_s_by_role"].items())
-        print(f"{r['setting']:>28s}: {r['annotate_s']:6.1f} s, {r['samples_per_s']:.2f} samples/s, "
-              f"x{r['ratio_vs_1cpu']:.2f} vs 1 CPU (load {r['load_before']}->{r['load_after']}); "
-              f"CPU s: {roles}; nodes {len(r['nodes'])}")
-    print(f"2 CPUs vs 1: x{result['ratio_2cpu_vs_1cpu']:.2f} wall; x{result['ratio_2cpu_vs_1cpu_from_cpu_s']:.2f} "
-          f"from CPU seconds ({cpu_total['one']:.1f} s on one core vs {cpu_total['two']:.1f} s over two)")
+        # the driver alone: 64 inputs per chunk (the default), then 1 input per chunk (every chunk a
+        # chunk task of its own: what grows with the number of chunks, not of inputs)
+        for per_shard, sizes, into in ((64, args.driver_inputs, driver_rows), (1, args.driver_chunks, chunk_rows)):
+            for n in sizes:
+                folder = work / f"tiny-{n}"
+                if not folder.exists():
+                    tiny_images(folder, n)
+                before = loadavg()
+                r = child({"media": str(folder), "per_shard": per_shard, "segmenter": "none",
+                           "out": str(work / f"drv-{n}-{per_shard}"), "cpus": 2, "address": None})
+                into.append({"inputs": n, "chunks": -(-n // per_shard), **{k: r[k] for k in (
+                    "samples", "annotate_s", "driver_cpu_s_annotate", "driver_peak_rss_mb", "cpu_s_by_role")},
+                    "load_before": before, "load_after": loadavg()})
+    result = {"cpu_count": os.cpu_count(), "settings": rows, "driver": driver_rows, "driver_chunks": chunk_rows}
+    if rows:
+        base_rate = rows[0]["samples_per_s"]
+        for r in rows:
+            r["ratio_vs_1cpu"] = r["samples_per_s"] / base_rate
+        by = {r["setting"]: r for r in rows}
+        one, two = by["local Ray, 1 CPU"], by["local Ray, 2 CPUs"]
+        cpu_total = {k: sum(r["cpu_s_by_role"].values()) for k, r in (("one", one), ("two", two))}
+        result.update(ratio_2cpu_vs_1cpu=two["samples_per_s"] / base_rate,
+                      # What two cores would give if they were ours alone: all CPU seconds of the 1-CPU
+                      # run (one core, pinned) over half of those of the 2-CPU run. Other users' load
+                      # inflates wall times, hardly CPU seconds; chunk imbalance at the end is not in it.
+                      ratio_2cpu_vs_1cpu_from_cpu_s=cpu_total["one"] / (cpu_total["two"] / 2), cpu_s_total=cpu_total)
+        if not args.skip_cluster:
+            one, two = by["ray start: 1 node x 1 CPU"], by["ray start: 2 nodes x 1 CPU"]
+            result["ratio_2nodes_vs_1node"] = two["samples_per_s"] / one["samples_per_s"]
+            result["nodes_that_labelled"] = len(two["nodes"])
+        print(f"machine: {os.cpu_count()} CPUs; corpus: {rows[0]['samples']} samples, "
+              f"{args.samples_per_shard} per chunk")
+        for r in rows:
+            roles = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_s_by_role"].items())
+            print(f"{r['setting']:>28s}: {r['annotate_s']:6.1f} s, {r['samples_per_s']:.2f} samples/s, "
+                  f"x{r['ratio_vs_1cpu']:.2f} vs 1 CPU (load {r['load_before']}->{r['load_after']}); "
+                  f"CPU s: {roles}; nodes {len(r['nodes'])}")
+        print(f"2 CPUs vs 1: x{result['ratio_2cpu_vs_1cpu']:.2f} wall; x{result['ratio_2cpu_vs_1cpu_from_cpu_s']:.2f} "
+              f"from CPU seconds ({cpu_total['one']:.1f} s on one core vs {cpu_total['two']:.1f} s over two)")
     if len(driver_rows) >= 2:
         lo, hi = driver_rows[0], driver_rows[-1]
         per_sample = (hi["driver_cpu_s_annotate"] - lo["driver_cpu_s_annotate"]) / max(1, hi["inputs"] - lo["inputs"])
@@ -224,6 +237,19 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"driver: RSS ratio {result['driver_rss_ratio']:.3f}; "
               f"{result['driver_cpu_s_per_sample'] * 1e3:.3f} ms CPU per extra input "
               f"(= {result['driver_samples_per_cpu_s']:.0f} inputs per driver CPU second)")
+    if len(chunk_rows) >= 2:
+        lo, hi = chunk_rows[0], chunk_rows[-1]
+        result.update(chunks_rss_ratio=hi["driver_peak_rss_mb"] / lo["driver_peak_rss_mb"],
+                      chunks_cpu_ms_per_chunk=1e3 * hi["driver_cpu_s_annotate"] / hi["chunks"],
+                      chunks_cpu_ms_per_extra_chunk=1e3 * (hi["driver_cpu_s_annotate"] - lo["driver_cpu_s_annotate"])
+                      / max(1, hi["chunks"] - lo["chunks"]))
+    for d in chunk_rows:
+        print(f"driver, {d['chunks']:>6d} chunks of 1 input (no-op labeller): peak RSS {d['driver_peak_rss_mb']:.0f} MB, "
+              f"CPU {d['driver_cpu_s_annotate']:.2f} s for annotate ({d['annotate_s']:.1f} s wall)")
+    if "chunks_rss_ratio" in result:
+        print(f"driver per chunk: RSS ratio {result['chunks_rss_ratio']:.3f}; {result['chunks_cpu_ms_per_chunk']:.3f} ms "
+              f"CPU per chunk at {chunk_rows[-1]['chunks']} chunks, {result['chunks_cpu_ms_per_extra_chunk']:.3f} ms "
+              f"per extra chunk")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

@@ -1,14 +1,15 @@
 """Shards written where the work is: one chunk of input samples in, its shards and manifest part out.
 
 Input sample ``index`` belongs to chunk ``index // samples_per_shard``. The
-driver only lists: it groups the listing into chunk tasks (``plan_chunks``),
-spills them to ``OUTPUT/.listing/`` (``ChunkListing``) so its memory does not
-grow with the dataset, and keeps the totals. Whoever runs a chunk
-(``annotate_chunk``: a Ray actor, or the in-process runner) labels its samples
-and writes the chunk's shards itself, one per media series
+listing is grouped into chunk tasks (``plan_chunks``) and those into blocks
+(``chunk_blocks``: one chunk per block at first, growing blocks later) as it
+streams, so nothing waits for the whole listing and nothing holds it. Whoever
+runs a chunk (``annotate_chunk``: a Ray actor, or the in-process runner)
+labels its samples and writes the chunk's shards itself, one per media series
 (``traj-mp4-000003.tar``, ``traj-jpg-000003.tar``; temporary name, then move),
 and then its manifest part: the part is the "done" marker, so a crash between
-the two only repeats that chunk, and a repeated chunk writes the same bytes.
+the two only repeats that chunk, a repeated chunk writes the same bytes, and a
+chunk whose part is already there is not run again (``finished_chunk``).
 Rows are sorted by input index, so shards do not depend on scheduling.
 
 On ``resume`` finished chunks are skipped, except that their ``error`` rows
@@ -42,7 +43,6 @@ from dataengine.stages.annotate import encode_row, label_row, read_and_decode, r
 from dataengine.stages.labeller import Labeller
 
 MANIFEST_DIR = "manifest"
-LISTING_DIR = ".listing"
 
 
 def manifest_row(row: dict[str, Any], shard: str) -> dict[str, Any]:
@@ -65,7 +65,7 @@ class RunConfigMismatch(UserError, RuntimeError):
     pass
 
 
-# ------------------------------------------------------------------ driver: setup and planning
+# ------------------------------------------------------------------ setup (driver) and planning (read side)
 def part_name(chunk: int) -> str:
     return f"{MANIFEST_DIR}/{manifest.part_path('', chunk).name}"
 
@@ -106,7 +106,6 @@ def open_run(out: Output, cfg: AnnotateConfig, resume: bool) -> set[int]:
     # partial files of a killed run, never under a final name; no worker of this run writes yet
     out.sweep_tmp()
     out.sweep_tmp(MANIFEST_DIR)
-    out.delete_dir(LISTING_DIR)
     write_run_json(out, cfg, status="running")
     return done
 
@@ -117,13 +116,21 @@ class ChunkTask:
     refs: list[SampleRef]
     retry: bool          # the chunk is done: these refs are its error rows, to be merged with the rest
 
-    def to_row(self) -> dict[str, Any]:
-        # JSON (ASCII) keeps listed names that are not valid UTF-8 intact through Parquet
-        return {"chunk": self.chunk, "retry": self.retry, "refs": json.dumps([asdict(r) for r in self.refs])}
+    def to_json(self) -> dict[str, Any]:
+        return {"chunk": self.chunk, "retry": self.retry, "refs": [asdict(r) for r in self.refs]}
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "ChunkTask":
-        return cls(int(row["chunk"]), [SampleRef(**d) for d in json.loads(row["refs"])], bool(row["retry"]))
+    def from_json(cls, data: dict[str, Any]) -> "ChunkTask":
+        return cls(int(data["chunk"]), [SampleRef(**d) for d in data["refs"]], bool(data["retry"]))
+
+
+def tasks_to_text(tasks: list[ChunkTask]) -> str:
+    # JSON (ASCII) keeps listed names that are not valid UTF-8 intact through Arrow strings
+    return json.dumps([t.to_json() for t in tasks])
+
+
+def tasks_from_text(text: str) -> list[ChunkTask]:
+    return [ChunkTask.from_json(d) for d in json.loads(text)]
 
 
 def plan_chunks(refs: Iterable[SampleRef], out: Output, done: set[int], per_shard: int) -> Iterator[ChunkTask]:
@@ -143,40 +150,27 @@ def plan_chunks(refs: Iterable[SampleRef], out: Output, done: set[int], per_shar
             yield ChunkTask(c, retry, retry=True)
 
 
-class ChunkListing:
-    """Chunk tasks spilled to ``OUTPUT/.listing/`` in files of ``per_file`` tasks: the driver then
-    hands Ray one integer per chunk, and workers on any node read the task itself."""
+def chunk_blocks(tasks: Iterable[ChunkTask], single: int = 256, max_chunks: int = 64,
+                 max_samples: int = 1024) -> Iterator[list[ChunkTask]]:
+    """Group chunk tasks into the units one worker call runs (one Ray Data block each).
 
-    def __init__(self, out: Output, per_file: int = 256):
-        self.out, self.per_file = out, per_file
-        self._cached: tuple[int, pa.Table] | None = None
-
-    def __reduce__(self):
-        return ChunkListing, (self.out, self.per_file)
-
-    def name(self, file: int) -> str:
-        return f"{LISTING_DIR}/tasks-{file:06d}.parquet"
-
-    def spill(self, tasks: Iterable[ChunkTask]) -> tuple[int, int]:
-        """Write every task; returns (tasks, samples). Holds one file's tasks at a time."""
-        n_tasks = n_samples = 0
-        for file in itertools.count():
-            batch = list(itertools.islice(tasks, self.per_file))
-            if not batch:
-                break
-            buf = io.BytesIO()
-            pq.write_table(pa.Table.from_pylist([t.to_row() for t in batch]), buf)
-            self.out.write_bytes(self.name(file), buf.getvalue())
-            n_tasks += len(batch)
-            n_samples += sum(len(t.refs) for t in batch)
-        return n_tasks, n_samples
-
-    def task(self, position: int) -> ChunkTask:
-        file, row = divmod(position, self.per_file)
-        if self._cached is None or self._cached[0] != file:
-            with self.out.open_read(self.name(file)) as f:
-                self._cached = (file, pq.read_table(f))
-        return ChunkTask.from_row(self._cached[1].slice(row, 1).to_pylist()[0])
+    The first ``single`` chunks go one per block: a small run never waits behind a slow chunk
+    and the first results show at once. After that blocks double in size, up to ``max_chunks``
+    chunks and ``max_samples`` samples (at least one chunk): the scheduler's cost per block is
+    then shared by many chunks, so the driver stays flat with the number of chunks.
+    """
+    size, listed, block, samples = 1, 0, [], 0
+    for task in tasks:
+        if block and (len(block) >= size or samples + len(task.refs) > max_samples):
+            yield block
+            if listed >= single:
+                size = min(max_chunks, size * 2)
+            block, samples = [], 0
+        block.append(task)
+        samples += len(task.refs)
+        listed += 1
+    if block:
+        yield block
 
 
 # ------------------------------------------------------------------ worker: one chunk
@@ -199,9 +193,30 @@ def _decoded(refs: list[SampleRef], cfg: AnnotateConfig, ahead: int) -> Iterator
 
 def annotate_chunk(task: ChunkTask, cfg: AnnotateConfig, labeller: Labeller, out: Output,
                    decode_ahead: int = 0) -> dict[str, Any]:
-    """Run the stage calls on every sample of the chunk, then write its shards and manifest part."""
+    """Run the stage calls on every sample of the chunk, then write its shards and manifest part.
+
+    A chunk whose output is already complete is not redone: Ray retries a whole block when its
+    worker dies, and the chunks of that block that were written before keep their files."""
+    finished = finished_chunk(out, task)
+    if finished is not None:
+        return finished
     rows = [encode_row(label_row(row, labeller), cfg) for row in _decoded(task.refs, cfg, decode_ahead)]
     return write_chunk(out, cfg, task.chunk, rows, task.retry)
+
+
+def finished_chunk(out: Output, task: ChunkTask) -> dict[str, Any] | None:
+    """The summary of a chunk whose manifest part already covers the task, else None."""
+    if not out.exists(part_name(task.chunk)):
+        return None
+    part = read_part(out, task.chunk, ["input_index", "status"]).to_pydict()
+    status = dict(zip(part["input_index"], part["status"]))
+    mine = [status.get(r.index) for r in task.refs]
+    # a retry task is done once its samples are no longer errors; one that fails again is
+    # redone (the same bytes: the labeller is deterministic)
+    if None in mine or (task.retry and "error" in mine):
+        return None
+    counts = Counter(mine)
+    return {"chunk": task.chunk, "samples": len(task.refs), "ok": counts["ok"], "error": counts["error"], "bytes": 0}
 
 
 def write_chunk(out: Output, cfg: AnnotateConfig, c: int, rows: list[dict[str, Any]], retry: bool) -> dict[str, Any]:
@@ -248,18 +263,22 @@ def write_chunk(out: Output, cfg: AnnotateConfig, c: int, rows: list[dict[str, A
 
 
 # ------------------------------------------------------------------ driver: the end
-def finish_run(out: Output, cfg: AnnotateConfig, started: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Clear leftovers of killed workers, write the dataset card and run.json; returns the totals."""
+def finish_run(out: Output, cfg: AnnotateConfig, started: float, extra: dict[str, Any] | None = None,
+               new: Counter[str] | None = None, done_before: set[int] | None = None) -> dict[str, Any]:
+    """Clear leftovers of killed workers, write the dataset card and run.json; returns the totals.
+
+    ``new``: the statuses of the chunks this run wrote from scratch (their summaries say them);
+    then only the parts of the chunks ``done_before`` this run are read, not one per chunk."""
     out.sweep_tmp()
     out.sweep_tmp(MANIFEST_DIR)
-    out.delete_dir(LISTING_DIR)
     names = out.names()
     card = dataset_card(names, cfg.output.prefix)
     if card is not None:
         out.write_bytes(CARD, card.encode("utf-8"))
-    counts: Counter[str] = Counter()
-    for c in sorted(done_chunks(out)):     # one part at a time: flat memory for any dataset size
+    counts: Counter[str] = Counter(new or {})
+    for c in sorted(done_chunks(out) if new is None else done_before or ()):  # one part at a time
         counts.update(read_part(out, c, ["status"]).column("status").to_pylist())
+    counts = Counter({k: v for k, v in counts.items() if v})
     totals = {"samples": sum(counts.values()), "by_status": dict(counts),
               "seconds_wall": round(time.time() - started, 3)}
     write_run_json(out, cfg, status="complete", extra={"totals": totals, **(extra or {})})
