@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -138,6 +139,7 @@ def _chunk_source(cfg: AnnotateConfig, output: str, blocks: dict[str, int]):
 
 def _ray_stream(cfg: AnnotateConfig, out: Output, res: Resources, actors: int, blocks: dict[str, int]):
     import ray.data
+    from ray.util.annotations import RayDeprecationWarning
 
     ctx = ray.data.DataContext.get_current()
     saved = ctx.target_max_block_size
@@ -149,8 +151,12 @@ def _ray_stream(cfg: AnnotateConfig, out: Output, res: Resources, actors: int, b
         # retried: a rerun would plan again from the parts written meanwhile, and its rows would not
         # line up with those the first attempt returned (a retried generator's returns count by
         # position). If the listing's worker dies the run fails, and --resume continues it.
-        ds = ray.data.read_datasource(_chunk_source(cfg, out.uri, blocks), override_num_blocks=1, num_cpus=0,
-                                      ray_remote_args={"max_retries": 0})
+        # Ray 2.60 has no named parameter for a read task's retries; its warning that ray_remote_args
+        # goes away in 2.64 is not the user's business (pyproject.toml keeps ray below 2.64).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RayDeprecationWarning)
+            ds = ray.data.read_datasource(_chunk_source(cfg, out.uri, blocks), override_num_blocks=1, num_cpus=0,
+                                          ray_remote_args={"max_retries": 0})
     finally:
         ctx.target_max_block_size = saved
     # A block is seconds to hours of work: an actor takes the next one only when it is free, so no

@@ -31,6 +31,10 @@ def init_ray(address: str | None = None, cpus: int | None = None, gpus: float | 
                      log_to_driver=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False       # the CLI draws its own bar
+    # ... so Ray Data's notice that its bars are off, and its per-dataset "execution finished" line,
+    # are not news to the user; its real warnings (e.g. resources it cannot get) still show.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.WARNING)
     ctx.print_on_execution_start = False
     # Each row is a whole chunk already written by its worker: the driver keeps no buffer,
     # so rows may come back in any order and a slow chunk never stalls the others.
