@@ -1,9 +1,9 @@
 """The CPU default segmenter: no weights, a panoptic partition of the frame.
 
 SLIC superpixels are merged bottom-up on a region adjacency graph by mean
-Lab colour (skimage's hierarchical merge recomputes the means after every
-merge, so regions do not chain across gradients the way single linkage
-would). Regions below ``min_area`` are absorbed by their nearest neighbour so
+Lab colour (a hierarchical merge that recomputes the means after every merge,
+so regions do not chain across gradients the way single linkage would;
+``ops.regionmerge``). Regions below ``min_area`` are absorbed by their nearest neighbour so
 every pixel belongs to a region.
 
 Optionally (``motion_weight`` > 0; off by default: on the photo corpus it
@@ -13,11 +13,17 @@ the merge distance of two regions becomes their colour distance times
 ``1 + motion_weight * max(0, |mean flow difference| - motion_floor)``, so
 regions that move apart are kept apart.
 
-With ``motion_layers`` on (opt-in, see bench/REPORT.md), the keyframe's flow
+With ``motion_layers`` on (the default, see bench/REPORT.md), the keyframe's flow
 is split into the camera's motion and each superpixel's residual
 (``dataengine.ops.motionlayers``): regions whose residuals differ by more than
 ``layer_split`` never merge, and moving regions whose residuals agree have
 their colour distance scaled by ``layer_join``.
+
+A SLIC superpixel that straddles an object's outline goes whole to one side,
+so merged regions carry a sliver of their neighbour along their outlines.
+``boundary_refine`` passes then move each outline pixel to the adjacent
+region whose colour *near that pixel* it matches (``ops.regions.
+refine_boundaries``); each pass moves an outline by at most one pixel.
 """
 from __future__ import annotations
 
