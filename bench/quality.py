@@ -51,11 +51,18 @@ BASELINE_REF = "5b8e7ab"
 CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
+# Only the given tree: an editable install of another checkout must not fill in modules it lacks.
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 import numpy as np
 from dataengine.config import build_annotate_config
-from dataengine.media.decode import decode_media
-from dataengine.stages.keyframes import detect_keyframes
-from dataengine.stages.labeller import Labeller
+if os.path.isdir(os.path.join(sys.argv[1], "dataengine", "media")):
+    from dataengine.media.decode import decode_media
+    from dataengine.stages.keyframes import detect_keyframes
+    from dataengine.stages.labeller import Labeller
+else:                                                # trees before the role-folder layout (f57dbbd)
+    from dataengine.decode import decode_media
+    from dataengine.keyframes import detect_keyframes
+    from dataengine.labeller import Labeller
 cfg = build_annotate_config("cpu")
 for item in json.loads(sys.argv[3]):                 # --set section.key=value overrides
     key, value = item.split("=", 1)
