@@ -38,10 +38,11 @@ def merge_regions(lab: np.ndarray, labels: np.ndarray, thresh: float, flow: np.n
                   motion_weight: float = 0.0, residual: np.ndarray | None = None, min_speed: float = 1.0,
                   layer_tolerance: float = 1.0, reliable: np.ndarray | None = None, layer_join: float = 0.0,
                   layer_split: float | None = None) -> np.ndarray:
-    """``labels`` (superpixels, ids >= 0) merged greedily while the cheapest edge weighs less than ``thresh``;
-    returns the merged map with ids 0..k-1, numbered in the order of each merged region's smallest... (see
-    below) exactly as ``merge_hierarchical(in_place_merge=True)`` numbers them: by the id of the region that
-    survived each merge, ascending."""
+    """``labels`` (superpixels, ids >= 0) merged greedily while the cheapest edge weighs less than ``thresh``.
+
+    Returns the merged map numbered as ``merge_hierarchical(in_place_merge=True)`` numbers it: 0..k-1 in the
+    ascending order of the id that survived each chain of merges (ids absent from ``labels`` map to
+    themselves)."""
     n = int(labels.max()) + 1
     flat = labels.ravel()
     counts = np.bincount(flat, minlength=n).astype(np.float64)
