@@ -7,8 +7,11 @@ preset), and the labels are scored against the exact ground truth with
 ``dataengine.metrics.scores.trajectory_recall``: strict recall@0.5, mean best IoU,
 predicted ids per GT trajectory (fragmentation), predicted / GT mean
 trajectory length, plus the number of predicted trajectories that cross a
-scene cut (must be 0).  Seconds per clip are the labelling seconds (keyframe
-detection + ``Labeller.label``) per video, wall clock and CPU.
+scene cut (must be 0), and what the ids covering a GT trajectory are
+(``covering_breakdown``: the best one, the object's own other pieces, ids
+after a break, background or other objects' trajectories that bleed into it).
+Seconds per clip are the labelling seconds (keyframe detection +
+``Labeller.label``) per video, wall clock and CPU.
 
 ``--baseline-ref REF`` (a git commit of this repository) or ``--baseline-root
 DIR`` (a source tree) labels the same corpora with that code too, in the same
@@ -51,11 +54,18 @@ BASELINE_REF = "5b8e7ab"
 CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
+# Only the given tree: an editable install of another checkout must not fill in modules it lacks.
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 import numpy as np
 from dataengine.config import build_annotate_config
-from dataengine.media.decode import decode_media
-from dataengine.stages.keyframes import detect_keyframes
-from dataengine.stages.labeller import Labeller
+if os.path.isdir(os.path.join(sys.argv[1], "dataengine", "media")):
+    from dataengine.media.decode import decode_media
+    from dataengine.stages.keyframes import detect_keyframes
+    from dataengine.stages.labeller import Labeller
+else:                                                # trees before the role-folder layout (f57dbbd)
+    from dataengine.decode import decode_media
+    from dataengine.keyframes import detect_keyframes
+    from dataengine.labeller import Labeller
 cfg = build_annotate_config("cpu")
 for item in json.loads(sys.argv[3]):                 # --set section.key=value overrides
     key, value = item.split("=", 1)
@@ -141,14 +151,55 @@ def crossing_ids(pred: np.ndarray, frame_indices: list[int], cuts: list[int]) ->
     return n
 
 
+BREAKDOWN = ("best", "own_simultaneous", "own_temporal", "background", "other_object")
+
+
+def covering_breakdown(gt: np.ndarray, pred: np.ndarray) -> dict[str, int]:
+    """What the predicted ids covering each GT trajectory (>= ``COVER_SHARE`` of it, as ``ids/GT`` counts them)
+    are: the best one (highest IoU), the object's *own* other pieces (ids whose majority of pixels is this
+    object) that coexist with the best one in at least half of their frames on it (over-segmentation) or not
+    (a temporal break: an id ends and another continues), or *foreign* ids whose majority is the background
+    (GT void) or another object (bleed). Counts over the GT trajectories of one video."""
+    out = dict.fromkeys(BREAKDOWN, 0)
+    P, G = int(pred.max()) + 1, int(gt.max()) + 1
+    per_frame = np.stack([np.bincount((g * P + p).ravel(), minlength=G * P).reshape(G, P)
+                          for g, p in zip(gt.astype(np.int64), pred.astype(np.int64))])
+    joint = per_frame.sum(axis=0)
+    present = per_frame > 0
+    owner = joint.argmax(axis=0)
+    g_vol, p_vol = joint.sum(axis=1), joint.sum(axis=0)
+    for o in range(1, G):
+        if g_vol[o] == 0:
+            continue
+        ov = joint[o]
+        iou = ov / (g_vol[o] + p_vol - ov)
+        iou[0] = 0
+        best = int(iou.argmax())
+        for q in np.flatnonzero(ov >= metrics.COVER_SHARE * g_vol[o]):
+            if q == 0:
+                continue
+            if q == best:
+                out["best"] += 1
+            elif owner[q] == o:
+                frames = present[:, o, q]
+                together = (frames & present[:, o, best]).sum()
+                out["own_simultaneous" if together >= 0.5 * frames.sum() else "own_temporal"] += 1
+            else:
+                out["background" if owner[q] == 0 else "other_object"] += 1
+    return out
+
+
 def score(gt_dir: Path, label_dir: Path) -> dict[str, Any]:
     gts, preds, crossings = [], [], 0
+    breakdown: dict[str, int] = {}
     for g in read_dataset(gt_dir, with_media=False):
         d = np.load(label_dir / f"{g.key}.npz")
         pred, fi = d["labels"].astype(np.int64), [int(x) for x in d["frame_indices"]]
         gt = labels_at(g.traj, fi)
         gts.append(gt)
         preds.append(pred)
+        for k, v in covering_breakdown(gt, pred).items():
+            breakdown[k] = breakdown.get(k, 0) + v
         crossings += crossing_ids(pred, fi, g.meta.get("scene_cuts", []))
     r = metrics.trajectory_recall(gts, preds)
     keep = ("recall_at_0.5", "mean_best_iou", "ids_per_gt_trajectory", "length_ratio", "mean_gt_length",
@@ -156,6 +207,7 @@ def score(gt_dir: Path, label_dir: Path) -> dict[str, Any]:
     out = {k: r[k] for k in keep}
     out["n_pred_trajectories"] = int(sum(len(metrics.trajectory_lengths(p)) for p in preds))
     out["cut_crossings"] = crossings
+    out["covering_counts"] = breakdown
     out["per_video_recall"] = [round(s["recall_at_0.5"], 3) for s in r["per_sequence"]]
     return out
 
@@ -207,6 +259,8 @@ def pool(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return {"recall_at_0.5": w("recall_at_0.5"), "mean_best_iou": w("mean_best_iou"),
             "ids_per_gt_trajectory": w("ids_per_gt_trajectory"), "length_ratio": p_len / g_len,
             "n_trajectories": int(n.sum()), "n_pred_trajectories": int(m.sum()),
+            "ids_per_gt_breakdown": {k: sum(s["covering_counts"].get(k, 0) for s in per_seed) / max(n.sum(), 1)
+                                     for k in BREAKDOWN},
             "cut_crossings": int(sum(s["cut_crossings"] for s in per_seed))}
 
 
@@ -220,6 +274,10 @@ def print_summary(result: dict[str, Any]) -> None:
                   f"R@0.5 {e['recall_at_0.5']:.3f}  mIoU {e['mean_best_iou']:.3f}  ids/GT {e['ids_per_gt_trajectory']:.2f}  "
                   f"len ratio {e['length_ratio']:.2f}  cut crossings {e['cut_crossings']}  "
                   f"keyframes/clip {e['keyframes_per_clip']:.1f}  s/clip {e['seconds_clip']:.2f} (cpu {e['cpu_seconds_clip']:.2f})")
+            b = e["ids_per_gt_breakdown"]
+            print(f"{style:5s} {name:8s} ids/GT = best {b['best']:.2f} + own pieces {b['own_simultaneous']:.2f} "
+                  f"+ own after a break {b['own_temporal']:.2f} + background's {b['background']:.2f} "
+                  f"+ other objects' {b['other_object']:.2f}")
         if "seconds_ratio" in entry:
             print(f"{style:5s} seconds per clip current / baseline: wall {entry['seconds_ratio']:.2f}, "
                   f"cpu {entry['cpu_seconds_ratio']:.2f}")

@@ -65,6 +65,8 @@ class SegmenterConfig:
     layer_join: float = 0.5       # their colour distance is scaled by this (0: they merge whatever the colour)
     layer_min_texture: float = 3.0  # grey-level std (7x7) below which a pixel's flow is not evidence (0: off)
     layer_consistency: float = 1.5  # px forward-backward flow error beyond which a pixel's motion is unknown
+    boundary_refine: int = 3      # passes moving outline pixels to the neighbour region whose local colour they match
+    boundary_radius: int = 3      # ... within a window of this radius (px); 0 passes: off
     # model segmenters (directsam, sam)
     resolution: int = 1024        # model input side: DirectSAM square input, SAM 2 image_size
     batch: int = 4                # keyframes per forward pass (DirectSAM)

@@ -137,21 +137,70 @@ def test_labeller_keeps_ids_through_clips_and_never_across_cut():
     assert out.merges and all(len(m["matched"]) > 0 for m in out.merges)
 
 
-def test_colour_rag_matches_skimage_rag_mean_color():
+def test_merge_regions_matches_skimage_merge_hierarchical():
+    # The segmenter's own greedy merge gives the same partition as skimage's networkx-based one
+    # (rag_mean_color + merge_hierarchical, mean colour recomputed after every merge).
     from skimage import color, graph
     from skimage.segmentation import slic
 
-    from dataengine.backends.segmenters.classical import colour_rag
+    from dataengine.ops.regionmerge import merge_regions
 
-    rgb, _ = render_scene(2)
-    lab = color.rgb2lab(rgb)
-    sp = slic(rgb, n_segments=200, compactness=10, start_label=1, channel_axis=-1)
-    ref, ours = graph.rag_mean_color(lab, sp, mode="distance"), colour_rag(lab, sp)
-    edges = lambda g: {tuple(sorted(e)): round(w, 9) for *e, w in g.edges(data="weight")}  # noqa: E731
-    assert edges(ref) == edges(ours)
-    for n in ref.nodes:
-        assert ref.nodes[n]["pixel count"] == ours.nodes[n]["pixel count"]
-        assert np.allclose(ref.nodes[n]["mean color"], ours.nodes[n]["mean color"])
+    def merge_mean_color(g, src, dst):
+        g.nodes[dst]["total color"] += g.nodes[src]["total color"]
+        g.nodes[dst]["pixel count"] += g.nodes[src]["pixel count"]
+        g.nodes[dst]["mean color"] = g.nodes[dst]["total color"] / g.nodes[dst]["pixel count"]
+
+    def weight_mean_color(g, src, dst, n):
+        return {"weight": np.linalg.norm(g.nodes[dst]["mean color"] - g.nodes[n]["mean color"])}
+
+    for t in (0, 2, 5):
+        rgb, _ = render_scene(t)
+        lab = color.rgb2lab(rgb)
+        sp = slic(rgb, n_segments=200, compactness=10, start_label=1, channel_axis=-1)
+        for thresh in (8.0, 14.0, 25.0):
+            ref = graph.merge_hierarchical(sp, graph.rag_mean_color(lab, sp, mode="distance"), thresh=thresh,
+                                           rag_copy=False, in_place_merge=True, merge_func=merge_mean_color,
+                                           weight_func=weight_mean_color)
+            ours = merge_regions(lab, sp, thresh)
+            assert len(np.unique(ours)) < len(np.unique(sp))
+            np.testing.assert_array_equal(ours, ref)
+
+
+def test_merge_regions_never_merges_across_motion_layers():
+    # Two halves of one flat colour: static on the left, moving 5 px/frame on the right. Colour alone
+    # merges them; the motion layers keep them apart.
+    from dataengine.ops.regionmerge import merge_regions
+
+    lab = np.zeros((40, 80, 3))
+    lab[..., 0] = 50 + np.random.default_rng(0).normal(0, 0.5, (40, 80))
+    sp = (np.arange(80)[None, :] // 10 + 1).repeat(40, axis=0)          # 8 superpixels, vertical strips
+    residual = np.zeros((40, 80, 2))
+    residual[:, 40:, 0] = 5.0
+    assert len(np.unique(merge_regions(lab, sp, 14.0))) == 1
+    split = merge_regions(lab, sp, 14.0, residual=residual, min_speed=2.5, layer_tolerance=1.0, layer_join=0.5,
+                          layer_split=4.0)
+    assert len(np.unique(split)) == 2
+    assert len(np.unique(split[:, :40])) == 1 and len(np.unique(split[:, 40:])) == 1
+    assert split[0, 0] != split[0, 79]
+
+
+def test_refine_boundaries_moves_outline_to_the_matching_side():
+    # A dark square on a bright background, labelled one pixel too small on every side (a straddling
+    # superpixel's error): the refinement moves the outline back onto the colour edge.
+    from dataengine.ops.regions import refine_boundaries
+
+    rng = np.random.default_rng(1)
+    img = np.full((40, 40, 3), 80.0) + rng.normal(0, 2, (40, 40, 3))
+    img[10:30, 10:30] = 20.0 + rng.normal(0, 2, (20, 20, 3))
+    truth = np.ones((40, 40), np.int32)
+    truth[10:30, 10:30] = 2
+    shrunk = np.ones((40, 40), np.int32)
+    shrunk[11:29, 11:29] = 2
+    fixed = refine_boundaries(shrunk, img, radius=3, iterations=2)
+    assert (shrunk != truth).sum() > 70
+    assert (fixed != truth).sum() == 0
+    # nothing to move where the labels already follow the edge
+    np.testing.assert_array_equal(refine_boundaries(truth, img, radius=3, iterations=2), truth)
 
 
 def test_labeller_finds_a_cut_the_histograms_miss():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from dataengine.ops.motionlayers import camera_model
+from dataengine.ops.regions import unique_pairs
 
 
 def _design(xy: np.ndarray) -> np.ndarray:
@@ -38,7 +39,7 @@ def _adjacent_pairs(lab: np.ndarray) -> np.ndarray:
     pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & (pairs[:, 0] != 0) & (pairs[:, 1] != 0)]
     if len(pairs) == 0:
         return np.zeros((0, 2), np.int64)
-    return np.unique(np.sort(pairs, axis=1), axis=0)
+    return unique_pairs(pairs, int(lab.max()) + 1)
 
 
 def common_fate_lut(labels: np.ndarray, flows: dict[int, np.ndarray], tolerance: float = 0.3,
