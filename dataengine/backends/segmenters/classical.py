@@ -1,9 +1,9 @@
 """The CPU default segmenter: no weights, a panoptic partition of the frame.
 
 SLIC superpixels are merged bottom-up on a region adjacency graph by mean
-Lab colour (a hierarchical merge that recomputes the means after every merge,
-so regions do not chain across gradients the way single linkage would;
-``ops.regionmerge``). Regions below ``min_area`` are absorbed by their nearest neighbour so
+Lab colour (skimage's hierarchical merge recomputes the means after every
+merge, so regions do not chain across gradients the way single linkage
+would). Regions below ``min_area`` are absorbed by their nearest neighbour so
 every pixel belongs to a region.
 
 Optionally (``motion_weight`` > 0; off by default: on the photo corpus it
@@ -27,14 +27,128 @@ refine_boundaries``); each pass moves an outline by at most one pixel.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from skimage import color
+from skimage import color, graph
 from skimage.segmentation import slic
 
 from dataengine.config import SegmenterConfig
-from dataengine.ops.motionlayers import camera_residual, textured
-from dataengine.ops.regionmerge import merge_regions
-from dataengine.ops.regions import consecutive, drop_small, fill_unlabelled, keep_largest, refine_boundaries
+from dataengine.ops.motionlayers import camera_residual, region_motion, textured
+from dataengine.ops.regions import consecutive, drop_small, fill_unlabelled, keep_largest, refine_boundaries, unique_pairs
+
+
+def colour_rag(lab: np.ndarray, labels: np.ndarray, flow: np.ndarray | None = None,
+               motion_weight: float = 0.0, residual: np.ndarray | None = None, min_speed: float = 1.0,
+               layer_tolerance: float = 1.0, reliable: np.ndarray | None = None,
+               layer_join: float = 0.0, layer_split: float | None = None) -> graph.RAG:
+    """The region adjacency graph of ``labels`` weighted by mean-colour distance.
+
+    Same graph as ``skimage.graph.rag_mean_color(mode="distance")``, but the
+    adjacency comes from vectorised neighbour pairs instead of a per-pixel
+    Python filter (about 10x faster at working resolution).
+    """
+    n = int(labels.max()) + 1
+    flat = labels.ravel()
+    counts = np.bincount(flat, minlength=n).astype(np.float64)
+    totals = np.stack([np.bincount(flat, weights=lab[..., c].ravel(), minlength=n) for c in range(3)], axis=1)
+    pairs = np.concatenate([
+        np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], axis=1),
+        np.stack([labels[:-1, :].ravel(), labels[1:, :].ravel()], axis=1),
+        # diagonals too: skimage's RAG uses 8-connectivity
+        np.stack([labels[:-1, :-1].ravel(), labels[1:, 1:].ravel()], axis=1),
+        np.stack([labels[:-1, 1:].ravel(), labels[1:, :-1].ravel()], axis=1),
+    ])
+    pairs = unique_pairs(pairs[pairs[:, 0] != pairs[:, 1]], n)
+    if flow is None:
+        motion = np.zeros((n, 2))
+    else:
+        motion = np.stack([np.bincount(flat, weights=flow[..., c].ravel(), minlength=n) for c in range(2)], axis=1)
+    if residual is None:
+        res_total, res_count, layer = np.zeros((n, 2)), np.ones(n), np.zeros(n, dtype=int)
+    else:
+        res_total, res_count, layer = region_motion(labels, residual, min_speed, reliable)
+    rag = graph.RAG()
+    for i in np.unique(flat):
+        rag.add_node(int(i), labels=[int(i)], **{"pixel count": counts[i], "total color": totals[i].copy(),
+                                                "mean color": totals[i] / counts[i],
+                                                "total motion": motion[i].copy(), "mean motion": motion[i] / counts[i],
+                                                "total residual": res_total[i].copy(), "residual count": res_count[i],
+                                                "mean residual": tuple(res_total[i] / max(res_count[i], 1.0)),
+                                                "layer": int(layer[i])})
+    rag.graph["motion_weight"] = motion_weight
+    rag.graph["layer_tolerance"] = layer_tolerance if residual is not None else None
+    rag.graph["layer_join"] = layer_join
+    rag.graph["layer_split"] = min_speed if layer_split is None else layer_split
+    means = totals / np.maximum(counts, 1)[:, None]
+    weights = np.linalg.norm(means[pairs[:, 0]] - means[pairs[:, 1]], axis=1)
+    if flow is not None and motion_weight > 0:
+        mmeans = motion / np.maximum(counts, 1)[:, None]
+        weights = weights * (1 + motion_weight * np.linalg.norm(mmeans[pairs[:, 0]] - mmeans[pairs[:, 1]], axis=1))
+    if residual is not None:
+        weights = np.array([_layer_weight(rag, int(a), int(b), float(w)) for (a, b), w in zip(pairs, weights)])
+    rag.add_weighted_edges_from((int(a), int(b), float(w)) for (a, b), w in zip(pairs, weights))
+    return rag
+
+
+def _layer_weight(g, a: int, b: int, colour: float) -> float:
+    """Motion-layer constraint on a merge distance: regions whose residual flows differ by more than
+    ``layer_split`` never merge (moving against static, or two objects moving apart); moving regions whose
+    residuals agree within the tolerance get their colour distance scaled by ``layer_join`` (an object's
+    differently coloured pieces move together); regions without reliable flow keep the colour distance."""
+    tol = g.graph.get("layer_tolerance")
+    if tol is None:
+        return colour
+    na, nb = g.nodes[a], g.nodes[b]
+    if na["layer"] == 0 or nb["layer"] == 0:
+        return colour
+    ra, rb = na["mean residual"], nb["mean residual"]
+    d = math.hypot(ra[0] - rb[0], ra[1] - rb[1])
+    if d > g.graph["layer_split"]:
+        return math.inf
+    if na["layer"] == nb["layer"] == 1 and d <= tol:
+        return colour * g.graph["layer_join"]
+    return colour
+
+
+def _merge_mean_colour(g, src, dst):
+    d, s = g.nodes[dst], g.nodes[src]
+    d["total color"] += s["total color"]
+    d["total motion"] += s["total motion"]
+    d["pixel count"] += s["pixel count"]
+    d["mean color"] = d["total color"] / d["pixel count"]
+    d["mean motion"] = d["total motion"] / d["pixel count"]
+    d["total residual"] = d["total residual"] + s["total residual"]
+    d["residual count"] = d["residual count"] + s["residual count"]
+    d["mean residual"] = tuple(d["total residual"] / max(d["residual count"], 1.0))
+    d["layer"] = 1 if max(d["layer"], s["layer"]) == 1 else min(d["layer"], s["layer"])
+
+
+def _colour_weight(g, src, dst, n):
+    return {"weight": _layer_weight(g, dst, n, float(np.linalg.norm(g.nodes[dst]["mean color"]
+                                                                    - g.nodes[n]["mean color"])))}
+
+
+def _edge_weight(g, src, dst, n):
+    diff = float(np.linalg.norm(g.nodes[dst]["mean color"] - g.nodes[n]["mean color"]))
+    w = g.graph.get("motion_weight", 0.0)
+    if w > 0:
+        diff *= 1 + w * float(np.linalg.norm(g.nodes[dst]["mean motion"] - g.nodes[n]["mean motion"]))
+    return {"weight": _layer_weight(g, dst, n, diff)}
+
+
+def merge_regions(lab: np.ndarray, labels: np.ndarray, thresh: float, flow: np.ndarray | None = None,
+                  motion_weight: float = 0.0, residual: np.ndarray | None = None, min_speed: float = 1.0,
+                  layer_tolerance: float = 1.0, reliable: np.ndarray | None = None, layer_join: float = 0.0,
+                  layer_split: float | None = None) -> np.ndarray:
+    """``labels`` (superpixels) merged by skimage's ``merge_hierarchical`` over ``colour_rag`` while the
+    cheapest edge weighs less than ``thresh``; means (colour, motion, residual) recomputed after each merge."""
+    rag = colour_rag(lab, labels, flow, motion_weight, residual, min_speed, layer_tolerance, reliable,
+                     layer_join, layer_split)
+    return graph.merge_hierarchical(labels, rag, thresh=thresh, rag_copy=False, in_place_merge=True,
+                                    merge_func=_merge_mean_colour,
+                                    weight_func=_edge_weight if flow is not None and motion_weight > 0
+                                    else _colour_weight)
 
 
 class ClassicalSegmenter:
