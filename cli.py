@@ -457,12 +457,15 @@ def probe_cmd(data: str = typer.Option(..., help="Labelled training shards (e.g.
               epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
               velocity_gain: Optional[float] = typer.Option(None, help="Override the TrajAdapter's scale on its "
                                                                        "trajectories' velocity feature (1 = raw)."),
+              appearance_dropout: Optional[float] = typer.Option(
+                  None, help="Override the TrajAdapter's dropout on the backbone features it reads (0 = off)."),
               cache: Optional[Path] = typer.Option(None, help="Directory caching features and masks per dataset."),
               json_out: Optional[Path] = typer.Option(None, "--json", help="Write held-out top-1 per method as JSON.")):
     """TrajAdapter probing: held-out top-1 of linear, attentive, Perceiver and TrajAdapter (K = 1, 2, 4) probes."""
     from trajtok.train.probe import run_probe
 
-    overrides = {k: v for k, v in (("epochs", epochs), ("velocity_gain", velocity_gain)) if v is not None} or None
+    overrides = {k: v for k, v in (("epochs", epochs), ("velocity_gain", velocity_gain),
+                                   ("appearance_dropout", appearance_dropout)) if v is not None} or None
     with progress() as bar:
         clips = bar.add_task("features + masks", total=None)
         probes = bar.add_task("probes", total=len(method or []) or 6)

@@ -118,13 +118,14 @@ def test_probe_command_reports_every_method_and_chance(tmp_path):
     assert result["n_train"] == 6 and result["n_held_out"] == 4 and result["skipped"]["train"] == 1
     assert result["feature_grid"] == [2, 2, 2] and result["trajectories"] == 8
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2   # features + masks cached per dataset
-    assert result["config"]["velocity_gain"] == 8.0
-    # --velocity-gain reaches the TrajAdapter's config (1 = the raw feature); the cache is reused.
+    assert result["config"]["velocity_gain"] == 8.0 and result["config"]["appearance_dropout"] == 0.5
+    # --velocity-gain and --appearance-dropout reach the TrajAdapter's config; the cache is reused.
     res = CliRunner().invoke(cli.trajtok_app, args[:-1] + [str(tmp_path / "g1.json"), "--velocity-gain", "1",
-                                                           "--method", "trajadapter_k1"])
+                                                           "--appearance-dropout", "0", "--method", "trajadapter_k1"])
     assert res.exit_code == 0, res.output
     g1 = json.loads((tmp_path / "g1.json").read_text())
-    assert g1["config"]["velocity_gain"] == 1.0 and list(g1["per_seed"]) == ["trajadapter_k1"]
+    assert g1["config"]["velocity_gain"] == 1.0 and g1["config"]["appearance_dropout"] == 0.0
+    assert list(g1["per_seed"]) == ["trajadapter_k1"]
     # Bad input: a label no sample carries is one clear line.
     res = CliRunner().invoke(cli.trajtok_app, args[:5] + ["--label-key", "colour"] + args[7:])
     assert res.exit_code == 2 and "no video sample" in res.output
@@ -173,3 +174,29 @@ def test_trajadapter_learns_slow_motion_direction_in_few_steps():
     with torch.no_grad():
         acc = (model(feats, fractions=fractions, majority=majority).argmax(-1) == labels).float().mean()
     assert acc > 0.6   # chance 0.25
+
+
+def test_appearance_dropout_drops_features_not_geometry():
+    """The TrajAdapter's appearance dropout is noise on the backbone features in training only: with features
+    the encoder's training-mode output varies from call to call; with no features (geometry alone) or in eval
+    mode it does not; at 0 it is off."""
+    torch.manual_seed(0)
+    feats = torch.randn(2, 2, 3, 3, 16)
+    fractions, majority = resample_masks(torch.randint(0, 4, (2, 4, 6, 6)), (2, 3, 3), 4)
+    model = build_probe("trajadapter_k2", 16, 4, dim=16, heads=2, appearance_dropout=0.5)
+    assert model.encoder.cfg.appearance_dropout == 0.5
+
+    def twice(features):
+        return [model(features, fractions=fractions, majority=majority) for _ in range(2)]
+
+    model.train()
+    a, b = twice(feats)
+    assert not torch.allclose(a, b)
+    a, b = twice(torch.zeros_like(feats))
+    torch.testing.assert_close(a, b)
+    model.eval()
+    a, b = twice(feats)
+    torch.testing.assert_close(a, b)
+    off = build_probe("trajadapter_k2", 16, 4, dim=16, heads=2, appearance_dropout=0.0).train()
+    torch.testing.assert_close(off(feats, fractions=fractions, majority=majority),
+                               off(feats, fractions=fractions, majority=majority))

@@ -31,6 +31,9 @@ from .video import ViT3DVideo, sinusoid
 # at a probe's few hundred AdamW steps the geometry MLP cannot grow weights that large, and the
 # TrajAdapter stays at chance on a motion label (bench/REPORT.md, "probe and TrajVLM").
 VELOCITY_GAIN = 8.0
+# Dropout on the trajectory encoder's appearance inputs: without it a probe on a few hundred clips fits
+# the frozen backbone's features and ignores the trajectories' geometry (bench/REPORT.md, same section).
+APPEARANCE_DROPOUT = 0.5
 METHODS = ("linear", "attentive", "perceiver", "trajadapter_k1", "trajadapter_k2", "trajadapter_k4")
 
 
@@ -147,12 +150,13 @@ class TrajAdapterProbe(nn.Module):
     """Trainable trajectory encoder over frozen features and resampled masks, then the attentive head."""
 
     def __init__(self, in_dim: int, dim: int, classes: int, heads: int, k: int, depth: int,
-                 velocity_gain: float = VELOCITY_GAIN):
+                 velocity_gain: float = VELOCITY_GAIN, appearance_dropout: float = APPEARANCE_DROPOUT):
         super().__init__()
         self.k = k
         self.encoder = TrajectoryEncoder(TrajectoryEncoderConfig(in_dim=in_dim, dim=dim, out_dim=dim, depth=depth,
                                                                  heads=heads, sub_tokens=[k],
-                                                                 velocity_gain=velocity_gain))
+                                                                 velocity_gain=velocity_gain,
+                                                                 appearance_dropout=appearance_dropout))
         self.head = AttentiveHead(dim, classes, heads)
 
     def forward(self, features: torch.Tensor, fractions: torch.Tensor, majority: torch.Tensor, **_) -> torch.Tensor:
@@ -163,9 +167,11 @@ class TrajAdapterProbe(nn.Module):
 
 
 def build_probe(method: str, in_dim: int, classes: int, dim: int = 128, heads: int = 4, depth: int = 1,
-                latents: int = 32, velocity_gain: float = VELOCITY_GAIN) -> nn.Module:
+                latents: int = 32, velocity_gain: float = VELOCITY_GAIN,
+                appearance_dropout: float = APPEARANCE_DROPOUT) -> nn.Module:
     """``latents``: the Perceiver's latent count, set to the segmenter's trajectory budget (same size);
-    ``velocity_gain``: the TrajAdapter's scale on its trajectories' velocities (``trajectory_geometry``)."""
+    ``velocity_gain``: the TrajAdapter's scale on its trajectories' velocities (``trajectory_geometry``);
+    ``appearance_dropout``: the TrajAdapter's dropout on the backbone features it reads."""
     if method == "linear":
         return LinearProbe(in_dim, classes)
     if method == "attentive":
@@ -174,5 +180,5 @@ def build_probe(method: str, in_dim: int, classes: int, dim: int = 128, heads: i
         return PerceiverProbe(in_dim, dim, classes, heads, latents, depth)
     if method.startswith("trajadapter_k"):
         return TrajAdapterProbe(in_dim, dim, classes, heads, int(method.removeprefix("trajadapter_k")), depth,
-                                velocity_gain)
+                                velocity_gain, appearance_dropout)
     raise ConfigError(f"unknown probe method {method!r}; choose from {', '.join(METHODS)}")

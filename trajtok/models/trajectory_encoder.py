@@ -56,6 +56,11 @@ class TrajectoryEncoderConfig:
     # Multiplies the two velocity features before the geometry MLP. 1.0 keeps checkpoints written
     # before this field; the TrajAdapter probe raises it (see ``trajectory_geometry``).
     velocity_gain: float = 1.0
+    # Dropout on the appearance inputs (the pooled features of each proposal and the pixel features
+    # the cross-attention reads); geometry is never dropped. 0.0 keeps earlier checkpoints' behaviour;
+    # the TrajAdapter probe raises it so that a probe on a few hundred clips cannot fit a frozen
+    # backbone's features instead of the trajectories (bench/REPORT.md, "probe and TrajVLM").
+    appearance_dropout: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrajectoryEncoderConfig":
@@ -211,6 +216,7 @@ class TrajectoryEncoder(nn.Module):
         self.cfg = cfg
         self.in_norm = nn.LayerNorm(cfg.in_dim)
         self.in_proj = nn.Linear(cfg.in_dim, cfg.dim)
+        self.appearance_dropout = nn.Dropout(cfg.appearance_dropout)
         self.geometry = MLP(N_GEOMETRY, out_dim=cfg.dim, hidden=cfg.dim)
         self.sub_queries = nn.ParameterDict({str(k): nn.Parameter(fourier_queries(k, cfg.dim))
                                              for k in cfg.sub_tokens})
@@ -242,9 +248,9 @@ class TrajectoryEncoder(nn.Module):
         pooled = torch.einsum("bnthw,btchw->bnc", weights, features)
         pooled = pooled / weights.sum(dim=(2, 3, 4)).clamp_min(1e-6).unsqueeze(-1)
         geometry = trajectory_geometry(weights, self.cfg.velocity_gain)
-        proposal = self.in_proj(self.in_norm(pooled)) + self.geometry(geometry)
+        proposal = self.in_proj(self.appearance_dropout(self.in_norm(pooled))) + self.geometry(geometry)
         x = proposal.unsqueeze(2) + self.sub_queries[str(k)].to(proposal.dtype)   # [B, N, k, dim]
-        pixels = features.permute(0, 1, 3, 4, 2).reshape(B, T * h * w, -1)
+        pixels = self.appearance_dropout(features.permute(0, 1, 3, 4, 2).reshape(B, T * h * w, -1))
         flat_assign = assign.reshape(B, -1) if masked else None
         for layer in self.layers:
             x = layer(x, pixels, flat_assign)

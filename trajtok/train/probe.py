@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError, InputError
 from ..checkpoint import load_segmenter
 from ..data import decode_sample, is_video, resolve_shards
-from ..models.adapter import METHODS, VELOCITY_GAIN, build_probe, frozen_clip_inputs
+from ..models.adapter import APPEARANCE_DROPOUT, METHODS, VELOCITY_GAIN, build_probe, frozen_clip_inputs
 from ..models.video import TransformerConfig, ViT3DVideo
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class ProbeConfig:
     batch_size: int = 32
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     velocity_gain: float = VELOCITY_GAIN   # TrajAdapter: scale of the trajectories' velocity feature
+    appearance_dropout: float = APPEARANCE_DROPOUT   # TrajAdapter: dropout on the backbone features it reads
     backbone_width: int = 192        # random-init ViT3D backbone (when no checkpoint is given)
     backbone_depth: int = 4
     backbone_heads: int = 3
@@ -170,7 +171,8 @@ def train_one(method: str, train: dict[str, Any], held: dict[str, Any], classes:
     y = torch.tensor([index[c] for c in train["labels"]])
     y_held = torch.tensor([index.get(c, -1) for c in held["labels"]])
     model = build_probe(method, train["features"].shape[-1], len(classes), cfg.dim, cfg.heads, cfg.depth,
-                        latents=n_trajectories, velocity_gain=cfg.velocity_gain)
+                        latents=n_trajectories, velocity_gain=cfg.velocity_gain,
+                        appearance_dropout=cfg.appearance_dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
 
