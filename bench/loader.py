@@ -75,38 +75,16 @@ def measure(data: Path, preset: str, batches: int, steps: int, batch_size: int |
             "ratio_loader_vs_train": loader_sps / train_sps, "torch_threads": torch.get_num_threads()}
 
 
-def write_hd_clip(path: Path, n_frames: int = 48, width: int = 1280, height: int = 720) -> None:
-    """A web-video-like H.264 clip: smooth moving gradients plus mild noise (crf 23)."""
-    import av
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    with av.open(str(path), "w", format="mp4") as c:
-        stream = c.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23", "threads": "1"}
-        for t in range(n_frames):
-            base = 127 + 60 * np.sin((xx + 6 * t) / 90.0)[..., None] * np.array([1.0, 0.6, -0.8]) \
-                + 50 * np.cos((yy - 3 * t) / 70.0)[..., None] * np.array([-0.5, 1.0, 0.7])
-            rgb = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = t
-            for packet in stream.encode(frame):
-                c.mux(packet)
-        for packet in stream.encode():
-            c.mux(packet)
-
-
 def measure_decode(work: Path, reps: int, size: tuple[int, int] = (384, 216)) -> dict:
     """CPU seconds per 16 decoded frames at the training size, full-frame + area resize vs decoder scaling."""
     from dataengine.media.decode import decode_frames
+    from dataengine.tools.synth.corpus import write_video
 
     clip = work / "hd.mp4"
-    write_hd_clip(clip)
+    write_video(clip, seed=0, n_frames=48, width=1280, height=720)   # the photo style at web-video quality
     data = clip.read_bytes()
     indices = list(range(0, 48, 3))                    # 16 frames, as a clip of the paper preset samples them
-    row = {"clip": "1280x720 H.264, 48 frames", "frames": len(indices), "size": list(size)}
+    row = {"clip": "1280x720 H.264 photo-style synth clip, 48 frames", "frames": len(indices), "size": list(size)}
     for scaler in ("area", "decoder"):
         decode_frames(data, "video", indices, size, scaler=scaler)   # warm-up
         times = []
