@@ -176,7 +176,7 @@ def _ray_stream(cfg: AnnotateConfig, out: Output, res: Resources, actors: int, b
         yield from ds.iter_rows()
 
 
-def _actor_count(cfg: AnnotateConfig, res: Resources) -> int:
+def _actor_count(cfg: AnnotateConfig, res: Resources, listing: Iterator[Any]) -> int:
     if res.gpus > 0:
         fraction = min(res.gpu_fraction, res.gpus)  # --gpus 0.5 with the default fraction: one half-GPU actor
         wanted = max(1, int(res.gpus / fraction))
@@ -186,9 +186,9 @@ def _actor_count(cfg: AnnotateConfig, res: Resources) -> int:
         # --cpus of a local Ray, else every CPU of the (possibly joined) cluster.
         wanted = max(1, res.label_actors or res.cpus or int(ray.cluster_resources().get("CPU", 1)))
     # No more actors than the input has chunks (each costs seconds to start): the driver reads only
-    # the head of the listing for that, never the whole of it.
+    # the head of ``listing`` for that, never the whole of it.
     per_shard = cfg.output.samples_per_shard
-    head = sum(1 for _ in itertools.islice(list_samples(cfg.source, limit=cfg.limit), wanted * per_shard))
+    head = sum(1 for _ in itertools.islice(listing, wanted * per_shard))
     return max(1, min(wanted, math.ceil(head / per_shard)))
 
 
@@ -207,7 +207,9 @@ def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = Non
     out = Output(output)
     refs = list_samples(cfg.source, limit=cfg.limit)   # a missing input fails here, before the output is touched
     if use_ray:
-        next(refs, None)   # and so does a source that cannot be listed at all (a CSV without its columns)
+        # and so does a source that cannot be listed at all (a CSV without its columns)
+        first = next(refs, None)
+        refs = itertools.chain([] if first is None else [first], refs)
     done_before = open_run(out, cfg, resume)
     samples = finished = 0
     new: Counter[str] = Counter()      # statuses of the chunks this run writes from scratch
@@ -215,10 +217,12 @@ def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = Non
     if use_ray:
         from .runtime import init_ray
 
-        del labeller, refs  # actors build their own; the listing runs on the dataset's read side
+        del labeller  # actors build their own
         init_ray(res.address, res.cpus, res.gpus, res.object_store_mb)
+        actors = _actor_count(cfg, res, refs)
+        del refs      # the whole listing runs on the dataset's read side
         listed = {"chunks": 0, "samples": 0, "complete": False}
-        for row in _ray_stream(cfg, out, res, _actor_count(cfg, res), BLOCKS):
+        for row in _ray_stream(cfg, out, res, actors, BLOCKS):
             finished += row["chunks"]
             samples += row["samples"]
             new.update(ok=row["ok"], error=row["error"])
