@@ -71,19 +71,14 @@ def refine_boundaries(labels: np.ndarray, image: np.ndarray, radius: int = 3, it
     little about which side a pixel lies on, while its immediate neighbourhood does.
     """
     import cv2
+    from skimage.segmentation import find_boundaries
 
     out = labels.astype(np.int32, copy=True)
     img = np.ascontiguousarray(image, dtype=np.float32)
     h, w = out.shape
     k = 2 * radius + 1
     for _ in range(iterations):
-        diff = np.zeros(out.shape, bool)
-        d = out[:, 1:] != out[:, :-1]
-        diff[:, 1:] |= d
-        diff[:, :-1] |= d
-        d = out[1:, :] != out[:-1, :]
-        diff[1:, :] |= d
-        diff[:-1, :] |= d
+        diff = find_boundaries(out, connectivity=1, mode="thick")   # pixels touching another region
         if not diff.any():
             break
         pad = np.pad(out, 1, mode="edge")
