@@ -11,13 +11,20 @@ through the engine's own loaders), in a few minutes:
     a barrier, then labels ``--clips`` clips; frames/s = all frames / the slowest process's
     wall time. DirectSAM's boundary threshold is set at the median boundary probability of
     the first keyframe so random weights yield a realistic tens of objects (printed);
+  * the same labeller through sam2's own per-object API (``add_new_mask`` per object, each frame
+    encoded inside every clip: ``batched_prompts=False, feature_batch=0``), one process at the
+    smallest size: today's path against the old one in one run, with the share of pixels whose
+    labels the two agree on (bf16 on a GPU rounds batched and per-object passes differently);
   * the trained-TrajTok labeller (paper preset, random weights) the same way;
   * ``train-segmenter`` with the paper preset on photo-style ground truth: step time median
     and mean (``log_every=1``: the log's per-step seconds), the loader's samples/s on its own
     with the same workers, and the samples/s the steps consume;
   * peak GPU memory of each.
-Prints a table and writes JSON (``--json``). ``--smoke`` shrinks everything (tiny models and
-clips, a few steps) so the test suite runs the whole script on a CPU and it cannot rot.
+Each label row also gives the labeller's own split (segment / track seconds per clip) and the
+host CPU seconds per clip (a packed GPU runs out of CPU before it runs out of GPU). Prints a table
+and writes JSON (``--json``) after every row, so a section that fails (its error is in the JSON)
+loses nothing measured before it. ``--smoke`` shrinks everything (tiny models and clips, a few
+steps) so the test suite runs the whole script on a CPU and it cannot rot.
 
 Usage: python bench/gpu.py [--json FILE] [--smoke] [--device cuda|cpu] [--sizes 512 1024]
                            [--packing 1 2 4] [--clips 4] [--steps 40]
@@ -70,16 +77,21 @@ def write_trajtok_checkpoint(d: Path, smoke: bool) -> str:
     return str(save_segmenter(build_segmenter(P.model), d / "trajtok.safetensors"))
 
 
+LIBRARY_PATH = {"batched_prompts": False, "feature_batch": 0}   # sam2's own per-object API, per-clip encoding
+
+
 def label_config(method: str, size: int, ck: dict[str, str], frames: int):
     from dataengine.config import build_annotate_config
 
     decode = {"frames": frames, "max_side": size}
     if method == "trajtok":
         return build_annotate_config(decode=decode, segmenter={"name": "trajtok", "checkpoint": ck["trajtok"]})
+    tracker = {"name": "sam2", "checkpoint": ck["sam2"], "sam2_config": ck["sam2_config"], "image_size": size}
+    if method.endswith("(sam2 API)"):
+        tracker.update(LIBRARY_PATH)
     return build_annotate_config(decode=decode,
                                  segmenter={"name": "directsam", "checkpoint": ck["directsam"], "resolution": size},
-                                 tracker={"name": "sam2", "checkpoint": ck["sam2"], "sam2_config": ck["sam2_config"],
-                                          "image_size": size})
+                                 tracker=tracker)
 
 
 # ------------------------------------------------------------------ one label process
@@ -113,23 +125,29 @@ def label_process(rank: int, job: dict, barrier, results) -> None:
         seg = labeller.segmenter
         seg.cfg.boundary_threshold = float(np.median(seg.boundary_probability(clips[0][0][clips[0][1][0]][None])))
     t0 = time.perf_counter()
-    labeller.label(*clips[0])
+    first = labeller.label(*clips[0])
     seconds_warmup = time.perf_counter() - t0
+    if rank == 0 and job.get("labels_out"):     # the first clip's labels, for comparing two label paths
+        np.save(job["labels_out"], first.labels)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     barrier.wait()
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     frames = objects = 0
+    segment = track = 0.0
     for i in range(job["clips"]):
         res = labeller.label(*clips[i % len(clips)])
         frames += len(res.labels)
         objects += int(np.count_nonzero(np.unique(res.labels[0])))
+        segment, track = segment + res.seconds_segment, track + res.seconds_track
     if cuda:
         torch.cuda.synchronize()
+    n = job["clips"]
     results.put({"rank": rank, "start": start, "end": time.perf_counter(), "frames": frames,
-                 "objects_per_clip": objects / job["clips"], "seconds_build": seconds_build,
-                 "seconds_warmup_clip": seconds_warmup,
+                 "objects_per_clip": objects / n, "seconds_build": seconds_build,
+                 "seconds_warmup_clip": seconds_warmup, "segment_s_per_clip": segment / n,
+                 "track_s_per_clip": track / n, "cpu_s_per_clip": (time.process_time() - cpu0) / n,
                  "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None})
 
 
@@ -153,6 +171,8 @@ def packed_run(job: dict, processes: int) -> dict:
             "objects_per_clip": statistics.mean(r["objects_per_clip"] for r in rows),
             "seconds_build": max(r["seconds_build"] for r in rows),
             "seconds_warmup_clip": max(r["seconds_warmup_clip"] for r in rows),
+            **{k: statistics.mean(r[k] for r in rows) for k in ("segment_s_per_clip", "track_s_per_clip",
+                                                                "cpu_s_per_clip")},
             "peak_gib_per_process": max(peaks) if peaks else None}
 
 
@@ -221,6 +241,11 @@ def main(argv: list[str] | None = None) -> dict:
                     "smoke": args.smoke, "torch": torch.__version__, "label": [], "training": None}
     print(f"device {result['device']}, {cpus} CPUs, torch {torch.__version__}"
           + (" (smoke: tiny models, numbers mean nothing)" if args.smoke else ""), flush=True)
+
+    def save() -> None:
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2, default=float))
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         side = 96 if args.smoke else 640
@@ -231,37 +256,84 @@ def main(argv: list[str] | None = None) -> dict:
         ck["trajtok"] = write_trajtok_checkpoint(work, args.smoke)
         base = {"videos": videos, "checkpoints": ck, "frames": frames, "clips": clips, "device": device,
                 "timeout": 600 if args.smoke else 900}
+        size0 = min(sizes)
         runs = [("directsam+sam2", size, n) for size in sizes for n in packing] + \
-               [("trajtok", sizes[0], n) for n in packing[:1 if args.smoke else 2]]
+               [("directsam+sam2 (sam2 API)", size0, 1)] + \
+               [("trajtok", size0, n) for n in packing[:1 if args.smoke else 2]]
         for method, size, n in runs:
             threads = max(1, cpus // n) if device == "cuda" else 1
-            row = {"method": method, "size": size,
-                   **packed_run({**base, "method": method, "size": size, "threads": threads}, n)}
+            job = {**base, "method": method, "size": size, "threads": threads}
+            if n == 1 and size == size0 and method.startswith("directsam"):
+                job["labels_out"] = str(work / f"labels-{len(result['label'])}.npy")
+            try:
+                row = {"method": method, "size": size, **packed_run(job, n)}
+            except Exception as e:     # keep going: the other rows still say something
+                row = {"method": method, "size": size, "processes": n, "error": f"{type(e).__name__}: {e}"}
+                print(f"label {method} {size} px x{n}: FAILED {row['error']}", flush=True)
+                result["label"].append(row)
+                save()
+                continue
+            if "labels_out" in job:
+                row["labels_file"] = job["labels_out"]
             result["label"].append(row)
             peak = f"{row['peak_gib_per_process']:.1f} GiB" if row["peak_gib_per_process"] is not None else "-"
-            print(f"label {method:15s} {size:5d} px x{n}: {row['frames_per_s']:7.1f} frames/s "
-                  f"({row['objects_per_clip']:.0f} objects/clip; warm-up clip {row['seconds_warmup_clip']:.1f} s, "
-                  f"build {row['seconds_build']:.1f} s; peak {peak}/process)", flush=True)
-        make_corpus(work / "corpus", videos=2 if args.smoke else 16, images=2 if args.smoke else 8, seed=100,
-                    n_frames=16 if args.smoke else 48)
-        t = training(work / "corpus" / "gt", work / "train", args.smoke, steps, device)
-        result["training"] = t
-        peak = f"{t['peak_gib']:.1f} GiB" if t["peak_gib"] is not None else "-"
-        print(f"train-segmenter {t['preset']}: step median {t['step_median_s']:.3f} s, mean {t['step_mean_s']:.3f} s "
-              f"(mean/median {t['mean_over_median']:.2f}); loader {t['loader_samples_per_s']:.1f} samples/s with "
-              f"{t['loader_workers']} workers vs {t['steps_consume_samples_per_s']:.1f} consumed; peak {peak}",
-              flush=True)
-    best = max((r for r in result["label"] if r["method"] == "directsam+sam2" and r["size"] == min(sizes)),
-               key=lambda r: r["frames_per_s"])
-    result["summary"] = {"directsam+sam2_best_frames_per_s_per_gpu": best["frames_per_s"],
-                         "best_packing": best["processes"], "size": best["size"],
-                         "train_mean_over_median": result["training"]["mean_over_median"]}
-    print(f"summary: directsam+sam2 at {best['size']} px, best {best['frames_per_s']:.1f} frames/s per GPU "
-          f"with {best['processes']} processes (target >= 50); training mean/median "
-          f"{result['training']['mean_over_median']:.2f} (target <= 1.2)")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2, default=float))
+            print(f"label {method:26s} {size:5d} px x{n}: {row['frames_per_s']:7.1f} frames/s "
+                  f"({row['objects_per_clip']:.0f} objects/clip; per clip segment {row['segment_s_per_clip']:.2f} s, "
+                  f"track {row['track_s_per_clip']:.2f} s, host CPU {row['cpu_s_per_clip']:.2f} s; "
+                  f"warm-up clip {row['seconds_warmup_clip']:.1f} s, build {row['seconds_build']:.1f} s; "
+                  f"peak {peak}/process)", flush=True)
+            save()
+        result["label_paths"] = compare_label_paths(result["label"])
+        for row in result["label"]:
+            row.pop("labels_file", None)    # a temporary file, gone with this run
+        if result["label_paths"]:
+            c = result["label_paths"]
+            print(f"label paths at {size0} px: today's path {c['speedup']:.2f}x the frames/s of sam2's per-object "
+                  f"API; labels agree on {c['pixel_agreement']:.4f} of pixels "
+                  f"({c['ids_today']} vs {c['ids_api']} trajectories in the first clip)", flush=True)
+        save()
+        try:
+            make_corpus(work / "corpus", videos=2 if args.smoke else 16, images=2 if args.smoke else 8, seed=100,
+                        n_frames=16 if args.smoke else 48)
+            t = training(work / "corpus" / "gt", work / "train", args.smoke, steps, device)
+            result["training"] = t
+            peak = f"{t['peak_gib']:.1f} GiB" if t["peak_gib"] is not None else "-"
+            print(f"train-segmenter {t['preset']}: step median {t['step_median_s']:.3f} s, mean "
+                  f"{t['step_mean_s']:.3f} s (mean/median {t['mean_over_median']:.2f}); loader "
+                  f"{t['loader_samples_per_s']:.1f} samples/s with {t['loader_workers']} workers vs "
+                  f"{t['steps_consume_samples_per_s']:.1f} consumed; peak {peak}", flush=True)
+        except Exception as e:
+            result["training"] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"train-segmenter: FAILED {result['training']['error']}", flush=True)
+        save()
+    ok = [r for r in result["label"] if r["method"] == "directsam+sam2" and r["size"] == size0 and "error" not in r]
+    train = result["training"] or {}
+    if ok:
+        best = max(ok, key=lambda r: r["frames_per_s"])
+        result["summary"] = {"directsam+sam2_best_frames_per_s_per_gpu": best["frames_per_s"],
+                             "best_packing": best["processes"], "size": best["size"],
+                             "train_mean_over_median": train.get("mean_over_median")}
+        print(f"summary: directsam+sam2 at {best['size']} px, best {best['frames_per_s']:.1f} frames/s per GPU "
+              f"with {best['processes']} processes (target >= 50); training mean/median "
+              f"{train.get('mean_over_median', float('nan')):.2f} (target <= 1.2)")
+    save()
+    failed = [r for r in result["label"] if "error" in r] + ([train] if "error" in train else [])
+    if failed:
+        raise SystemExit(f"{len(failed)} section(s) failed; their errors are in the output above")
     return result
+
+
+def compare_label_paths(rows: list[dict]) -> dict | None:
+    """Frames/s and first-clip labels of today's sam2 path against sam2's per-object API (one process)."""
+    import numpy as np
+
+    today = next((r for r in rows if r["method"] == "directsam+sam2" and "labels_file" in r), None)
+    api = next((r for r in rows if r["method"].endswith("(sam2 API)") and "labels_file" in r), None)
+    if today is None or api is None:
+        return None
+    a, b = np.load(today["labels_file"]), np.load(api["labels_file"])
+    return {"speedup": today["frames_per_s"] / api["frames_per_s"], "pixel_agreement": float((a == b).mean()),
+            "ids_today": int(len(np.unique(a[a != 0]))), "ids_api": int(len(np.unique(b[b != 0])))}
 
 
 if __name__ == "__main__":

@@ -89,6 +89,10 @@ class TrackerConfig:
     sam2_config: str = "configs/sam2.1/sam2.1_hiera_l.yaml"
     image_size: int = 1024        # SAM 2 input side (a multiple of 32)
     object_batch: int = 64        # objects tracked together in one batched forward pass
+    # sam2: each frame of a video goes through the image encoder once, this many frames per pass
+    # (0: sam2's own way, one frame at a time inside every clip and object batch)
+    feature_batch: int = 16
+    batched_prompts: bool = True  # sam2: a keyframe's objects enter in one pass (False: add_new_mask each)
 
 
 @dataclass

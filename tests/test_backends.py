@@ -194,6 +194,74 @@ def test_sam2_tracker_output_is_disjoint_and_independent_of_object_batch(checkpo
     assert np.mean(one == many) > 0.99       # objects of one batch never influence each other
 
 
+def counting_encoder(tracker) -> list[int]:
+    """Wrap the predictor's image encoder; the list collects the batch size of every call."""
+    calls: list[int] = []
+    encode = tracker.predictor.forward_image
+
+    def counted(images):
+        calls.append(len(images))
+        return encode(images)
+
+    tracker.predictor.forward_image = counted
+    return calls
+
+
+def recording_logits(tracker) -> list:
+    """Wrap propagate_in_video; the list collects every frame's mask logits (random weights claim few pixels,
+    so the logits, not only the labels, are what two paths must agree on)."""
+    seen: list = []
+    propagate = tracker.predictor.propagate_in_video
+
+    def recorded(state):
+        for t, ids, logits in propagate(state):
+            seen.append((t, list(ids), logits.clone()))
+            yield t, ids, logits
+
+    tracker.predictor.propagate_in_video = recorded
+    return seen
+
+
+def test_sam2_fast_path_equals_the_librarys_per_object_path(checkpoints):
+    """Batched prompts + each frame encoded once give the mask logits of sam2's add_new_mask per object with
+    per-clip, per-frame encoding, for clips that share frames and objects split over several states."""
+    frames = np.stack([render_scene(t)[0] for t in range(7)])
+    labels0 = render_scene(0)[1].copy()
+    labels0[labels0 == 0] = 9                 # the background as a fourth object
+    labels0[:, :40][labels0[:, :40] == 9] = 4  # and a fifth
+    library = build_tracker(sam2_tracker_cfg(checkpoints, object_batch=2, feature_batch=0, batched_prompts=False))
+    fast = build_tracker(sam2_tracker_cfg(checkpoints, object_batch=2, feature_batch=3))
+    library_calls, fast_calls = counting_encoder(library), counting_encoder(fast)
+    library_logits, fast_logits = recording_logits(library), recording_logits(fast)
+    fast.prepare_video(frames)
+    clips = [(0, 4), (3, 7)]                  # frame 3 ends one clip and starts the next, as keyframes do
+    theirs = [library.track(frames[a:b], labels0) for a, b in clips]
+    ours = [fast.track(frames[a:b], labels0, start=a) for a, b in clips]
+    assert fast_calls == [3, 3, 1]            # every frame once, feature_batch at a time
+    assert library_calls == [1] * len(library_calls) and len(library_calls) > len(frames)
+    assert len(library_logits) == len(fast_logits) == 2 * 3 * 4   # 2 clips x 3 object states x 4 frames
+    for (t, ids, a), (u, jds, b) in zip(library_logits, fast_logits):
+        assert (t, ids) == (u, jds) and a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-4), (t, float((a - b).abs().max()))
+    assert any(float(a.std()) > 0.1 for _, _, a in library_logits[1:])   # the logits vary: not a constant
+    for a, b in zip(theirs, ours):
+        assert np.array_equal(a, b)
+    # Without prepare_video the clip's own frames are encoded here, still batched.
+    assert np.array_equal(fast.track(frames[:4], labels0), ours[0]) and fast_calls[-2:] == [3, 1]
+
+
+def test_sam2_labeller_encodes_each_frame_once(checkpoints):
+    from dataengine.stages.labeller import Labeller
+
+    cfg = build_annotate_config(segmenter=directsam_cfg(checkpoints, max_regions=6).__dict__,
+                                tracker=sam2_tracker_cfg(checkpoints).__dict__)
+    labeller = Labeller(cfg)
+    calls = counting_encoder(labeller.tracker)
+    frames = np.stack([render_scene(t)[0] for t in range(9)])
+    result = labeller.label(frames, [0, 4], [])
+    assert sum(calls) == len(frames) and len(result.keyframes) >= 2
+
+
 def test_every_entry_of_the_backend_table_builds_and_labels(checkpoints, tmp_path):
     """Each backend of dataengine.backends.table, built through the table (model ones with random weights)."""
     from dataengine.backends.table import BACKENDS, build
@@ -244,6 +312,7 @@ def test_missing_and_mismatched_checkpoints_are_one_line_errors(checkpoints, tmp
                                              sam2_config="sam2.1_hiera_s.yaml", image_size=SAM2_SIZE)),
          ValueError, "missing keys"),
         (lambda: build_tracker(sam2_tracker_cfg(checkpoints, sam2_config="nope.yaml")), ValueError, "unknown SAM 2"),
+        (lambda: build_tracker(sam2_tracker_cfg(checkpoints, feature_batch=-1)), ValueError, "feature_batch"),
         (lambda: build_segmenter(SegmenterConfig(name="nonsense")), ValueError, "unknown segmenter"),
         (lambda: build_tracker(TrackerConfig(name="nonsense")), ValueError, "unknown tracker"),
     ]

@@ -17,10 +17,17 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(tmp_path):
     result = json.loads(out.read_text())
     runs = {(r["method"], r["size"], r["processes"]) for r in result["label"]}
     # Packing: one and two label processes for the model labeller, and the trained-TrajTok labeller.
-    assert runs == {("directsam+sam2", 64, 1), ("directsam+sam2", 64, 2), ("trajtok", 64, 1)}
+    assert runs == {("directsam+sam2", 64, 1), ("directsam+sam2", 64, 2), ("directsam+sam2 (sam2 API)", 64, 1),
+                    ("trajtok", 64, 1)}
     for row in result["label"]:
         assert row["frames"] == row["processes"] * 4 and row["frames_per_s"] > 0
         assert row["seconds_warmup_clip"] > 0 and row["seconds_build"] > 0
+        assert 0 < row["segment_s_per_clip"] and 0 <= row["track_s_per_clip"] and row["cpu_s_per_clip"] > 0
+        assert "labels_file" not in row
+    # Today's sam2 path against sam2's per-object API: fp32 on a CPU, the same labels.
+    paths = result["label_paths"]
+    assert paths["pixel_agreement"] == 1.0 and paths["ids_today"] == paths["ids_api"] and paths["speedup"] > 0
+    assert "label paths at 64 px" in proc.stdout
     train = result["training"]
     assert train["steps"] == 3 and train["step_median_s"] > 0 and train["loader_samples_per_s"] > 0
     assert abs(train["mean_over_median"] - train["step_mean_s"] / train["step_median_s"]) < 1e-9

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dataengine.format import shards as shard_io
-from trajtok.augment import AugmentConfig, augment_clip, crop_box
+from trajtok.augment import AugmentConfig, adjust_hue, augment_clip, crop_box
 from trajtok.data import (DataConfig, ShardDataset, batches_for_worker, decode_sample, frame_positions,
                           make_loader, resolve_shards)
 from fixtures.trajtok_toy import PALETTE, render_clip, write_synthetic_dataset
@@ -133,6 +133,19 @@ def test_colour_ops_touch_frames_only():
     f2, l2 = augment_clip(*args, plain, np.random.default_rng(5))
     assert torch.equal(l1, l2) and not torch.allclose(f1, f2)
     assert torch.allclose(f1[:, 0], f1[:, 1])        # grayscale: equal channels
+
+
+def test_hue_shift_equals_torchvisions():
+    """The OpenCV hue rotation used by the colour jitter gives torchvision's adjust_hue, across the wrap."""
+    import torchvision.transforms.functional as TF
+
+    frames = torch.rand(3, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    frames[0, :, :4] = 0.5                    # grey pixels: no hue at all
+    for shift in (-0.5, -0.1, 0.0, 0.05, 0.37):
+        ours = adjust_hue(frames, shift)
+        assert ours.shape == frames.shape and ours.dtype == torch.float32
+        assert torch.allclose(ours, TF.adjust_hue(frames, shift), atol=1e-5), shift
+    assert not torch.allclose(adjust_hue(frames, 0.2), frames, atol=0.05)
 
 
 def test_dataset_alignment_on_lossless_images(dataset):

@@ -62,12 +62,19 @@ class Labeller:
         # All planned keyframes in one call: model backends batch them on the GPU.
         segmentations = dict(zip(keyframes, self.segment(frames, keyframes, cuts)))
         t_segment = time.perf_counter() - t0
+        # A tracker that encodes frames (sam2) encodes each frame of the video once, not once per clip.
+        reuse = hasattr(self.tracker, "prepare_video")
+        if reuse:
+            t1 = time.perf_counter()
+            self.tracker.prepare_video(frames)
+            t_track = time.perf_counter() - t1
+        else:
+            t_track = 0.0
         labels = np.zeros(frames.shape[:3], dtype=np.int32)
         merges: list[dict] = []
         placed: list[int] = []
         propagated = None
         next_id = 1
-        t_track = 0.0
         history: list[float] = []           # the tracker's forward-backward consistency so far
         flows: dict[int, np.ndarray] = {}   # forward flow of frame t -> t+1, where the tracker made one
         planned = sorted(keyframes)
@@ -91,6 +98,8 @@ class Labeller:
             first = self.keyframe_steps.pop(k, None)
             if first is not None and stop > k + 1 and getattr(self.tracker, "name", "") == "flow":
                 tracked = self.tracker.track(frames[k:stop], result.labels, first_step=first)
+            elif reuse:
+                tracked = self.tracker.track(frames[k:stop], result.labels, start=k)
             else:
                 tracked = self.tracker.track(frames[k:stop], result.labels)
             t_track += time.perf_counter() - t1

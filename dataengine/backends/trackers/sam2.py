@@ -8,14 +8,30 @@ with the same content ``init_state`` produces (resized, normalised images plus
 the bookkeeping the predictor expects; ``tests/test_backends.py`` checks the
 keys against the library's own ``init_state``).
 
-Each object of the keyframe is added with ``add_new_mask`` and the clip is
-propagated. The predictor class is sam2's batched one
+Each object of the keyframe becomes a mask prompt on the clip's first frame and
+the clip is propagated. The predictor class is sam2's batched one
 (``sam2_video_predictor_legacy``): it runs all objects of a state in one
 forward pass per frame, where the default class loops over objects one at a
-time. Objects go into states of ``object_batch`` (bounding memory); the frames
-tensor is shared between them. The output keeps, per pixel, the object with
-the highest mask logit above 0, so masks are disjoint; pixels no object
-claims are 0.
+time. Objects go into states of ``object_batch`` (bounding memory). The output
+keeps, per pixel, the object with the highest mask logit above 0, so masks are
+disjoint; pixels no object claims are 0.
+
+Two things sam2's own entry points would do per object or per clip are done
+once here, because on a GPU they cost more launches than the tracking itself:
+
+* the prompts: ``add_new_mask`` runs the SAM heads for one object and then
+  re-consolidates every object added so far at video resolution (quadratic in
+  the object count). ``batched_prompts`` runs the same first-frame inference
+  once for all objects of the state and leaves each object's slice where
+  ``add_new_mask`` leaves it, so ``propagate_in_video`` consolidates and
+  tracks exactly as before (``batched_prompts=False`` keeps the library path;
+  ``tests/test_backends.py`` compares the two);
+* the image features: the predictor encodes one frame per call and caches
+  only the last one, so every clip and every object batch encodes its frames
+  again (a keyframe twice: it ends one clip and starts the next).
+  ``prepare_video`` encodes every frame of the video once, ``feature_batch``
+  frames per pass, and ``track(..., start=k)`` hands the clip's frames to the
+  predictor through its own feature cache, which it then never misses.
 """
 from __future__ import annotations
 
@@ -52,6 +68,8 @@ class Sam2Tracker:
 
         if cfg.object_batch < 1:
             raise ConfigError(f"object_batch must be at least 1, got {cfg.object_batch}")
+        if cfg.feature_batch < 0:
+            raise ConfigError(f"feature_batch must be 0 (sam2's own encoding) or more, got {cfg.feature_batch}")
         self.cfg = cfg
         self.device = torch_device(device)
         self.checkpoint = sam2_checkpoint(cfg)
@@ -59,6 +77,8 @@ class Sam2Tracker:
                                     video=True, extra_overrides=[BATCHED_PREDICTOR])
         self.mean = torch.tensor(IMAGE_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGE_STD, device=self.device).view(1, 3, 1, 1)
+        # frame position -> (image, backbone output) of the video last given to prepare_video
+        self.video_features: dict[int, tuple[Any, dict]] = {}
 
     def images(self, frames: np.ndarray):
         """``[n, 3, S, S]`` float32 on the device: squashed to the model's square input and normalised."""
@@ -84,7 +104,55 @@ class Sam2Tracker:
             "tracking_has_started": False, "frames_already_tracked": {},
         }
 
-    def track(self, frames: np.ndarray, labels0: np.ndarray) -> np.ndarray:
+    def encode(self, frames: np.ndarray) -> dict[int, tuple[Any, dict]]:
+        """Image features of ``frames``, ``feature_batch`` frames per encoder pass, in the layout of the
+        predictor's feature cache: position -> (image [1, 3, S, S], backbone output of that one frame)."""
+        import torch
+
+        features: dict[int, tuple[Any, dict]] = {}
+        if self.cfg.feature_batch < 1:
+            return features             # sam2 encodes each frame itself, on demand
+        with torch.inference_mode(), autocast(self.device):
+            images = self.images(frames)
+            for first in range(0, len(images), self.cfg.feature_batch):
+                batch = self.predictor.forward_image(images[first:first + self.cfg.feature_batch])
+                # The position encoding depends on the feature map's shape only: one copy serves every frame.
+                position = [p[:1].clone() for p in batch["vision_pos_enc"]]
+                for j in range(len(batch["backbone_fpn"][0])):
+                    features[first + j] = (images[first + j:first + j + 1],
+                                           {"backbone_fpn": [f[j:j + 1] for f in batch["backbone_fpn"]],
+                                            "vision_pos_enc": position})
+        return features
+
+    def prepare_video(self, frames: np.ndarray) -> None:
+        """Encode the whole video once; ``track(clip, labels, start=k)`` then reuses frames k.. of it."""
+        self.video_features = {}        # the previous video's features go before the new ones are made
+        self.video_features = self.encode(frames)
+
+    def add_prompts(self, state: dict[str, Any], labels, group: np.ndarray) -> None:
+        """Every object of ``group`` as a mask prompt on frame 0, in one first-frame inference."""
+        import torch
+        import torch.nn.functional as F
+
+        p = self.predictor
+        masks = torch.stack([labels == int(i) for i in group])[:, None].float()
+        if masks.shape[-2:] != (p.image_size, p.image_size):   # add_new_mask's resize, for all objects at once
+            masks = F.interpolate(masks, size=(p.image_size, p.image_size), mode="bilinear", align_corners=False,
+                                  antialias=True)
+            masks = (masks >= 0.5).float()
+        for n, i in enumerate(group):
+            index = p._obj_id_to_idx(state, int(i))           # registers the object (state bookkeeping)
+            state["mask_inputs_per_obj"][index][0] = masks[n:n + 1]
+        out, _ = p._run_single_frame_inference(
+            inference_state=state, output_dict=state["output_dict"], frame_idx=0, batch_size=len(group),
+            is_init_cond_frame=True, point_inputs=None, mask_inputs=masks, reverse=False, run_mem_encoder=False)
+        for n in range(len(group)):     # each object's slice where add_new_mask leaves it
+            state["temp_output_dict_per_obj"][n]["cond_frame_outputs"][0] = {
+                k: (v[n:n + 1] if torch.is_tensor(v) else v) for k, v in out.items()}
+
+    def track(self, frames: np.ndarray, labels0: np.ndarray, start: int | None = None) -> np.ndarray:
+        """``start``: the clip's first frame in the video given to ``prepare_video`` (its features are reused);
+        None encodes the clip's frames here."""
         import torch
 
         out = np.zeros((len(frames),) + labels0.shape, dtype=np.int32)
@@ -94,16 +162,25 @@ class Sam2Tracker:
             return out
         h, w = labels0.shape
         with torch.inference_mode(), autocast(self.device), _quiet():
-            images = self.images(frames)
+            if start is not None and all(start + j in self.video_features for j in range(len(frames))):
+                features = {j: self.video_features[start + j] for j in range(len(frames))}
+            else:
+                features = self.encode(frames)
+            images = (torch.cat([features[j][0] for j in range(len(frames))]) if features
+                      else self.images(frames))
             # Running best logit per pixel (starting at 0: only positive logits claim a pixel).
             best = torch.zeros((len(frames) - 1, h, w), device=self.device)
             owner = torch.zeros((len(frames) - 1, h, w), dtype=torch.int64, device=self.device)
             labels = torch.from_numpy(np.ascontiguousarray(labels0)).to(self.device)
-            for start in range(0, len(ids), self.cfg.object_batch):
-                group = ids[start:start + self.cfg.object_batch]
+            for first in range(0, len(ids), self.cfg.object_batch):
+                group = ids[first:first + self.cfg.object_batch]
                 state = self.new_state(images, h, w)
-                for i in group:
-                    self.predictor.add_new_mask(state, 0, int(i), labels == int(i))
+                state["cached_features"] = dict(features)   # a full cache: the predictor never encodes
+                if self.cfg.batched_prompts:
+                    self.add_prompts(state, labels, group)
+                else:
+                    for i in group:
+                        self.predictor.add_new_mask(state, 0, int(i), labels == int(i))
                 for t, obj_ids, logits in self.predictor.propagate_in_video(state):
                     if t == 0:
                         continue
