@@ -5,7 +5,7 @@ its published architecture, written to a temp dir in its real checkpoint format 
 through the engine's own loaders), in a few minutes:
 
   * labeller, DirectSAM (Segformer-B5) + SAM 2.1 (hiera-L) at model inputs 512 and 1024
-    (frames decoded at that size), with 1, 2 and 4 label processes packed on one GPU: the
+    (frames decoded at that size), with 1, 2, 4 (and 8 at 512) label processes packed on one GPU: the
     same packing as ``trajdata annotate --gpu-fraction 1/N`` (one model per process). Each
     process builds its labeller, labels one warm-up clip (timed and reported apart), waits at
     a barrier, then labels ``--clips`` clips; frames/s = all frames / the slowest process's
@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--smoke", action="store_true", help="tiny models, clips and steps (CPU, seconds)")
     ap.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when available")
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="model input sizes (default 512 1024)")
-    ap.add_argument("--packing", type=int, nargs="+", default=None, help="label processes per GPU (default 1 2 4)")
+    ap.add_argument("--packing", type=int, nargs="+", default=None,
+                    help="label processes per GPU (default 1 2 4 8 at the smallest size, 1 2 4 at larger ones)")
     ap.add_argument("--clips", type=int, default=None, help="clips each label process labels after warm-up")
     ap.add_argument("--steps", type=int, default=None, help="train-segmenter steps")
     ap.add_argument("--json", type=Path)
@@ -232,7 +233,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     sizes = args.sizes or ([64] if args.smoke else [512, 1024])
-    packing = args.packing or ([1, 2] if args.smoke else [1, 2, 4])
+    packing = args.packing or ([1, 2] if args.smoke else [1, 2, 4, 8])
+    # 8 processes at 1024 px would need ~80 GB of GPU memory: larger sizes stop at 4 unless asked
+    packing_large = args.packing or [n for n in packing if n <= 4]
     clips = args.clips or (1 if args.smoke else 4)
     steps = args.steps or (3 if args.smoke else 40)
     frames = 4 if args.smoke else 16
@@ -257,32 +260,39 @@ def main(argv: list[str] | None = None) -> dict:
         base = {"videos": videos, "checkpoints": ck, "frames": frames, "clips": clips, "device": device,
                 "timeout": 600 if args.smoke else 900}
         size0 = min(sizes)
-        runs = [("directsam+sam2", size, n) for size in sizes for n in packing] + \
-               [("directsam+sam2 (sam2 API)", size0, 1)] + \
-               [("trajtok", size0, n) for n in packing[:1 if args.smoke else 2]]
-        for method, size, n in runs:
-            threads = max(1, cpus // n) if device == "cuda" else 1
-            job = {**base, "method": method, "size": size, "threads": threads}
-            if n == 1 and size == size0 and method.startswith("directsam"):
-                job["labels_out"] = str(work / f"labels-{len(result['label'])}.npy")
-            try:
-                row = {"method": method, "size": size, **packed_run(job, n)}
-            except Exception as e:     # keep going: the other rows still say something
-                row = {"method": method, "size": size, "processes": n, "error": f"{type(e).__name__}: {e}"}
-                print(f"label {method} {size} px x{n}: FAILED {row['error']}", flush=True)
+        # The smallest size (the target's) first, then training, then the larger sizes: a run cut short
+        # by a time limit loses the least important rows.
+        first_runs = [("directsam+sam2", size0, n) for n in packing] + \
+                     [("directsam+sam2 (sam2 API)", size0, 1)] + \
+                     [("trajtok", size0, n) for n in packing[:1 if args.smoke else 2]]
+        later_runs = [("directsam+sam2", size, n) for size in sorted(sizes) if size != size0 for n in packing_large]
+
+        def label_rows(runs) -> None:
+            for method, size, n in runs:
+                threads = max(1, cpus // n) if device == "cuda" else 1
+                job = {**base, "method": method, "size": size, "threads": threads}
+                if n == 1 and size == size0 and method.startswith("directsam"):
+                    job["labels_out"] = str(work / f"labels-{len(result['label'])}.npy")
+                try:
+                    row = {"method": method, "size": size, **packed_run(job, n)}
+                except Exception as e:     # keep going: the other rows still say something
+                    row = {"method": method, "size": size, "processes": n, "error": f"{type(e).__name__}: {e}"}
+                    print(f"label {method} {size} px x{n}: FAILED {row['error']}", flush=True)
+                    result["label"].append(row)
+                    save()
+                    continue
+                if "labels_out" in job:
+                    row["labels_file"] = job["labels_out"]
                 result["label"].append(row)
+                peak = f"{row['peak_gib_per_process']:.1f} GiB" if row["peak_gib_per_process"] is not None else "-"
+                print(f"label {method:26s} {size:5d} px x{n}: {row['frames_per_s']:7.1f} frames/s "
+                      f"({row['objects_per_clip']:.0f} objects/clip; per clip segment {row['segment_s_per_clip']:.2f} s, "
+                      f"track {row['track_s_per_clip']:.2f} s, host CPU {row['cpu_s_per_clip']:.2f} s; "
+                      f"warm-up clip {row['seconds_warmup_clip']:.1f} s, build {row['seconds_build']:.1f} s; "
+                      f"peak {peak}/process)", flush=True)
                 save()
-                continue
-            if "labels_out" in job:
-                row["labels_file"] = job["labels_out"]
-            result["label"].append(row)
-            peak = f"{row['peak_gib_per_process']:.1f} GiB" if row["peak_gib_per_process"] is not None else "-"
-            print(f"label {method:26s} {size:5d} px x{n}: {row['frames_per_s']:7.1f} frames/s "
-                  f"({row['objects_per_clip']:.0f} objects/clip; per clip segment {row['segment_s_per_clip']:.2f} s, "
-                  f"track {row['track_s_per_clip']:.2f} s, host CPU {row['cpu_s_per_clip']:.2f} s; "
-                  f"warm-up clip {row['seconds_warmup_clip']:.1f} s, build {row['seconds_build']:.1f} s; "
-                  f"peak {peak}/process)", flush=True)
-            save()
+
+        label_rows(first_runs)
         result["label_paths"] = compare_label_paths(result["label"])
         for row in result["label"]:
             row.pop("labels_file", None)    # a temporary file, gone with this run
@@ -306,6 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
             result["training"] = {"error": f"{type(e).__name__}: {e}"}
             print(f"train-segmenter: FAILED {result['training']['error']}", flush=True)
         save()
+        label_rows(later_runs)
     ok = [r for r in result["label"] if r["method"] == "directsam+sam2" and r["size"] == size0 and "error" not in r]
     train = result["training"] or {}
     if ok:
