@@ -114,16 +114,25 @@ def label_process(rank: int, job: dict, barrier, results) -> None:
 
     from dataengine.stages.labeller import Labeller
 
+    import cv2
+
+    # The engine's label actors confine torch and OpenCV to their CPU share (pipelines/annotate.py _one_core);
+    # OpenCV would otherwise start a thread per core in every packed process.
     torch.set_num_threads(job["threads"])
+    cv2.setNumThreads(job["threads"])
     cfg = label_config(job["method"], job["size"], job["checkpoints"], job["frames"])
     clips = decoded_clips(job["videos"], cfg)
     cuda = job["device"] == "cuda"
     t0 = time.perf_counter()
     labeller = Labeller(cfg, device=job["device"])
     seconds_build = time.perf_counter() - t0
+    keyframe = clips[0][0][clips[0][1][0]][None]
     if job["method"] != "trajtok":   # random weights: threshold at the median so objects are realistic
         seg = labeller.segmenter
-        seg.cfg.boundary_threshold = float(np.median(seg.boundary_probability(clips[0][0][clips[0][1][0]][None])))
+        seg.cfg.boundary_threshold = float(np.median(seg.boundary_probability(keyframe)))
+        keyframe_objects = len(np.unique(seg.segment(keyframe)[0]))
+    else:
+        keyframe_objects = None
     t0 = time.perf_counter()
     first = labeller.label(*clips[0])
     seconds_warmup = time.perf_counter() - t0
@@ -134,18 +143,20 @@ def label_process(rank: int, job: dict, barrier, results) -> None:
         torch.cuda.reset_peak_memory_stats()
     barrier.wait()
     start, cpu0 = time.perf_counter(), time.process_time()
-    frames = objects = 0
+    frames = objects = keyframes = 0
     segment = track = 0.0
     for i in range(job["clips"]):
         res = labeller.label(*clips[i % len(clips)])
         frames += len(res.labels)
+        keyframes += len(res.keyframes)
         objects += int(np.count_nonzero(np.unique(res.labels[0])))
         segment, track = segment + res.seconds_segment, track + res.seconds_track
     if cuda:
         torch.cuda.synchronize()
     n = job["clips"]
     results.put({"rank": rank, "start": start, "end": time.perf_counter(), "frames": frames,
-                 "objects_per_clip": objects / n, "seconds_build": seconds_build,
+                 "objects_per_clip": objects / n, "keyframe_objects": keyframe_objects,
+                 "keyframes_per_clip": keyframes / n, "seconds_build": seconds_build,
                  "seconds_warmup_clip": seconds_warmup, "segment_s_per_clip": segment / n,
                  "track_s_per_clip": track / n, "cpu_s_per_clip": (time.process_time() - cpu0) / n,
                  "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None})
@@ -169,11 +180,68 @@ def packed_run(job: dict, processes: int) -> dict:
     peaks = [r["peak_gib"] for r in rows if r["peak_gib"] is not None]
     return {"processes": processes, "frames_per_s": frames / wall, "seconds": wall, "frames": frames,
             "objects_per_clip": statistics.mean(r["objects_per_clip"] for r in rows),
+            "keyframe_objects": rows[0]["keyframe_objects"],
+            "keyframes_per_clip": statistics.mean(r["keyframes_per_clip"] for r in rows),
             "seconds_build": max(r["seconds_build"] for r in rows),
             "seconds_warmup_clip": max(r["seconds_warmup_clip"] for r in rows),
             **{k: statistics.mean(r[k] for r in rows) for k in ("segment_s_per_clip", "track_s_per_clip",
                                                                 "cpu_s_per_clip")},
             "peak_gib_per_process": max(peaks) if peaks else None}
+
+
+def profile_labeller(job: dict, top: int = 25) -> dict:
+    """One labeller in this process: each phase of one clip timed with the device synchronised, the calls
+    it makes, and the functions that take the host's time (cProfile)."""
+    import cProfile
+    import io
+    import pstats
+
+    import numpy as np
+    import torch
+
+    from dataengine.stages.labeller import Labeller
+
+    torch.set_num_threads(job["threads"])
+    cfg = label_config(job["method"], job["size"], job["checkpoints"], job["frames"])
+    clip = decoded_clips(job["videos"][:1], cfg)[0]
+    labeller = Labeller(cfg, device=job["device"])
+    if job["method"] != "trajtok":
+        seg = labeller.segmenter
+        seg.cfg.boundary_threshold = float(np.median(seg.boundary_probability(clip[0][clip[1][0]][None])))
+    sync = torch.cuda.synchronize if job["device"] == "cuda" else (lambda: None)
+    phases: dict[str, list[float]] = {}
+
+    def timed(name, fn):
+        def run(*a, **k):
+            sync()
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            sync()
+            phases.setdefault(name, []).append(time.perf_counter() - t0)
+            return out
+        return run
+
+    labeller.label(*clip)                   # warm-up
+    labeller.segment = timed("segment", labeller.segment)
+    labeller.join_common_fate = timed("join_common_fate", labeller.join_common_fate)
+    if labeller.tracker is not None:
+        labeller.tracker.track = timed("track", labeller.tracker.track)
+        if hasattr(labeller.tracker, "prepare_video"):
+            labeller.tracker.prepare_video = timed("prepare_video", labeller.tracker.prepare_video)
+    profiler = cProfile.Profile()
+    sync()
+    t0 = time.perf_counter()
+    profiler.enable()
+    res = labeller.label(*clip)
+    sync()
+    profiler.disable()
+    wall = time.perf_counter() - t0
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    return {"method": job["method"], "size": job["size"], "wall_s": wall, "keyframes": res.keyframes,
+            "objects_first_keyframe": int(len(np.unique(res.labels[0]))),
+            "phases": {k: {"calls": len(v), "seconds": sum(v)} for k, v in phases.items()},
+            "top_functions": text.getvalue()}
 
 
 # ------------------------------------------------------------------ training
@@ -225,6 +293,10 @@ def main(argv: list[str] | None = None) -> dict:
                     help="label processes per GPU (default 1 2 4 8 at the smallest size, 1 2 4 at larger ones)")
     ap.add_argument("--clips", type=int, default=None, help="clips each label process labels after warm-up")
     ap.add_argument("--steps", type=int, default=None, help="train-segmenter steps")
+    ap.add_argument("--skip", nargs="+", default=[], choices=["api", "trajtok", "training"],
+                    help="sections to leave out (the sam2-API baseline, the TrajTok labeller, training)")
+    ap.add_argument("--profile", action="store_true",
+                    help="first profile one directsam+sam2 labeller at the smallest size (phases, calls, hot functions)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     import torch
@@ -262,9 +334,18 @@ def main(argv: list[str] | None = None) -> dict:
         size0 = min(sizes)
         # The smallest size (the target's) first, then training, then the larger sizes: a run cut short
         # by a time limit loses the least important rows.
+        if args.profile:
+            result["profile"] = profile_labeller({**base, "method": "directsam+sam2", "size": size0,
+                                                  "threads": cpus if device == "cuda" else 1})
+            prof = result["profile"]
+            print(f"profile directsam+sam2 {size0} px, one clip: {prof['wall_s']:.2f} s, keyframes {prof['keyframes']}, "
+                  + ", ".join(f"{k} {v['calls']} calls {v['seconds']:.3f} s" for k, v in prof["phases"].items()),
+                  flush=True)
+            print(prof["top_functions"], flush=True)
+            save()
         first_runs = [("directsam+sam2", size0, n) for n in packing] + \
-                     [("directsam+sam2 (sam2 API)", size0, 1)] + \
-                     [("trajtok", size0, n) for n in packing[:1 if args.smoke else 2]]
+                     ([] if "api" in args.skip else [("directsam+sam2 (sam2 API)", size0, 1)]) + \
+                     ([] if "trajtok" in args.skip else [("trajtok", size0, n) for n in packing[:1 if args.smoke else 2]])
         later_runs = [("directsam+sam2", size, n) for size in sorted(sizes) if size != size0 for n in packing_large]
 
         def label_rows(runs) -> None:
@@ -286,7 +367,9 @@ def main(argv: list[str] | None = None) -> dict:
                 result["label"].append(row)
                 peak = f"{row['peak_gib_per_process']:.1f} GiB" if row["peak_gib_per_process"] is not None else "-"
                 print(f"label {method:26s} {size:5d} px x{n}: {row['frames_per_s']:7.1f} frames/s "
-                      f"({row['objects_per_clip']:.0f} objects/clip; per clip segment {row['segment_s_per_clip']:.2f} s, "
+                      f"({row['keyframe_objects'] or '-'} objects on the first keyframe, {row['objects_per_clip']:.0f} "
+                      f"after grouping, {row['keyframes_per_clip']:.1f} keyframes/clip; per clip segment "
+                      f"{row['segment_s_per_clip']:.2f} s, "
                       f"track {row['track_s_per_clip']:.2f} s, host CPU {row['cpu_s_per_clip']:.2f} s; "
                       f"warm-up clip {row['seconds_warmup_clip']:.1f} s, build {row['seconds_build']:.1f} s; "
                       f"peak {peak}/process)", flush=True)
@@ -302,19 +385,26 @@ def main(argv: list[str] | None = None) -> dict:
                   f"API; labels agree on {c['pixel_agreement']:.4f} of pixels "
                   f"({c['ids_today']} vs {c['ids_api']} trajectories in the first clip)", flush=True)
         save()
-        try:
-            make_corpus(work / "corpus", videos=2 if args.smoke else 16, images=2 if args.smoke else 8, seed=100,
-                        n_frames=16 if args.smoke else 48)
-            t = training(work / "corpus" / "gt", work / "train", args.smoke, steps, device)
-            result["training"] = t
-            peak = f"{t['peak_gib']:.1f} GiB" if t["peak_gib"] is not None else "-"
-            print(f"train-segmenter {t['preset']}: step median {t['step_median_s']:.3f} s, mean "
-                  f"{t['step_mean_s']:.3f} s (mean/median {t['mean_over_median']:.2f}); loader "
-                  f"{t['loader_samples_per_s']:.1f} samples/s with {t['loader_workers']} workers vs "
-                  f"{t['steps_consume_samples_per_s']:.1f} consumed; peak {peak}", flush=True)
-        except Exception as e:
-            result["training"] = {"error": f"{type(e).__name__}: {e}"}
-            print(f"train-segmenter: FAILED {result['training']['error']}", flush=True)
+
+        def train_section() -> None:
+            try:
+                make_corpus(work / "corpus", videos=2 if args.smoke else 16, images=2 if args.smoke else 8,
+                            seed=100, n_frames=16 if args.smoke else 48)
+                t = training(work / "corpus" / "gt", work / "train", args.smoke, steps, device)
+                result["training"] = t
+                peak = f"{t['peak_gib']:.1f} GiB" if t["peak_gib"] is not None else "-"
+                print(f"train-segmenter {t['preset']}: step median {t['step_median_s']:.3f} s, mean "
+                      f"{t['step_mean_s']:.3f} s (mean/median {t['mean_over_median']:.2f}); loader "
+                      f"{t['loader_samples_per_s']:.1f} samples/s with {t['loader_workers']} workers vs "
+                      f"{t['steps_consume_samples_per_s']:.1f} consumed; peak {peak}", flush=True)
+            except Exception as e:
+                result["training"] = {"error": f"{type(e).__name__}: {e}"}
+                print(f"train-segmenter: FAILED {result['training']['error']}", flush=True)
+
+        if "training" in args.skip:
+            result["training"] = {"skipped": True}
+        else:
+            train_section()
         save()
         label_rows(later_runs)
     ok = [r for r in result["label"] if r["method"] == "directsam+sam2" and r["size"] == size0 and "error" not in r]

@@ -12,7 +12,7 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--smoke", "--device", "cpu",
-                           "--json", str(out)], capture_output=True, text=True, env=env, timeout=600)
+                           "--profile", "--json", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     runs = {(r["method"], r["size"], r["processes"]) for r in result["label"]}
@@ -28,6 +28,11 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(tmp_path):
     paths = result["label_paths"]
     assert paths["pixel_agreement"] == 1.0 and paths["ids_today"] == paths["ids_api"] and paths["speedup"] > 0
     assert "label paths at 64 px" in proc.stdout
+    # --profile: one labeller's phases on one clip, each frame encoded once, and the host's hot functions.
+    prof = result["profile"]
+    assert {"segment", "prepare_video", "track", "join_common_fate"} <= set(prof["phases"])
+    assert prof["phases"]["prepare_video"]["calls"] == 1 and prof["phases"]["track"]["calls"] >= 1
+    assert "tottime" in prof["top_functions"] and prof["wall_s"] > 0
     train = result["training"]
     assert train["steps"] == 3 and train["step_median_s"] > 0 and train["loader_samples_per_s"] > 0
     assert abs(train["mean_over_median"] - train["step_mean_s"] / train["step_median_s"]) < 1e-9
