@@ -9,8 +9,9 @@ through the engine's own loaders), in a few minutes:
     same packing as ``trajdata annotate --gpu-fraction 1/N`` (one model per process). Each
     process builds its labeller, labels one warm-up clip (timed and reported apart), waits at
     a barrier, then labels ``--clips`` clips; frames/s = all frames / the slowest process's
-    wall time. DirectSAM's boundary threshold is set at the median boundary probability of
-    the first keyframe so random weights yield a realistic tens of objects (printed);
+    wall time. DirectSAM's boundary threshold is set at the quantile of the boundary probability of
+    the first keyframe whose regions come closest to ``--objects`` (24), so random weights yield a
+    realistic tens of objects to track (the count reached is printed);
   * the same labeller through sam2's own per-object API (``add_new_mask`` per object, each frame
     encoded inside every clip: ``batched_prompts=False, feature_batch=0``), one process at the
     smallest size: today's path against the old one in one run, with the share of pixels whose
@@ -107,6 +108,24 @@ def decoded_clips(videos: list[str], cfg) -> list[tuple]:
     return clips
 
 
+def calibrate(labeller, keyframe, objects: int) -> int:
+    """Random weights give no meaningful boundaries: DirectSAM's threshold is set at the quantile of the
+    keyframe's boundary probability whose regions come closest to ``objects`` (the count SAM 2 then
+    tracks). Returns the count reached."""
+    import numpy as np
+
+    seg = labeller.segmenter
+    probability = seg.boundary_probability(keyframe)
+    best = None
+    for q in np.arange(0.05, 0.96, 0.05):
+        seg.cfg.boundary_threshold = float(np.quantile(probability, q))
+        n = len(np.unique(seg.segment(keyframe)[0]))
+        if best is None or abs(n - objects) < abs(best[1] - objects):
+            best = (seg.cfg.boundary_threshold, n)
+    seg.cfg.boundary_threshold = best[0]
+    return best[1]
+
+
 def label_process(rank: int, job: dict, barrier, results) -> None:
     """One packed label process: build, warm up, wait for the others, label ``job['clips']`` clips."""
     import numpy as np
@@ -127,12 +146,7 @@ def label_process(rank: int, job: dict, barrier, results) -> None:
     labeller = Labeller(cfg, device=job["device"])
     seconds_build = time.perf_counter() - t0
     keyframe = clips[0][0][clips[0][1][0]][None]
-    if job["method"] != "trajtok":   # random weights: threshold at the median so objects are realistic
-        seg = labeller.segmenter
-        seg.cfg.boundary_threshold = float(np.median(seg.boundary_probability(keyframe)))
-        keyframe_objects = len(np.unique(seg.segment(keyframe)[0]))
-    else:
-        keyframe_objects = None
+    keyframe_objects = calibrate(labeller, keyframe, job["objects"]) if job["method"] != "trajtok" else None
     t0 = time.perf_counter()
     first = labeller.label(*clips[0])
     seconds_warmup = time.perf_counter() - t0
@@ -206,8 +220,7 @@ def profile_labeller(job: dict, top: int = 25) -> dict:
     clip = decoded_clips(job["videos"][:1], cfg)[0]
     labeller = Labeller(cfg, device=job["device"])
     if job["method"] != "trajtok":
-        seg = labeller.segmenter
-        seg.cfg.boundary_threshold = float(np.median(seg.boundary_probability(clip[0][clip[1][0]][None])))
+        calibrate(labeller, clip[0][clip[1][0]][None], job["objects"])
     sync = torch.cuda.synchronize if job["device"] == "cuda" else (lambda: None)
     phases: dict[str, list[float]] = {}
 
@@ -297,6 +310,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="sections to leave out (the sam2-API baseline, the TrajTok labeller, training)")
     ap.add_argument("--profile", action="store_true",
                     help="first profile one directsam+sam2 labeller at the smallest size (phases, calls, hot functions)")
+    ap.add_argument("--objects", type=int, default=24,
+                    help="regions DirectSAM's threshold is calibrated to on the first keyframe (default 24)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     import torch
@@ -330,6 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
         ck = write_checkpoints(work, args.smoke)
         ck["trajtok"] = write_trajtok_checkpoint(work, args.smoke)
         base = {"videos": videos, "checkpoints": ck, "frames": frames, "clips": clips, "device": device,
+                "objects": args.objects,
                 "timeout": 600 if args.smoke else 900}
         size0 = min(sizes)
         # The smallest size (the target's) first, then training, then the larger sizes: a run cut short
