@@ -152,6 +152,13 @@ def label_process(rank: int, job: dict, barrier, results) -> None:
     seconds_warmup = time.perf_counter() - t0
     if rank == 0 and job.get("labels_out"):     # the first clip's labels, for comparing two label paths
         np.save(job["labels_out"], first.labels)
+        # and SAM 2's tracks from one keyframe segmentation, before the labeller's own decisions
+        frames0, keyframes0, cuts0 = clips[0]
+        k = keyframes0[0]
+        start = labeller.segment(frames0, [k], cuts0)[0]
+        labeller.tracker.prepare_video(frames0)
+        np.save(job["labels_out"].replace(".npy", "-tracks.npy"),
+                labeller.tracker.track(frames0[k:k + 5], start, start=k))
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -399,7 +406,9 @@ def main(argv: list[str] | None = None) -> dict:
             c = result["label_paths"]
             print(f"label paths at {size0} px: today's path {c['speedup']:.2f}x the frames/s of sam2's per-object "
                   f"API; labels agree on {c['pixel_agreement']:.4f} of pixels "
-                  f"({c['ids_today']} vs {c['ids_api']} trajectories in the first clip)", flush=True)
+                  f"({c['ids_today']} vs {c['ids_api']} trajectories in the first clip); SAM 2's tracks from one "
+                  f"keyframe agree on {c['track_agreement']:.4f} of pixels ({c['track_claimed']:.2f} of them "
+                  f"claimed by an object)", flush=True)
         save()
 
         def train_section() -> None:
@@ -449,8 +458,10 @@ def compare_label_paths(rows: list[dict]) -> dict | None:
     if today is None or api is None:
         return None
     a, b = np.load(today["labels_file"]), np.load(api["labels_file"])
+    ta, tb = (np.load(r["labels_file"].replace(".npy", "-tracks.npy"))[1:] for r in (today, api))
     return {"speedup": today["frames_per_s"] / api["frames_per_s"], "pixel_agreement": float((a == b).mean()),
-            "ids_today": int(len(np.unique(a[a != 0]))), "ids_api": int(len(np.unique(b[b != 0])))}
+            "ids_today": int(len(np.unique(a[a != 0]))), "ids_api": int(len(np.unique(b[b != 0]))),
+            "track_agreement": float((ta == tb).mean()), "track_claimed": float((tb != 0).mean())}
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(tmp_path):
     # Today's sam2 path against sam2's per-object API: fp32 on a CPU, the same labels.
     paths = result["label_paths"]
     assert paths["pixel_agreement"] == 1.0 and paths["ids_today"] == paths["ids_api"] and paths["speedup"] > 0
+    assert paths["track_agreement"] == 1.0 and 0 <= paths["track_claimed"] <= 1
     assert "label paths at 64 px" in proc.stdout
     # --profile: one labeller's phases on one clip, each frame encoded once, and the host's hot functions.
     prof = result["profile"]
