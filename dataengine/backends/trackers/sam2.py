@@ -140,14 +140,14 @@ class Sam2Tracker:
             masks = F.interpolate(masks, size=(p.image_size, p.image_size), mode="bilinear", align_corners=False,
                                   antialias=True)
             masks = (masks >= 0.5).float()
-        for n, i in enumerate(group):
-            index = p._obj_id_to_idx(state, int(i))           # registers the object (state bookkeeping)
+        indices = [p._obj_id_to_idx(state, int(i)) for i in group]   # registers the objects (bookkeeping)
+        for n, index in enumerate(indices):
             state["mask_inputs_per_obj"][index][0] = masks[n:n + 1]
         out, _ = p._run_single_frame_inference(
             inference_state=state, output_dict=state["output_dict"], frame_idx=0, batch_size=len(group),
             is_init_cond_frame=True, point_inputs=None, mask_inputs=masks, reverse=False, run_mem_encoder=False)
-        for n in range(len(group)):     # each object's slice where add_new_mask leaves it
-            state["temp_output_dict_per_obj"][n]["cond_frame_outputs"][0] = {
+        for n, index in enumerate(indices):     # each object's slice where add_new_mask leaves it
+            state["temp_output_dict_per_obj"][index]["cond_frame_outputs"][0] = {
                 k: (v[n:n + 1] if torch.is_tensor(v) else v) for k, v in out.items()}
 
     def track(self, frames: np.ndarray, labels0: np.ndarray, start: int | None = None) -> np.ndarray:
