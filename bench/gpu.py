@@ -126,15 +126,33 @@ def calibrate(labeller, keyframe, objects: int) -> int:
     return best[1]
 
 
+def blocking_sync() -> bool:
+    """Have this process sleep, not spin, while it waits for the GPU: the driver's primary-context flag
+    CU_CTX_SCHED_BLOCKING_SYNC, set before the process first uses CUDA. By default the driver spins
+    while there are no more CUDA processes than CPUs, so 16 packed processes on 16 CPUs burn a core
+    each while waiting, next to the ones doing host work. False where no CUDA driver is found."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    device = ctypes.c_int()
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(device), 0) != 0:
+        return False
+    set_flags = getattr(cuda, "cuDevicePrimaryCtxSetFlags_v2", None) or cuda.cuDevicePrimaryCtxSetFlags
+    return set_flags(device, 0x04) == 0   # CU_CTX_SCHED_BLOCKING_SYNC
+
+
 def label_process(rank: int, job: dict, barrier, results) -> None:
     """One packed label process: build, warm up, wait for the others, label ``job['clips']`` clips."""
+    import cv2
     import numpy as np
     import torch
 
     from dataengine.stages.labeller import Labeller
 
-    import cv2
-
+    blocking = blocking_sync() if job.get("blocking_sync") else None
     # The engine's label actors confine torch and OpenCV to their CPU share (pipelines/annotate.py _one_core);
     # OpenCV would otherwise start a thread per core in every packed process.
     torch.set_num_threads(job["threads"])
@@ -177,7 +195,7 @@ def label_process(rank: int, job: dict, barrier, results) -> None:
     n = job["clips"]
     results.put({"rank": rank, "start": start, "end": time.perf_counter(), "frames": frames,
                  "objects_per_clip": objects / n, "keyframe_objects": keyframe_objects,
-                 "keyframes_per_clip": keyframes / n, "seconds_build": seconds_build,
+                 "keyframes_per_clip": keyframes / n, "seconds_build": seconds_build, "blocking_sync": blocking,
                  "seconds_warmup_clip": seconds_warmup, "segment_s_per_clip": segment / n,
                  "track_s_per_clip": track / n, "cpu_s_per_clip": (time.process_time() - cpu0) / n,
                  "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None})
@@ -202,6 +220,7 @@ def packed_run(job: dict, processes: int) -> dict:
     return {"processes": processes, "frames_per_s": frames / wall, "seconds": wall, "frames": frames,
             "objects_per_clip": statistics.mean(r["objects_per_clip"] for r in rows),
             "keyframe_objects": rows[0]["keyframe_objects"],
+            "blocking_sync": rows[0]["blocking_sync"],
             "keyframes_per_clip": statistics.mean(r["keyframes_per_clip"] for r in rows),
             "seconds_build": max(r["seconds_build"] for r in rows),
             "seconds_warmup_clip": max(r["seconds_warmup_clip"] for r in rows),
@@ -317,6 +336,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="sections to leave out (the sam2-API baseline, the TrajTok labeller, training)")
     ap.add_argument("--profile", action="store_true",
                     help="first profile one directsam+sam2 labeller at the smallest size (phases, calls, hot functions)")
+    ap.add_argument("--blocking-sync", type=int, nargs="*", default=None, metavar="N",
+                    help="also run N packed processes (default: the largest packing) that sleep instead of "
+                         "spinning while they wait for the GPU (A/B rows at the smallest size)")
     ap.add_argument("--objects", type=int, default=24,
                     help="regions DirectSAM's threshold is calibrated to on the first keyframe (default 24)")
     ap.add_argument("--json", type=Path)
@@ -366,7 +388,9 @@ def main(argv: list[str] | None = None) -> dict:
                   flush=True)
             print(prof["top_functions"], flush=True)
             save()
+        blocking_rows = [] if args.blocking_sync is None else (args.blocking_sync or [max(packing)])
         first_runs = [("directsam+sam2", size0, n) for n in packing] + \
+                     [("directsam+sam2 (blocking sync)", size0, n) for n in blocking_rows] + \
                      ([] if "api" in args.skip else [("directsam+sam2 (sam2 API)", size0, 1)]) + \
                      ([] if "trajtok" in args.skip else [("trajtok", size0, n) for n in packing[:1 if args.smoke else 2]])
         later_runs = [("directsam+sam2", size, n) for size in sorted(sizes) if size != size0 for n in packing_large]
@@ -374,7 +398,8 @@ def main(argv: list[str] | None = None) -> dict:
         def label_rows(runs) -> None:
             for method, size, n in runs:
                 threads = max(1, cpus // n) if device == "cuda" else 1
-                job = {**base, "method": method, "size": size, "threads": threads}
+                job = {**base, "method": method, "size": size, "threads": threads,
+                       "blocking_sync": method.endswith("(blocking sync)")}
                 if n == 1 and size == size0 and method.startswith("directsam"):
                     job["labels_out"] = str(work / f"labels-{len(result['label'])}.npy")
                 try:

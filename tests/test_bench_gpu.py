@@ -12,13 +12,15 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--smoke", "--device", "cpu",
-                           "--profile", "--json", str(out)], capture_output=True, text=True, env=env, timeout=600)
+                           "--profile", "--blocking-sync", "1", "--json", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     runs = {(r["method"], r["size"], r["processes"]) for r in result["label"]}
     # Packing: one and two label processes for the model labeller, and the trained-TrajTok labeller.
     assert runs == {("directsam+sam2", 64, 1), ("directsam+sam2", 64, 2), ("directsam+sam2 (sam2 API)", 64, 1),
-                    ("trajtok", 64, 1)}
+                    ("directsam+sam2 (blocking sync)", 64, 1), ("trajtok", 64, 1)}
+    # No CUDA driver here: the blocking-sync row runs and says the flag was not applied.
+    assert [r["blocking_sync"] for r in result["label"] if "blocking" in r["method"]] == [False]
     for row in result["label"]:
         assert row["frames"] == row["processes"] * 4 and row["frames_per_s"] > 0
         assert row["seconds_warmup_clip"] > 0 and row["seconds_build"] > 0
