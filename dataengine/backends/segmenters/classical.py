@@ -86,8 +86,13 @@ def colour_rag(lab: np.ndarray, labels: np.ndarray, flow: np.ndarray | None = No
         mmeans = motion / np.maximum(counts, 1)[:, None]
         weights = weights * (1 + motion_weight * np.linalg.norm(mmeans[pairs[:, 0]] - mmeans[pairs[:, 1]], axis=1))
     if residual is not None:
-        weights = np.array([_layer_weight(rag, int(a), int(b), float(w)) for (a, b), w in zip(pairs, weights)])
-    rag.add_weighted_edges_from((int(a), int(b), float(w)) for (a, b), w in zip(pairs, weights))
+        # only pairs where both regions have a layer are constrained (``_layer_weight`` returns the
+        # colour distance otherwise): the per-pair Python call is made for those alone
+        both = np.flatnonzero((layer[pairs[:, 0]] != 0) & (layer[pairs[:, 1]] != 0))
+        weights = weights.copy()
+        weights[both] = [_layer_weight(rag, a, b, w)
+                         for a, b, w in zip(pairs[both, 0].tolist(), pairs[both, 1].tolist(), weights[both].tolist())]
+    rag.add_weighted_edges_from(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), weights.tolist()))
     return rag
 
 
@@ -99,8 +104,12 @@ def _layer_weight(g, a: int, b: int, colour: float) -> float:
     tol = g.graph.get("layer_tolerance")
     if tol is None:
         return colour
-    na, nb = g.nodes[a], g.nodes[b]
-    if na["layer"] == 0 or nb["layer"] == 0:
+    nodes = g.nodes
+    na = nodes[a]
+    if na["layer"] == 0:
+        return colour
+    nb = nodes[b]
+    if nb["layer"] == 0:
         return colour
     ra, rb = na["mean residual"], nb["mean residual"]
     d = math.hypot(ra[0] - rb[0], ra[1] - rb[1])
@@ -124,13 +133,19 @@ def _merge_mean_colour(g, src, dst):
     d["layer"] = 1 if max(d["layer"], s["layer"]) == 1 else min(d["layer"], s["layer"])
 
 
+def _colour_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """``np.linalg.norm(a - b)`` of two Lab means, summed in the same order on Python floats (the same
+    float, bit for bit, without numpy's per-call overhead: the merge calls this for every edge it updates)."""
+    x, y, z = (a - b).tolist()
+    return math.sqrt(x * x + y * y + z * z)
+
+
 def _colour_weight(g, src, dst, n):
-    return {"weight": _layer_weight(g, dst, n, float(np.linalg.norm(g.nodes[dst]["mean color"]
-                                                                    - g.nodes[n]["mean color"])))}
+    return {"weight": _layer_weight(g, dst, n, _colour_distance(g.nodes[dst]["mean color"], g.nodes[n]["mean color"]))}
 
 
 def _edge_weight(g, src, dst, n):
-    diff = float(np.linalg.norm(g.nodes[dst]["mean color"] - g.nodes[n]["mean color"]))
+    diff = _colour_distance(g.nodes[dst]["mean color"], g.nodes[n]["mean color"])
     w = g.graph.get("motion_weight", 0.0)
     if w > 0:
         diff *= 1 + w * float(np.linalg.norm(g.nodes[dst]["mean motion"] - g.nodes[n]["mean motion"]))
