@@ -98,3 +98,23 @@ def test_fill_matching_colour_equals_the_whole_frame_rule():
     expected = np.where(ok, cand, flat).reshape(labels.shape)
     assert 0 < (filled != labels).sum() < (labels == 0).sum()   # fills some, not all (colour decides)
     np.testing.assert_array_equal(filled, expected)
+
+
+def test_bilateral_smoothing_flattens_grain_and_keeps_the_edge():
+    import pytest
+
+    from dataengine.backends.segmenters.classical import ClassicalSegmenter, smoothed
+    from dataengine.config import SegmenterConfig
+    from dataengine.errors import ConfigError
+
+    rng = np.random.default_rng(3)
+    img = np.full((40, 40, 3), 60.0)
+    img[:, 20:] = 180.0
+    noisy = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    out = smoothed(noisy, "bilateral", 3, 10.0)
+    assert out.dtype == np.uint8 and out.shape == noisy.shape
+    assert out[:, 3:17].std() < 0.6 * noisy[:, 3:17].astype(float).std()       # grain inside a side fades
+    assert abs(float(out[:, 19].mean()) - 60) < 5 and abs(float(out[:, 20].mean()) - 180) < 5   # edge kept
+    assert smoothed(noisy, "none", 3, 10.0) is noisy
+    with pytest.raises(ConfigError, match="segmenter.smooth"):
+        ClassicalSegmenter(SegmenterConfig(smooth="gaussian"))
