@@ -65,6 +65,9 @@ class SegmenterConfig:
     layer_join: float = 0.5       # their colour distance is scaled by this (0: they merge whatever the colour)
     layer_min_texture: float = 3.0  # grey-level std (7x7) below which a pixel's flow is not evidence (0: off)
     layer_consistency: float = 1.5  # px forward-backward flow error beyond which a pixel's motion is unknown
+    smooth: str = "bilateral"     # edge-preserving smoothing of the keyframe before SLIC and the merge: bilateral | none
+    smooth_radius: int = 3        # bilateral: spatial sigma (px); window 2 x this + 1
+    smooth_colour: float = 10.0   # bilateral: colour sigma (grey levels)
     boundary_refine: int = 3      # passes moving outline pixels to the neighbour region whose local colour they match
     boundary_radius: int = 3      # ... within a window of this radius (px); 0 passes: off
     # model segmenters (directsam, sam)

@@ -95,7 +95,8 @@ def refine_boundaries(labels: np.ndarray, image: np.ndarray, radius: int = 3, it
         order = np.argsort(flat, kind="stable")
         ids, starts = np.unique(flat[order], return_index=True)
         for i, a, b in zip(ids, starts, list(starts[1:]) + [len(order)]):
-            rows = np.unique(order[a:b] // cands.shape[1])
+            rows = order[a:b] // cands.shape[1]          # non-decreasing (stable sort): dedupe neighbours
+            rows = rows[np.concatenate([[True], rows[1:] != rows[:-1]])]
             y0, y1 = max(int(ys[rows].min()) - radius, 0), min(int(ys[rows].max()) + radius + 1, h)
             x0, x1 = max(int(xs[rows].min()) - radius, 0), min(int(xs[rows].max()) + radius + 1, w)
             part = stack[y0:y1, x0:x1] * (out[y0:y1, x0:x1] == i)[..., None]

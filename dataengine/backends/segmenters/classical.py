@@ -19,6 +19,10 @@ is split into the camera's motion and each superpixel's residual
 ``layer_split`` never merge, and moving regions whose residuals agree have
 their colour distance scaled by ``layer_join``.
 
+With ``smooth`` "bilateral" (the default, see bench/REPORT.md) the keyframe is first smoothed by an
+edge-preserving bilateral filter: grain, compression noise and fine texture inside a region fade while
+edges stay, so the superpixels, the merge's means and the outline refinement see less of them.
+
 A SLIC superpixel that straddles an object's outline goes whole to one side,
 so merged regions carry a sliver of their neighbour along their outlines.
 ``boundary_refine`` passes then move each outline pixel to the adjacent
@@ -34,6 +38,7 @@ from skimage import color, graph
 from skimage.segmentation import slic
 
 from dataengine.config import SegmenterConfig
+from dataengine.errors import ConfigError
 from dataengine.ops.motionlayers import camera_residual, region_motion, textured
 from dataengine.ops.regions import consecutive, drop_small, fill_unlabelled, keep_largest, refine_boundaries, unique_pairs
 
@@ -86,8 +91,13 @@ def colour_rag(lab: np.ndarray, labels: np.ndarray, flow: np.ndarray | None = No
         mmeans = motion / np.maximum(counts, 1)[:, None]
         weights = weights * (1 + motion_weight * np.linalg.norm(mmeans[pairs[:, 0]] - mmeans[pairs[:, 1]], axis=1))
     if residual is not None:
-        weights = np.array([_layer_weight(rag, int(a), int(b), float(w)) for (a, b), w in zip(pairs, weights)])
-    rag.add_weighted_edges_from((int(a), int(b), float(w)) for (a, b), w in zip(pairs, weights))
+        # only pairs where both regions have a layer are constrained (``_layer_weight`` returns the
+        # colour distance otherwise): the per-pair Python call is made for those alone
+        both = np.flatnonzero((layer[pairs[:, 0]] != 0) & (layer[pairs[:, 1]] != 0))
+        weights = weights.copy()
+        weights[both] = [_layer_weight(rag, a, b, w)
+                         for a, b, w in zip(pairs[both, 0].tolist(), pairs[both, 1].tolist(), weights[both].tolist())]
+    rag.add_weighted_edges_from(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), weights.tolist()))
     return rag
 
 
@@ -99,8 +109,12 @@ def _layer_weight(g, a: int, b: int, colour: float) -> float:
     tol = g.graph.get("layer_tolerance")
     if tol is None:
         return colour
-    na, nb = g.nodes[a], g.nodes[b]
-    if na["layer"] == 0 or nb["layer"] == 0:
+    nodes = g.nodes
+    na = nodes[a]
+    if na["layer"] == 0:
+        return colour
+    nb = nodes[b]
+    if nb["layer"] == 0:
         return colour
     ra, rb = na["mean residual"], nb["mean residual"]
     d = math.hypot(ra[0] - rb[0], ra[1] - rb[1])
@@ -124,13 +138,19 @@ def _merge_mean_colour(g, src, dst):
     d["layer"] = 1 if max(d["layer"], s["layer"]) == 1 else min(d["layer"], s["layer"])
 
 
+def _colour_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """``np.linalg.norm(a - b)`` of two Lab means, summed in the same order on Python floats (the same
+    float, bit for bit, without numpy's per-call overhead: the merge calls this for every edge it updates)."""
+    x, y, z = (a - b).tolist()
+    return math.sqrt(x * x + y * y + z * z)
+
+
 def _colour_weight(g, src, dst, n):
-    return {"weight": _layer_weight(g, dst, n, float(np.linalg.norm(g.nodes[dst]["mean color"]
-                                                                    - g.nodes[n]["mean color"])))}
+    return {"weight": _layer_weight(g, dst, n, _colour_distance(g.nodes[dst]["mean color"], g.nodes[n]["mean color"]))}
 
 
 def _edge_weight(g, src, dst, n):
-    diff = float(np.linalg.norm(g.nodes[dst]["mean color"] - g.nodes[n]["mean color"]))
+    diff = _colour_distance(g.nodes[dst]["mean color"], g.nodes[n]["mean color"])
     w = g.graph.get("motion_weight", 0.0)
     if w > 0:
         diff *= 1 + w * float(np.linalg.norm(g.nodes[dst]["mean motion"] - g.nodes[n]["mean motion"]))
@@ -151,10 +171,27 @@ def merge_regions(lab: np.ndarray, labels: np.ndarray, thresh: float, flow: np.n
                                     else _colour_weight)
 
 
+def smoothed(frame: np.ndarray, kind: str, radius: int, colour: float) -> np.ndarray:
+    """``frame`` (uint8 RGB) after OpenCV's edge-preserving bilateral filter (``kind`` "bilateral": spatial
+    sigma ``radius`` px over a ``2 radius + 1`` window, colour sigma ``colour`` grey levels), or unchanged
+    ("none")."""
+    if kind == "none":
+        return frame
+    if kind == "bilateral":
+        import cv2
+        return cv2.bilateralFilter(np.ascontiguousarray(frame), 2 * radius + 1, colour, radius)
+    raise ConfigError(f"unknown segmenter.smooth {kind!r} (expected one of {list(SMOOTHING)})")
+
+
+SMOOTHING = ("bilateral", "none")
+
+
 class ClassicalSegmenter:
     name = "classical"
 
     def __init__(self, cfg: SegmenterConfig):
+        if cfg.smooth not in SMOOTHING:            # fail when the labeller is built, not on the first keyframe
+            raise ConfigError(f"unknown segmenter.smooth {cfg.smooth!r} (expected one of {list(SMOOTHING)})")
         self.cfg = cfg
 
     # The labeller passes each keyframe's optical flow to the next frame (``motion``): ``uses_motion``
@@ -166,6 +203,8 @@ class ClassicalSegmenter:
 
     def segment_one(self, frame: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray:
         cfg = self.cfg
+        raw = frame
+        frame = smoothed(frame, cfg.smooth, cfg.smooth_radius, cfg.smooth_colour)
         lab = color.rgb2lab(frame)
         # slic converts to Lab itself and scales compactness for that space.
         sp = slic(frame, n_segments=cfg.superpixels, compactness=cfg.compactness, start_label=1,
@@ -177,7 +216,7 @@ class ClassicalSegmenter:
             if flow.shape[-1] == 3:                 # forward-backward check: occluded and halo pixels drop out
                 reliable = flow[..., 2] > 0.5
             if cfg.layer_min_texture > 0:
-                plain = ~textured(frame, cfg.layer_min_texture)
+                plain = ~textured(raw, cfg.layer_min_texture)     # texture as the flow saw it
                 reliable = ~plain if reliable is None else reliable & ~plain
         merged = merge_regions(lab, sp, cfg.merge_threshold, None if flow is None else flow[..., :2],
                                cfg.motion_weight, residual, cfg.layer_min_speed, cfg.layer_tolerance, reliable,

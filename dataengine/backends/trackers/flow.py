@@ -99,9 +99,10 @@ class FlowTracker:
         counts = np.bincount(flat, minlength=1).astype(np.float32)
         means = np.stack([np.bincount(flat, weights=lab[:, c], minlength=len(counts)) for c in range(3)], axis=1)
         means /= np.maximum(counts, 1)[:, None]
-        candidate = nearest_label(labels).ravel()
-        distance = np.linalg.norm(lab - means[candidate], axis=1)
-        fill = holes.ravel() & (distance <= self.cfg.fill_colour_distance)
+        at = np.flatnonzero(holes.ravel())            # only holes can be filled: distances there alone
+        candidate = nearest_label(labels).ravel()[at]
+        distance = np.linalg.norm(lab[at] - means[candidate], axis=1)
         out = flat.copy()
-        out[fill] = candidate[fill]
+        fill = distance <= self.cfg.fill_colour_distance
+        out[at[fill]] = candidate[fill]
         return out.reshape(labels.shape)
