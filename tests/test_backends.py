@@ -250,6 +250,21 @@ def test_sam2_fast_path_equals_the_librarys_per_object_path(checkpoints):
     assert np.array_equal(fast.track(frames[:4], labels0), ours[0]) and fast_calls[-2:] == [3, 1]
 
 
+def test_sam2_features_of_a_long_video_stay_bounded(checkpoints):
+    """Clips moving through a long video: each frame encoded once, only the frames near the clip kept."""
+    frames = np.stack([render_scene(t % 7)[0] for t in range(20)])
+    labels0 = render_scene(0)[1]
+    tracker = build_tracker(sam2_tracker_cfg(checkpoints, feature_batch=4))
+    calls = counting_encoder(tracker)
+    tracker.prepare_video(frames)
+    held = []
+    for k in range(0, 18, 3):                 # clips of 4 frames sharing their first frame with the last
+        tracker.track(frames[k:k + 4], labels0, start=k)
+        held.append(sorted(tracker.video_features))
+        assert min(held[-1]) == k and len(held[-1]) <= 4 + 4 - 1
+    assert sum(calls) == 20 and max(calls) == 4   # every frame once, in passes of feature_batch
+
+
 def test_sam2_labeller_encodes_each_frame_once(checkpoints):
     from dataengine.stages.labeller import Labeller
 

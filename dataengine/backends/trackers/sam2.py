@@ -28,10 +28,11 @@ once here, because on a GPU they cost more launches than the tracking itself:
   ``tests/test_backends.py`` compares the two);
 * the image features: the predictor encodes one frame per call and caches
   only the last one, so every clip and every object batch encodes its frames
-  again (a keyframe twice: it ends one clip and starts the next).
-  ``prepare_video`` encodes every frame of the video once, ``feature_batch``
-  frames per pass, and ``track(..., start=k)`` hands the clip's frames to the
-  predictor through its own feature cache, which it then never misses.
+  again (a keyframe twice: it ends one clip and starts the next). After
+  ``prepare_video``, ``track(..., start=k)`` encodes each frame of the video
+  once, ``feature_batch`` frames per pass as the clips reach them, and hands
+  the clip's frames to the predictor through its own feature cache, which it
+  then never misses.
 """
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ class Sam2Tracker:
                                     video=True, extra_overrides=[BATCHED_PREDICTOR])
         self.mean = torch.tensor(IMAGE_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGE_STD, device=self.device).view(1, 3, 1, 1)
-        # frame position -> (image, backbone output) of the video last given to prepare_video
+        # the video last given to prepare_video, and its frames' (image, backbone output) still needed
+        self.video: np.ndarray | None = None
         self.video_features: dict[int, tuple[Any, dict]] = {}
 
     def images(self, frames: np.ndarray):
@@ -125,9 +127,26 @@ class Sam2Tracker:
         return features
 
     def prepare_video(self, frames: np.ndarray) -> None:
-        """Encode the whole video once; ``track(clip, labels, start=k)`` then reuses frames k.. of it."""
-        self.video_features = {}        # the previous video's features go before the new ones are made
-        self.video_features = self.encode(frames)
+        """Start a video: ``track(clip, labels, start=k)`` then encodes each of its frames once, as the clips
+        reach them, ``feature_batch`` frames per pass, and forgets the frames before the clip it tracks (the
+        labeller's clips move forward), so memory stays bounded however long the video is."""
+        self.video = frames
+        self.video_features = {}
+
+    def video_clip_features(self, start: int, n: int) -> dict[int, tuple[Any, dict]] | None:
+        """Features of frames ``start .. start + n - 1`` of the prepared video, keyed 0..n-1; None when the
+        clip lies outside it or the library's own encoding is configured."""
+        fb = self.cfg.feature_batch
+        if self.video is None or fb < 1 or start < 0 or start + n > len(self.video):
+            return None
+        for t in [t for t in self.video_features if t < start]:
+            del self.video_features[t]
+        missing = [t for t in range(start, start + n) if t not in self.video_features]
+        if missing:                     # whole batches from the first missing frame: the next clip's are ready
+            first = missing[0]
+            end = min(len(self.video), first + -(-(start + n - first) // fb) * fb)
+            self.video_features.update({first + j: f for j, f in self.encode(self.video[first:end]).items()})
+        return {j: self.video_features[start + j] for j in range(n)}
 
     def add_prompts(self, state: dict[str, Any], labels, group: np.ndarray) -> None:
         """Every object of ``group`` as a mask prompt on frame 0, in one first-frame inference."""
@@ -162,9 +181,8 @@ class Sam2Tracker:
             return out
         h, w = labels0.shape
         with torch.inference_mode(), autocast(self.device), _quiet():
-            if start is not None and all(start + j in self.video_features for j in range(len(frames))):
-                features = {j: self.video_features[start + j] for j in range(len(frames))}
-            else:
+            features = None if start is None else self.video_clip_features(start, len(frames))
+            if features is None:
                 features = self.encode(frames)
             images = (torch.cat([features[j][0] for j in range(len(frames))]) if features
                       else self.images(frames))
