@@ -5,7 +5,7 @@ its published architecture, written to a temp dir in its real checkpoint format 
 through the engine's own loaders), in a few minutes:
 
   * labeller, DirectSAM (Segformer-B5) + SAM 2.1 (hiera-L) at model inputs 512 and 1024
-    (frames decoded at that size), with 1, 2, 4 (and 8 at 512) label processes packed on one GPU: the
+    (frames decoded at that size), with 1, 2, 4 (and 8, 16 at 512) label processes packed on one GPU: the
     same packing as ``trajdata annotate --gpu-fraction 1/N`` (one model per process). Each
     process builds its labeller, labels one warm-up clip (timed and reported apart), waits at
     a barrier, then labels ``--clips`` clips; frames/s = all frames / the slowest process's
@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when available")
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="model input sizes (default 512 1024)")
     ap.add_argument("--packing", type=int, nargs="+", default=None,
-                    help="label processes per GPU (default 1 2 4 8 at the smallest size, 1 2 4 at larger ones)")
+                    help="label processes per GPU at the smallest size (default 1 2 4 8 16); larger sizes run "
+                         "those up to 4")
     ap.add_argument("--clips", type=int, default=None, help="clips each label process labels after warm-up")
     ap.add_argument("--steps", type=int, default=None, help="train-segmenter steps")
     ap.add_argument("--skip", nargs="+", default=[], choices=["api", "trajtok", "training"],
@@ -349,9 +350,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     sizes = args.sizes or ([64] if args.smoke else [512, 1024])
-    packing = args.packing or ([1, 2] if args.smoke else [1, 2, 4, 8])
-    # 8 processes at 1024 px would need ~80 GB of GPU memory: larger sizes stop at 4 unless asked
-    packing_large = args.packing or [n for n in packing if n <= 4]
+    packing = args.packing or ([1, 2] if args.smoke else [1, 2, 4, 8, 16])
+    # a 1024 px process holds ~10 GB of GPU memory (and 4 of them already saturate the 16-CPU H200 machine):
+    # larger sizes stop at 4
+    packing_large = [n for n in packing if n <= 4]
     clips = args.clips or (1 if args.smoke else 4)
     steps = args.steps or (3 if args.smoke else 40)
     frames = 4 if args.smoke else 16
