@@ -75,7 +75,7 @@ def adjust_hue(frames: torch.Tensor, shift: float) -> torch.Tensor:
     """``TF.adjust_hue`` for float frames ``[T, 3, H, W]`` in [0, 1], through OpenCV's HSV conversion: the same
     rotation of the hue circle by ``shift`` turns (tests compare the two), at a fraction of the CPU time of
     torchvision's tensor path, which dominated a loader worker's time per clip."""
-    rgb = np.ascontiguousarray(frames.permute(0, 2, 3, 1).numpy(), dtype=np.float32)
+    rgb = np.array(frames.permute(0, 2, 3, 1).numpy(), dtype=np.float32, order="C")   # a copy: frames stay as given
     turn = (shift % 1.0) * 360.0       # OpenCV's float hue is in degrees
     for t in range(len(rgb)):
         hsv = cv2.cvtColor(rgb[t], cv2.COLOR_RGB2HSV)
