@@ -118,3 +118,31 @@ def test_bilateral_smoothing_flattens_grain_and_keeps_the_edge():
     assert smoothed(noisy, "none", 3, 10.0) is noisy
     with pytest.raises(ConfigError, match="segmenter.smooth"):
         ClassicalSegmenter(SegmenterConfig(smooth="gaussian"))
+
+
+def test_nearest_label_in_a_window_equals_the_whole_frame_transform():
+    """The bounding-box window of the holes gives exactly the whole-frame answer (ties included: label maps
+    of 4 px blocks), and both the window and the whole-frame fallback are exercised."""
+    from scipy import ndimage
+
+    from dataengine.ops.regions import nearest_label
+
+    def whole_frame(labels):
+        _, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+        return labels[iy, ix]
+
+    rng = np.random.default_rng(0)
+    windowed = 0
+    for _ in range(400):
+        h, w = (int(v) for v in rng.integers(20, 120, size=2))
+        labels = rng.integers(1, 6, size=(h // 4 + 1, w // 4 + 1)).repeat(4, 0).repeat(4, 1)[:h, :w].astype(np.int32)
+        for _ in range(int(rng.integers(1, 4))):
+            y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+            labels[y:y + int(rng.integers(1, 12)), x:x + int(rng.integers(1, 12))] = 0
+        margin = int(rng.integers(2, 20))
+        assert np.array_equal(nearest_label(labels, margin), whole_frame(labels))
+        rows, cols = np.flatnonzero((labels == 0).any(1)), np.flatnonzero((labels == 0).any(0))
+        box = (min(rows[-1] + 1 + margin, h) - max(rows[0] - margin, 0)) * \
+              (min(cols[-1] + 1 + margin, w) - max(cols[0] - margin, 0))
+        windowed += box <= h * w // 2
+    assert 100 < windowed < 400
