@@ -2,7 +2,7 @@
 
 Runs unattended on any CUDA machine (no hub access needed: every model gets random weights in
 its published architecture, written to a temp dir in its real checkpoint format and loaded
-through the engine's own loaders), in a few minutes:
+through the engine's own loaders), in about 8-9 minutes on an H200:
 
   * labeller, DirectSAM (Segformer-B5) + SAM 2.1 (hiera-L) at model inputs 512 and 1024
     (frames decoded at that size), with 1, 2, 4 (and 8, 16 at 512) label processes packed on one GPU: the
@@ -14,8 +14,9 @@ through the engine's own loaders), in a few minutes:
     realistic tens of objects to track (the count reached is printed);
   * the same labeller through sam2's own per-object API (``add_new_mask`` per object, each frame
     encoded inside every clip: ``batched_prompts=False, feature_batch=0``), one process at the
-    smallest size: today's path against the old one in one run, with the share of pixels whose
-    labels the two agree on (bf16 on a GPU rounds batched and per-object passes differently);
+    smallest size: today's path against the old one in one run, with the share of pixels on which
+    the two agree, in the final labels and in SAM 2's tracks from one keyframe segmentation (equal
+    on a CPU; bench/REPORT.md has what a GPU gave);
   * the trained-TrajTok labeller (paper preset, random weights) the same way;
   * ``train-segmenter`` with the paper preset on photo-style ground truth: step time median
     and mean (``log_every=1``: the log's per-step seconds), the loader's samples/s on its own
@@ -28,7 +29,8 @@ loses nothing measured before it. ``--smoke`` shrinks everything (tiny models an
 steps) so the test suite runs the whole script on a CPU and it cannot rot.
 
 Usage: python bench/gpu.py [--json FILE] [--smoke] [--device cuda|cpu] [--sizes 512 1024]
-                           [--packing 1 2 4] [--clips 4] [--steps 40]
+                           [--packing 1 2 4 8 16] [--clips 4] [--steps 40] [--objects 24] [--profile]
+                           [--skip api trajtok training] [--blocking-sync [N ...]]
 """
 from __future__ import annotations
 

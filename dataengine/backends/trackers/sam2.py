@@ -16,8 +16,8 @@ time. Objects go into states of ``object_batch`` (bounding memory). The output
 keeps, per pixel, the object with the highest mask logit above 0, so masks are
 disjoint; pixels no object claims are 0.
 
-Two things sam2's own entry points would do per object or per clip are done
-once here, because on a GPU they cost more launches than the tracking itself:
+Two things sam2's own entry points repeat per object or per clip are done once
+here (bench/gpu.py measures the two paths against each other):
 
 * the prompts: ``add_new_mask`` runs the SAM heads for one object and then
   re-consolidates every object added so far at video resolution (quadratic in
