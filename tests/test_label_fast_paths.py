@@ -65,7 +65,7 @@ def test_colour_rag_layer_weights_only_touch_pairs_with_layers():
         assert weights[tuple(sorted((a, b)))] == _layer_weight(rag, a, b, w)
 
 
-def test_fit_residual_with_a_given_design_is_the_same_fit():
+def test_fit_residual_from_a_design_matrix_is_the_plain_fit():
     from dataengine.stages.grouping import _design, _fit_residual
 
     rng = np.random.default_rng(2)
@@ -75,8 +75,8 @@ def test_fit_residual_with_a_given_design_is_the_same_fit():
     coef = np.linalg.solve(a.T @ a + 1e-6 * np.eye(3), a.T @ uv)
     plain = float(np.linalg.norm(a @ coef - uv, axis=1).mean())
     assert 0.1 < plain < 1.0
-    assert _fit_residual(xy, uv) == plain
-    assert _fit_residual(None, uv, a) == plain
+    assert _fit_residual(a, uv) == plain
+    assert _fit_residual(np.concatenate([a[:70], a[70:]]), uv) == plain   # two pieces' designs joined
 
 
 def test_fill_matching_colour_equals_the_whole_frame_rule():

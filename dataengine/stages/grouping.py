@@ -28,10 +28,9 @@ def _design(xy: np.ndarray) -> np.ndarray:
 _RIDGE = 1e-6 * np.eye(3)
 
 
-def _fit_residual(xy: np.ndarray, uv: np.ndarray, a: np.ndarray | None = None) -> float:
-    """Mean end-point error of the least-squares affine flow model of points ``xy`` with flow ``uv``
-    (``a``: their design matrix, where the caller has it already)."""
-    a = _design(xy) if a is None else a
+def _fit_residual(a: np.ndarray, uv: np.ndarray) -> float:
+    """Mean end-point error of the least-squares affine flow model of points with design matrix ``a``
+    (``_design`` of their positions, made once per piece) and flow ``uv``."""
     # normal equations (3x3), ridge-stabilised: pieces can be thin lines
     coef = np.linalg.solve(a.T @ a + _RIDGE, a.T @ uv)
     r = a @ coef - uv
@@ -93,8 +92,8 @@ def common_fate_lut(labels: np.ndarray, flows: dict[int, np.ndarray], tolerance:
             idx = order[a0 + rng.choice(a1 - a0, size=min(sample, a1 - a0), replace=False)]
             xy = np.column_stack([idx % lab.shape[1], idx // lab.shape[1]]).astype(np.float64)
             points[int(i)] = (xy, uv_all[idx].astype(np.float64))
-        design = {i: _design(p[0]) for i, p in points.items()}
-        own = {i: _fit_residual(p[0], p[1], design[i]) for i, p in points.items()}
+        design = {i: _design(xy) for i, (xy, _) in points.items()}
+        own = {i: _fit_residual(design[i], uv) for i, (_, uv) in points.items()}
         speed_now: dict[int, float] = {}
         if moving_speed > 0:
             camera = camera_model(flow)
@@ -111,7 +110,7 @@ def common_fate_lut(labels: np.ndarray, flows: dict[int, np.ndarray], tolerance:
             uv = np.concatenate([points[a][1], points[b][1]])
             na, nb = len(points[a][0]), len(points[b][0])
             separate = (own[a] * na + own[b] * nb) / (na + nb)
-            excess = _fit_residual(None, uv, np.concatenate([design[a], design[b]])) - separate
+            excess = _fit_residual(np.concatenate([design[a], design[b]]), uv) - separate
             if excess <= tolerance:
                 agree[(a, b)] = agree.get((a, b), 0) + 1
             elif excess <= moving_tolerance * min(speed_now.get(a, 0.0), speed_now.get(b, 0.0)):
