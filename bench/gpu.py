@@ -146,27 +146,36 @@ def blocking_sync() -> bool:
     return set_flags(device, 0x04) == 0   # CU_CTX_SCHED_BLOCKING_SYNC
 
 
-def label_process(rank: int, job: dict, barrier, results) -> None:
-    """One packed label process: build, warm up, wait for the others, label ``job['clips']`` clips."""
+def ready_labeller(job: dict, videos: list[str]):
+    """A label process's set-up: its CPU share, the decoded clips, the labeller (and the seconds its build
+    took), DirectSAM's threshold calibrated (the object count reached; None for the TrajTok labeller)."""
     import cv2
-    import numpy as np
     import torch
 
     from dataengine.stages.labeller import Labeller
 
-    blocking = blocking_sync() if job.get("blocking_sync") else None
     # The engine's label actors confine torch and OpenCV to their CPU share (pipelines/annotate.py _one_core);
     # OpenCV would otherwise start a thread per core in every packed process.
     torch.set_num_threads(job["threads"])
     cv2.setNumThreads(job["threads"])
     cfg = label_config(job["method"], job["size"], job["checkpoints"], job["frames"])
-    clips = decoded_clips(job["videos"], cfg)
-    cuda = job["device"] == "cuda"
+    clips = decoded_clips(videos, cfg)
     t0 = time.perf_counter()
     labeller = Labeller(cfg, device=job["device"])
     seconds_build = time.perf_counter() - t0
     keyframe = clips[0][0][clips[0][1][0]][None]
-    keyframe_objects = calibrate(labeller, keyframe, job["objects"]) if job["method"] != "trajtok" else None
+    objects = calibrate(labeller, keyframe, job["objects"]) if job["method"] != "trajtok" else None
+    return labeller, clips, seconds_build, objects
+
+
+def label_process(rank: int, job: dict, barrier, results) -> None:
+    """One packed label process: build, warm up, wait for the others, label ``job['clips']`` clips."""
+    import numpy as np
+    import torch
+
+    blocking = blocking_sync() if job.get("blocking_sync") else None
+    labeller, clips, seconds_build, keyframe_objects = ready_labeller(job, job["videos"])
+    cuda = job["device"] == "cuda"
     t0 = time.perf_counter()
     first = labeller.label(*clips[0])
     seconds_warmup = time.perf_counter() - t0
@@ -175,10 +184,10 @@ def label_process(rank: int, job: dict, barrier, results) -> None:
         # and SAM 2's tracks from one keyframe segmentation, before the labeller's own decisions
         frames0, keyframes0, cuts0 = clips[0]
         k = keyframes0[0]
-        start = labeller.segment(frames0, [k], cuts0)[0]
+        segmentation = labeller.segment(frames0, [k], cuts0)[0]
         labeller.tracker.prepare_video(frames0)
         np.save(job["labels_out"].replace(".npy", "-tracks.npy"),
-                labeller.tracker.track(frames0[k:k + 5], start, start=k))
+                labeller.tracker.track(frames0[k:k + 5], segmentation, start=k))
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -241,14 +250,7 @@ def profile_labeller(job: dict, top: int = 25) -> dict:
     import numpy as np
     import torch
 
-    from dataengine.stages.labeller import Labeller
-
-    torch.set_num_threads(job["threads"])
-    cfg = label_config(job["method"], job["size"], job["checkpoints"], job["frames"])
-    clip = decoded_clips(job["videos"][:1], cfg)[0]
-    labeller = Labeller(cfg, device=job["device"])
-    if job["method"] != "trajtok":
-        calibrate(labeller, clip[0][clip[1][0]][None], job["objects"])
+    labeller, (clip,), _, _ = ready_labeller(job, job["videos"][:1])
     sync = torch.cuda.synchronize if job["device"] == "cuda" else (lambda: None)
     phases: dict[str, list[float]] = {}
 
