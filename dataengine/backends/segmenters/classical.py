@@ -171,27 +171,30 @@ def merge_regions(lab: np.ndarray, labels: np.ndarray, thresh: float, flow: np.n
                                     else _colour_weight)
 
 
+SMOOTHING = ("bilateral", "none")
+
+
+def check_smoothing(kind: str) -> None:
+    if kind not in SMOOTHING:
+        raise ConfigError(f"unknown segmenter.smooth {kind!r} (expected one of {list(SMOOTHING)})")
+
+
 def smoothed(frame: np.ndarray, kind: str, radius: int, colour: float) -> np.ndarray:
     """``frame`` (uint8 RGB) after OpenCV's edge-preserving bilateral filter (``kind`` "bilateral": spatial
     sigma ``radius`` px over a ``2 radius + 1`` window, colour sigma ``colour`` grey levels), or unchanged
     ("none")."""
+    check_smoothing(kind)
     if kind == "none":
         return frame
-    if kind == "bilateral":
-        import cv2
-        return cv2.bilateralFilter(np.ascontiguousarray(frame), 2 * radius + 1, colour, radius)
-    raise ConfigError(f"unknown segmenter.smooth {kind!r} (expected one of {list(SMOOTHING)})")
-
-
-SMOOTHING = ("bilateral", "none")
+    import cv2
+    return cv2.bilateralFilter(np.ascontiguousarray(frame), 2 * radius + 1, colour, radius)
 
 
 class ClassicalSegmenter:
     name = "classical"
 
     def __init__(self, cfg: SegmenterConfig):
-        if cfg.smooth not in SMOOTHING:            # fail when the labeller is built, not on the first keyframe
-            raise ConfigError(f"unknown segmenter.smooth {cfg.smooth!r} (expected one of {list(SMOOTHING)})")
+        check_smoothing(cfg.smooth)                 # fail when the labeller is built, not on the first keyframe
         self.cfg = cfg
 
     # The labeller passes each keyframe's optical flow to the next frame (``motion``): ``uses_motion``
