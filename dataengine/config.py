@@ -150,12 +150,44 @@ class AnnotateConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     limit: int | None = None
 
-    def model_hash(self) -> str:
-        """Hash of everything that changes the labels (not paths or limits)."""
+    def labelling_settings(self) -> dict[str, Any]:
+        """The settings that make the labels: not the input, the output or a limit, and not the settings that
+        only change how fast the same labels are made (``SPEED_ONLY``)."""
         d = to_dict(self)
         for k in ("source", "limit", "output"):
             d.pop(k)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        for section, keys in SPEED_ONLY.items():
+            for k in keys:
+                d[section].pop(k, None)
+        return d
+
+    def model_hash(self) -> str:
+        """Hash of everything that changes the labels (``labelling_settings``): a run resumes only under the
+        same hash."""
+        return _hash(self.labelling_settings())
+
+
+# Settings that change the speed of labelling, never the labels (tests/test_backends.py checks each: the
+# tracked labels are equal for any object batch, and the batched, encode-once SAM 2 path equals the library's
+# per-object path): a run may be resumed with other values, e.g. on GPUs with less memory.
+SPEED_ONLY: dict[str, tuple[str, ...]] = {"tracker": ("object_batch", "feature_batch", "batched_prompts")}
+
+
+def _hash(d: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def setting_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``section.key: old -> new`` for every leaf that differs between two config dicts (a key only one of
+    them has shows as ``(absent)`` on the other side)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "(absent)"), new.get(k, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += setting_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
 
 
 PRESETS: dict[str, dict[str, Any]] = {

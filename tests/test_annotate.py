@@ -124,6 +124,36 @@ def test_refuses_to_overwrite_without_resume(corpus, local_run):
         annotate(config(corpus / "media"), str(out), use_ray=False)
 
 
+def test_resume_refuses_other_labelling_settings_and_names_them(corpus, local_run, tmp_path):
+    out, _ = local_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with pytest.raises(RuntimeError, match=r"keyframes.max_gap: 4 -> 3.*run.json"):
+        annotate(config(corpus / "media", keyframes={"max_gap": 3}), str(copy), use_ray=False, resume=True)
+
+
+def test_resume_accepts_speed_only_settings_and_an_older_hash_of_the_same_settings(corpus, local_run,
+                                                                                        tmp_path):
+    import json
+
+    out, _ = local_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "manifest" / "part-000001.parquet").unlink()
+    for name in chunk_shard_names((p.name for p in copy.iterdir()), "traj", 1):
+        (copy / name).unlink()
+    # a run.json written before the speed-only settings left the hash: its hash covered every setting
+    run = json.loads((copy / "run.json").read_text())
+    cfg = config(corpus / "media")
+    assert run["config_hash"] == cfg.model_hash()
+    run["config_hash"] = "0123456789abcdef"
+    (copy / "run.json").write_text(json.dumps(run))
+    # resumed with another object batch (labels the same): the missing chunk is redone, nothing else differs
+    annotate(config(corpus / "media", tracker={"object_batch": 3}), str(copy), use_ray=False, resume=True)
+    assert digests(copy) == digests(out)
+    assert json.loads((copy / "run.json").read_text())["config"]["tracker"]["object_batch"] == 3
+
+
 def test_bad_files_are_error_rows_and_good_ones_survive(corpus, tmp_path):
     media = tmp_path / "media"
     media.mkdir()

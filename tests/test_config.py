@@ -48,6 +48,11 @@ def test_config_round_trips_and_hash_ignores_paths():
     moved = build_annotate_config("gpu", decode={"frames": 8}, source={"path": "/elsewhere"}, limit=3)
     assert moved.model_hash() == cfg.model_hash()
     assert build_annotate_config("gpu", decode={"frames": 9}).model_hash() != cfg.model_hash()
+    # speed-only settings make the same labels: same hash; a tracker setting that labels differently: another
+    faster = build_annotate_config("gpu", decode={"frames": 8},
+                                   tracker={"object_batch": 8, "feature_batch": 0, "batched_prompts": False})
+    assert faster.model_hash() == cfg.model_hash()
+    assert build_annotate_config("gpu", decode={"frames": 8}, tracker={"image_size": 512}).model_hash() != cfg.model_hash()
 
 
 def test_config_file_layers_between_preset_and_flags(tmp_path):

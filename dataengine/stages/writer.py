@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataengine import ENGINE_VERSION
-from dataengine.config import AnnotateConfig, to_dict
+from dataengine.config import SPEED_ONLY, AnnotateConfig, setting_differences, to_dict
 from dataengine.errors import UserError
 from dataengine.format import manifest
 from dataengine.format.outputfs import Output
@@ -99,15 +99,34 @@ def open_run(out: Output, cfg: AnnotateConfig, resume: bool) -> set[int]:
                                 f"or choose a new --output")
     if resume and out.exists("run.json"):
         old = json.loads(out.read_bytes("run.json"))
-        if old.get("config_hash") != cfg.model_hash():
-            raise RunConfigMismatch(f"{out} was annotated with a different labelling config "
-                                    f"(hash {old.get('config_hash')} vs {cfg.model_hash()}); use a new --output")
+        differences = [] if old.get("config_hash") == cfg.model_hash() else _differences(old, cfg)
+        if differences:
+            raise RunConfigMismatch(f"{out} was annotated with other labelling settings ({'; '.join(differences[:6])}"
+                                    f"{f'; and {len(differences) - 6} more' if len(differences) > 6 else ''}); "
+                                    f"resume with the settings in its run.json or choose a new --output")
     out.makedirs()
     # partial files of a killed run, never under a final name; no worker of this run writes yet
     out.sweep_tmp()
     out.sweep_tmp(MANIFEST_DIR)
     write_run_json(out, cfg, status="running")
     return done
+
+
+def _differences(old_run: dict[str, Any], cfg: AnnotateConfig) -> list[str]:
+    """The labelling settings that differ between an output's run.json and this run (``section.key: old ->
+    new``; speed-only settings never differ). A run.json without its config (not written by this engine)
+    differs by its hash alone. Runs whose hash still covered the speed-only settings resume by their recorded
+    settings."""
+    recorded = old_run.get("config")
+    if not isinstance(recorded, dict):
+        return [f"config hash {old_run.get('config_hash')} vs {cfg.model_hash()}"]
+    mine = cfg.labelling_settings()
+    theirs = {k: dict(v) if isinstance(v, dict) else v for k, v in recorded.items() if k in mine}
+    for section, keys in SPEED_ONLY.items():
+        for k in keys:
+            if isinstance(theirs.get(section), dict):
+                theirs[section].pop(k, None)
+    return setting_differences(theirs, mine)
 
 
 @dataclass
