@@ -231,17 +231,39 @@ def test_nearest_label_at_equals_the_whole_frame_fill_of_the_targets(monkeypatch
     assert partial > 50 and whole > 50            # windows were used, and the whole frame where cheaper
 
 
-def test_nearest_label_matches_the_whole_frame_transform():
-    from dataengine.ops.regions import nearest_label
+def test_nearest_label_matches_the_whole_frame_transform(monkeypatch):
+    """Thin boundaries between regions and small dropped pieces (the look around each hole, then windows for
+    the far ones), and holes everywhere (the frame at once)."""
+    import cv2
 
+    from dataengine.ops import regions
+
+    looked_around = 0
+    calls = []
+    transform = ndimage.distance_transform_edt
+    monkeypatch.setattr(regions.ndimage, "distance_transform_edt",
+                        lambda x, **k: (calls.append(x.shape), transform(x, **k))[1])
     rng = np.random.default_rng(2)
-    for _ in range(100):
-        h, w = (int(v) for v in rng.integers(10, 80, 2))
-        labels = block_labels(rng, h, w, 3, 5).astype(np.int32)
-        labels[rng.random((h, w)) < rng.choice([0.1, 0.6, 0.95])] = 0
+    for trial in range(150):
+        h, w = (int(v) for v in rng.integers(10, 160, 2))
+        labels = block_labels(rng, h, w, int(rng.integers(10, 30)), 6).astype(np.int32)
+        if trial % 3 == 0:
+            labels[rng.random((h, w)) < rng.choice([0.1, 0.6, 0.95])] = 0
+        else:               # region outlines 1-3 px wide, and a few dropped pieces
+            outline = np.zeros((h, w), np.uint8)
+            outline[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+            outline[1:] |= labels[1:] != labels[:-1]
+            labels[cv2.dilate(outline, np.ones((int(rng.integers(1, 3)),) * 2, np.uint8)) > 0] = 0
+            for _ in range(int(rng.integers(0, 4))):
+                y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+                labels[y:y + int(rng.integers(1, 12)), x:x + int(rng.integers(1, 12))] = 0
         if (labels == 0).all():
             continue
-        np.testing.assert_array_equal(nearest_label(labels), whole_frame_nearest(labels))
+        expected = whole_frame_nearest(labels)
+        calls.clear()
+        np.testing.assert_array_equal(regions.nearest_label(labels), expected)
+        looked_around += (labels == 0).mean() <= 1 / 8 and (h, w) not in calls
+    assert looked_around > 40
 
 
 def test_kept_regions_and_regions_from_boundary_equal_the_plain_steps():
