@@ -249,6 +249,9 @@ def test_nearest_label_matches_the_whole_frame_transform(monkeypatch):
         labels = block_labels(rng, h, w, int(rng.integers(10, 30)), 6).astype(np.int32)
         if trial % 3 == 0:
             labels[rng.random((h, w)) < rng.choice([0.1, 0.6, 0.95])] = 0
+        elif trial % 3 == 1 and trial % 2:      # one wide hole (an occlusion): most holes lie deep
+            y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+            labels[y:y + int(rng.integers(8, 40)), x:x + int(rng.integers(8, 40))] = 0
         else:               # region outlines 1-3 px wide, and a few dropped pieces
             outline = np.zeros((h, w), np.uint8)
             outline[:, 1:] |= labels[:, 1:] != labels[:, :-1]

@@ -18,8 +18,9 @@ def nearest_label(labels: np.ndarray, margin: int = 16) -> np.ndarray:
     Where the holes are few (at most an eighth of the frame: thin boundaries, small dropped pieces), each
     looks at its neighbours within 2 px first, nearest first and in the order scipy's feature transform
     chooses among equally near ones; the holes with no labelled pixel that near go through the transform
-    in windows around them (``nearest_label_at``), as do many holes at once. The same labels as the
-    transform of the whole frame.
+    in windows around them (``nearest_label_at``), as do many holes at once, and all but those next to a
+    labelled pixel where most are not (a wide occlusion). The same labels as the transform of the whole
+    frame.
     """
     holes = labels == 0
     if not holes.any() or holes.all():
@@ -31,7 +32,8 @@ def nearest_label(labels: np.ndarray, margin: int = 16) -> np.ndarray:
     out = labels.copy()
     padded = np.pad(labels, 2).ravel()          # the border reads as unlabelled
     at = (ys + 2) * (w + 4) + (xs + 2)
-    for dy, dx in _NEAR:
+    holes_n = len(ys)
+    for k, (dy, dx) in enumerate(_NEAR):
         value = padded[at + dy * (w + 4) + dx]
         found = value != 0
         out[ys[found], xs[found]] = value[found]
@@ -39,6 +41,8 @@ def nearest_label(labels: np.ndarray, margin: int = 16) -> np.ndarray:
         ys, xs, at = ys[keep], xs[keep], at[keep]
         if len(ys) == 0:
             return out
+        if k == 3 and 2 * len(ys) > holes_n:  # most holes lie deeper (a wide occlusion): the transform
+            break
     rest = np.zeros_like(holes)
     rest[ys, xs] = True
     out[ys, xs] = nearest_label_at(labels, rest, margin)[ys, xs]
