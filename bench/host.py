@@ -49,6 +49,7 @@ PHASES = ("post random", "post edges", "flows", "flows 1 DIS", "fate model", "fa
 CLIPS = {"random weights (the H200 runs)": ("post random", "flows", "fate model", "absorb model"),
          "thin boundaries (trained weights)": ("post edges", "flows", "fate model", "absorb model")}
 KEYFRAMES = list(range(0, 16, 2))
+EDGE_THRESHOLD = 0.25   # on the blurred outlines (peak 1): boundaries 2-3 px wide, as trained DirectSAM draws them
 
 
 # ------------------------------------------------------------------ workload (built once, this tree)
@@ -61,6 +62,7 @@ def build_workload(out: Path, objects: int, size: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from dataengine.config import build_annotate_config
     from dataengine.media.decode import decode_media
+    from dataengine.metrics.scores import trajectory_lengths
     from dataengine.stages.keyframes import detect_keyframes
     from dataengine.stages.labeller import Labeller
     from dataengine.tools.synth import write_video
@@ -123,9 +125,8 @@ def build_workload(out: Path, objects: int, size: int) -> dict:
     np.savez(out / "workload.npz", frames=frames, random_maps=probability, edge_maps=np.stack(edges),
              model_tracks=model_tracks, classical_tracks=classical_tracks)
     info = {"frames": list(frames.shape), "random_threshold": best[0], "random_regions_first_keyframe": best[1],
-            "edge_threshold": 0.25, "model_cuts": model_cuts, "classical_cuts": classical_cuts}
+            "edge_threshold": EDGE_THRESHOLD, "model_cuts": model_cuts, "classical_cuts": classical_cuts}
     for name, t in (("model", model_tracks), ("classical", classical_tracks)):
-        from dataengine.metrics.scores import trajectory_lengths
         lengths = trajectory_lengths(t)
         info[f"{name}_ids"] = int(len(lengths))
         info[f"{name}_short"] = int((lengths < default.merge.min_track_frames).sum())
