@@ -114,8 +114,8 @@ def common_fate_lut(labels: np.ndarray, flows: Mapping[int, np.ndarray], toleran
             continue
         flat = lab.ravel()
         order = np.argsort(flat, kind="stable")             # pixels grouped by id, one sort per frame
-        starts = np.searchsorted(flat[order], ids, side="left")
-        ends = np.searchsorted(flat[order], ids, side="right")
+        offsets = np.concatenate([[0], np.cumsum(counts[t])])   # where each id's pixels start in ``order``
+        starts, ends = offsets[ids], offsets[ids + 1]
         flow = flows[t]
         uv_all = flow.reshape(-1, 2)
         points: dict[int, tuple[np.ndarray, np.ndarray]] = {}
