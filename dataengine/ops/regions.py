@@ -18,17 +18,21 @@ def nearest_label(labels: np.ndarray, margin: int = 16) -> np.ndarray:
     Where the holes are few (at most an eighth of the frame: thin boundaries, small dropped pieces), each
     looks at its neighbours within 2 px first, nearest first and in the order scipy's feature transform
     chooses among equally near ones; the holes with no labelled pixel that near go through the transform
-    in windows around them (``nearest_label_at``), as do many holes at once, and all but those next to a
-    labelled pixel where most are not (a wide occlusion). The same labels as the transform of the whole
-    frame.
+    in windows around them (``nearest_label_at``), as do all holes where they are more (over a quarter of
+    the frame: one transform of the frame), and all but those next to a labelled pixel where most are not
+    (a wide occlusion). The same labels as the transform of the whole frame.
     """
     holes = labels == 0
     if not holes.any() or holes.all():
         return labels
     h, w = labels.shape
-    ys, xs = np.nonzero(holes)
-    if len(ys) * 8 > h * w:
+    n = np.count_nonzero(holes)
+    if n * 4 > h * w:       # holes everywhere (a random-weight DirectSAM's boundaries): the frame at once
+        iy, ix = ndimage.distance_transform_edt(holes, return_distances=False, return_indices=True)
+        return labels.ravel()[iy * w + ix]
+    if n * 8 > h * w:
         return nearest_label_at(labels, holes, margin)
+    ys, xs = np.nonzero(holes)
     out = labels.copy()
     padded = np.pad(labels, 2).ravel()          # the border reads as unlabelled
     at = (ys + 2) * (w + 4) + (xs + 2)
