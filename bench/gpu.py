@@ -241,8 +241,10 @@ def packed_run(job: dict, processes: int) -> dict:
 
 
 def profile_labeller(job: dict, top: int = 25) -> dict:
-    """One labeller in this process: each phase of one clip timed with the device synchronised, the calls
-    it makes, and the functions that take the host's time (cProfile)."""
+    """One labeller in this process: each phase of one clip timed with the device synchronised (wall and this
+    process's CPU seconds), the host post-processing inside the phases apart (DirectSAM's regions from its
+    boundary map, the DIS flows, common-fate fits and short-track absorption of ``join_common_fate``), the
+    calls it makes, and the functions that take the host's time (cProfile)."""
     import cProfile
     import io
     import pstats
@@ -250,17 +252,21 @@ def profile_labeller(job: dict, top: int = 25) -> dict:
     import numpy as np
     import torch
 
+    import dataengine.backends.segmenters.directsam as directsam
+    import dataengine.backends.trackers.flow as flow
+    from dataengine.stages import grouping
+
     labeller, (clip,), _, _ = ready_labeller(job, job["videos"][:1])
     sync = torch.cuda.synchronize if job["device"] == "cuda" else (lambda: None)
-    phases: dict[str, list[float]] = {}
+    phases: dict[str, list[tuple[float, float]]] = {}
 
     def timed(name, fn):
         def run(*a, **k):
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = fn(*a, **k)
             sync()
-            phases.setdefault(name, []).append(time.perf_counter() - t0)
+            phases.setdefault(name, []).append((time.perf_counter() - t0, time.process_time() - c0))
             return out
         return run
 
@@ -271,19 +277,32 @@ def profile_labeller(job: dict, top: int = 25) -> dict:
         labeller.tracker.track = timed("track", labeller.tracker.track)
         if hasattr(labeller.tracker, "prepare_video"):
             labeller.tracker.prepare_video = timed("prepare_video", labeller.tracker.prepare_video)
+    if hasattr(labeller.segmenter, "boundary_probability"):
+        labeller.segmenter.boundary_probability = timed("directsam forward", labeller.segmenter.boundary_probability)
+    # module functions the phases look up when called: timed here, put back after the clip
+    inner = [(directsam, "regions_from_boundary", "directsam post-processing"), (flow, "frame_motion", "dis flow"),
+             (grouping, "common_fate_lut", "common fate fits"), (grouping, "absorb_short", "absorb short")]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in inner]
+    for module, name, phase in inner:
+        setattr(module, name, timed(phase, getattr(module, name)))
     profiler = cProfile.Profile()
-    sync()
-    t0 = time.perf_counter()
-    profiler.enable()
-    res = labeller.label(*clip)
-    sync()
-    profiler.disable()
-    wall = time.perf_counter() - t0
+    try:
+        sync()
+        t0 = time.perf_counter()
+        profiler.enable()
+        res = labeller.label(*clip)
+        sync()
+        profiler.disable()
+        wall = time.perf_counter() - t0
+    finally:
+        for module, name, fn in saved:
+            setattr(module, name, fn)
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
     return {"method": job["method"], "size": job["size"], "wall_s": wall, "keyframes": res.keyframes,
             "objects_first_keyframe": int(len(np.unique(res.labels[0]))),
-            "phases": {k: {"calls": len(v), "seconds": sum(v)} for k, v in phases.items()},
+            "phases": {k: {"calls": len(v), "seconds": sum(w for w, _ in v), "cpu_seconds": sum(c for _, c in v)}
+                       for k, v in phases.items()},
             "top_functions": text.getvalue()}
 
 
@@ -390,7 +409,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                   "threads": cpus if device == "cuda" else 1})
             prof = result["profile"]
             print(f"profile directsam+sam2 {size0} px, one clip: {prof['wall_s']:.2f} s, keyframes {prof['keyframes']}, "
-                  + ", ".join(f"{k} {v['calls']} calls {v['seconds']:.3f} s" for k, v in prof["phases"].items()),
+                  + ", ".join(f"{k} {v['calls']} calls {v['seconds']:.3f} s ({v['cpu_seconds']:.3f} CPU s)"
+                              for k, v in prof["phases"].items()),
                   flush=True)
             print(prof["top_functions"], flush=True)
             save()

@@ -35,6 +35,11 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(tmp_path):
     prof = result["profile"]
     assert {"segment", "prepare_video", "track", "join_common_fate"} <= set(prof["phases"])
     assert prof["phases"]["prepare_video"]["calls"] == 1 and prof["phases"]["track"]["calls"] >= 1
+    # the host post-processing inside the phases, apart: DirectSAM's regions, join_common_fate's parts
+    inner = {"directsam forward", "directsam post-processing", "dis flow", "common fate fits", "absorb short"}
+    assert inner <= set(prof["phases"]) and all(v["cpu_seconds"] >= 0 for v in prof["phases"].values())
+    assert prof["phases"]["directsam post-processing"]["calls"] >= len(prof["keyframes"])
+    assert prof["phases"]["absorb short"]["calls"] == prof["phases"]["join_common_fate"]["calls"] == 1
     assert "tottime" in prof["top_functions"] and prof["wall_s"] > 0
     train = result["training"]
     assert train["steps"] == 3 and train["step_median_s"] > 0 and train["loader_samples_per_s"] > 0

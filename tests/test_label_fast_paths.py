@@ -65,8 +65,8 @@ def test_colour_rag_layer_weights_only_touch_pairs_with_layers():
         assert weights[tuple(sorted((a, b)))] == _layer_weight(rag, a, b, w)
 
 
-def test_fit_residual_from_a_design_matrix_is_the_plain_fit():
-    from dataengine.stages.grouping import _design, _fit_residual
+def test_fit_residuals_from_design_matrices_are_the_plain_fits():
+    from dataengine.stages.grouping import _design, _fit_residuals
 
     rng = np.random.default_rng(2)
     xy = rng.uniform(0, 100, (150, 2))
@@ -75,8 +75,11 @@ def test_fit_residual_from_a_design_matrix_is_the_plain_fit():
     coef = np.linalg.solve(a.T @ a + 1e-6 * np.eye(3), a.T @ uv)
     plain = float(np.linalg.norm(a @ coef - uv, axis=1).mean())
     assert 0.1 < plain < 1.0
-    assert _fit_residual(a, uv) == plain
-    assert _fit_residual(np.concatenate([a[:70], a[70:]]), uv) == plain   # two pieces' designs joined
+    assert _fit_residuals([(a, uv)]) == [plain]
+    # two pieces' designs joined, in one batch with other fits (each 3x3 system solved as it would be alone)
+    other = _design(rng.uniform(0, 50, (40, 2)))
+    batch = _fit_residuals([(other, rng.normal(0, 1, (40, 2))), (np.concatenate([a[:70], a[70:]]), uv)])
+    assert batch[1] == plain and _fit_residuals([]) == []
 
 
 def test_fill_matching_colour_equals_the_whole_frame_rule():

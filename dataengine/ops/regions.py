@@ -6,32 +6,121 @@ from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
 
+# Offsets within 2 px, nearest first and, among equally near ones, smallest column then row: the order in
+# which scipy's feature transform chooses among equally near labelled pixels (see nearest_label_at).
+_NEAR = sorted(((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if (dy, dx) != (0, 0)),
+               key=lambda o: (o[0] ** 2 + o[1] ** 2, o[1], o[0]))
+
+
 def nearest_label(labels: np.ndarray, margin: int = 16) -> np.ndarray:
     """The label of the nearest labelled pixel, for every pixel (labelled ones keep theirs).
 
-    Where the holes sit in a small part of the frame (a dropped track, an occlusion), scipy's distance
-    transform runs on their bounding box grown by ``margin`` px only. That is exact: when every hole's
-    nearest labelled pixel inside the window is at most ``margin`` away, nothing outside the window (all
-    farther than ``margin``) can be nearer; otherwise, or when the window is most of the frame, the whole
-    frame is transformed as before.
+    Where the holes are few (at most an eighth of the frame: thin boundaries, small dropped pieces), each
+    looks at its neighbours within 2 px first, nearest first and in the order scipy's feature transform
+    chooses among equally near ones; the holes with no labelled pixel that near go through the transform
+    in windows around them (``nearest_label_at``), as do all holes where they are more (over a quarter of
+    the frame: one transform of the frame), and all but those next to a labelled pixel where most are not
+    (a wide occlusion). The same labels as the transform of the whole frame.
     """
     holes = labels == 0
     if not holes.any() or holes.all():
         return labels
-    rows, cols = np.flatnonzero(holes.any(axis=1)), np.flatnonzero(holes.any(axis=0))
     h, w = labels.shape
-    y0, y1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, h)
-    x0, x1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, w)
-    if (y1 - y0) * (x1 - x0) <= h * w // 2:
-        window = holes[y0:y1, x0:x1]
-        if not window.all():
+    n = np.count_nonzero(holes)
+    if n * 4 > h * w:       # holes everywhere (a random-weight DirectSAM's boundaries): the frame at once
+        iy, ix = ndimage.distance_transform_edt(holes, return_distances=False, return_indices=True)
+        return labels.ravel()[iy * w + ix]
+    if n * 8 > h * w:
+        return nearest_label_at(labels, holes, margin)
+    ys, xs = np.nonzero(holes)
+    out = labels.copy()
+    padded = np.pad(labels, 2).ravel()          # the border reads as unlabelled
+    at = (ys + 2) * (w + 4) + (xs + 2)
+    holes_n = len(ys)
+    for k, (dy, dx) in enumerate(_NEAR):
+        value = padded[at + dy * (w + 4) + dx]
+        found = value != 0
+        out[ys[found], xs[found]] = value[found]
+        keep = ~found
+        ys, xs, at = ys[keep], xs[keep], at[keep]
+        if len(ys) == 0:
+            return out
+        if k == 3 and 2 * len(ys) > holes_n:  # most holes lie deeper (a wide occlusion): the transform
+            break
+    rest = np.zeros_like(holes)
+    rest[ys, xs] = True
+    out[ys, xs] = nearest_label_at(labels, rest, margin)[ys, xs]
+    return out
+
+
+def nearest_label_at(labels: np.ndarray, targets: np.ndarray, margin: int = 16, max_windows: int = 32) -> np.ndarray:
+    """``labels`` with each pixel of ``targets`` (boolean, where ``labels`` is 0) given the label that
+    ``nearest_label`` gives it; every other pixel unchanged.
+
+    scipy's feature transform picks, among the labelled pixels nearest to a pixel, the one with the smallest
+    column and then the smallest row (``tests/test_host_fast_paths.py`` checks this against brute force), so
+    its choice does not depend on the window it runs on as long as the window holds every nearest pixel.
+    The transform runs on whichever covers fewer pixels: a window per connected piece of ``targets`` (at
+    most ``max_windows``), one window around all of them, or the frame (always where the targets are more
+    than a quarter of it). A window is a piece's bounding box
+    grown by its smaller side (more than a compact piece's depth) and at least ``margin`` px; where a target
+    in the box finds no labelled pixel that near, the window grows to the distance it did find, which then
+    holds the nearest one.
+    """
+    import cv2
+
+    targets = np.ascontiguousarray(targets, dtype=bool)
+    if not targets.any():
+        return labels
+    holes = labels == 0
+    if holes.all():
+        return labels
+    h, w = labels.shape
+
+    def grown(box, m):
+        y0, y1, x0, x1 = box
+        return max(y0 - m, 0), min(y1 + m, h), max(x0 - m, 0), min(x1 + m, w)
+
+    def reach(box):
+        return max(margin, min(box[1] - box[0], box[3] - box[2]))
+
+    def cost(boxes):
+        return sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in (grown(b, reach(b)) for b in boxes))
+
+    many = 4 * np.count_nonzero(targets) > h * w
+    if not many:
+        rows, cols = np.flatnonzero(targets.any(axis=1)), np.flatnonzero(targets.any(axis=0))
+        choices = [[(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)]]
+        n, _, stats, _ = cv2.connectedComponentsWithStats(targets.view(np.uint8), connectivity=8)
+        if 1 < n - 1 <= max_windows:
+            choices.append([(int(y), int(y + bh), int(x), int(x + bw)) for x, y, bw, bh, _ in stats[1:]])
+        boxes = min(choices, key=cost)
+    if many or 2 * cost(boxes) >= h * w:
+        # many targets, or windows as dear as the frame (one call, no retry): the frame, indices only (the
+        # distances would cost half as much again), one flat gather
+        iy, ix = ndimage.distance_transform_edt(holes, return_distances=False, return_indices=True)
+        return np.where(targets, labels.ravel()[iy * w + ix], labels)
+    out = labels.copy()
+    for box in boxes:
+        by0, by1, bx0, bx1 = box
+        core = targets[by0:by1, bx0:bx1]
+        m = reach(box)
+        while True:
+            y0, y1, x0, x1 = grown(box, m)
+            window = holes[y0:y1, x0:x1]
+            if window.all():            # no labelled pixel near: a wider window
+                m *= 2
+                continue
+            inner = (slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0))
             distance, (iy, ix) = ndimage.distance_transform_edt(window, return_indices=True)
-            if distance[window].max() <= margin:
-                out = labels.copy()
-                out[y0:y1, x0:x1] = labels[y0:y1, x0:x1][iy, ix]
-                return out
-    _, (iy, ix) = ndimage.distance_transform_edt(holes, return_indices=True)
-    return labels[iy, ix]
+            far = float(distance[inner][core].max())
+            # exact when every target is at most m px from its nearest labelled pixel in the window: all
+            # pixels outside the window are farther than m from the box (the frame's edge has none beyond)
+            if far <= m or (y1 - y0) * (x1 - x0) == h * w:
+                out[by0:by1, bx0:bx1][core] = labels[y0:y1, x0:x1][iy[inner], ix[inner]][core]
+                break
+            m = int(np.ceil(far))       # the window then holds a labelled pixel at most that far
+    return out
 
 
 def fill_unlabelled(labels: np.ndarray) -> np.ndarray:
@@ -73,6 +162,20 @@ def keep_largest(labels: np.ndarray, max_regions: int) -> np.ndarray:
     out = labels.copy()
     out[~keep[labels]] = 0
     return out
+
+
+def kept_regions(labels: np.ndarray, min_pixels: int, max_regions: int) -> np.ndarray:
+    """``consecutive(keep_largest(drop_small(labels, min_pixels), max_regions))`` in one count and one table
+    look-up: regions below ``min_pixels`` and beyond the ``max_regions`` largest (ties by id) become 0, the
+    rest 1..n in the order of their ids."""
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    ids = np.flatnonzero(counts >= max(min_pixels, 1))
+    if len(ids) > max_regions:
+        ids = np.sort(ids[np.lexsort((ids, -counts[ids]))][:max_regions])
+    table = np.zeros(len(counts), np.int32)
+    table[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
+    return table[labels]
 
 
 def consecutive(labels: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from dataengine.config import SegmenterConfig
 from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError
 from dataengine.backends.models import autocast, directsam_checkpoint, torch_device
-from dataengine.ops.regions import consecutive, drop_small, fill_unlabelled, keep_largest
+from dataengine.ops.regions import fill_unlabelled, kept_regions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # SegformerImageProcessor's defaults
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,8 +26,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def regions_from_boundary(boundary: np.ndarray, min_pixels: int, max_regions: int) -> np.ndarray:
     """Label map ``[H, W]`` int32 (ids 1..n, every pixel labelled if any region survives) from a boolean boundary map."""
     _, components = cv2.connectedComponents((~boundary).astype(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-    labels = keep_largest(drop_small(components, min_pixels), max_regions)
-    return consecutive(fill_unlabelled(labels))
+    # ids made consecutive before the fill rather than after: the fill copies ids, so the result is the same
+    return fill_unlabelled(kept_regions(components, min_pixels, max_regions))
 
 
 def _normalisation(source: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
