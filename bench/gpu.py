@@ -12,6 +12,11 @@ through the engine's own loaders), in about 8-9 minutes on an H200:
     wall time. DirectSAM's boundary threshold is set at the quantile of the boundary probability of
     the first keyframe whose regions come closest to ``--objects`` (24), so random weights yield a
     realistic tens of objects to track (the count reached is printed);
+  * the same labeller with the keyframes planned by the decode stage only (every 4 frames and at
+    histogram changes; ``keyframes.min_coverage=0``: no keyframe placed where the tracks lose
+    coverage), at the largest packing: the workload the issue's first figures were measured on. With
+    random weights SAM 2 loses its tracks within a frame or two, so the labeller's own rule places a
+    keyframe every 2 frames, about twice what tracks that hold need;
   * the same labeller through sam2's own per-object API (``add_new_mask`` per object, each frame
     encoded inside every clip: ``batched_prompts=False, feature_batch=0``), one process at the
     smallest size: today's path against the old one in one run, with the share of pixels on which
@@ -30,7 +35,7 @@ steps) so the test suite runs the whole script on a CPU and it cannot rot.
 
 Usage: python bench/gpu.py [--json FILE] [--smoke] [--device cuda|cpu] [--sizes 512 1024]
                            [--packing 1 2 4 8 16] [--clips 4] [--steps 40] [--objects 24] [--profile]
-                           [--skip api trajtok training] [--blocking-sync [N ...]]
+                           [--skip api planned trajtok training] [--blocking-sync [N ...]]
 """
 from __future__ import annotations
 
@@ -92,7 +97,9 @@ def label_config(method: str, size: int, ck: dict[str, str], frames: int):
     tracker = {"name": "sam2", "checkpoint": ck["sam2"], "sam2_config": ck["sam2_config"], "image_size": size}
     if method.endswith("(sam2 API)"):
         tracker.update(LIBRARY_PATH)
-    return build_annotate_config(decode=decode,
+    # keyframes from the decode stage only: none placed where random-weight tracks lose coverage
+    keyframes = {"min_coverage": 0.0} if method.endswith("(planned keyframes)") else {}
+    return build_annotate_config(decode=decode, keyframes=keyframes,
                                  segmenter={"name": "directsam", "checkpoint": ck["directsam"], "resolution": size},
                                  tracker=tracker)
 
@@ -356,8 +363,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "those up to 4")
     ap.add_argument("--clips", type=int, default=None, help="clips each label process labels after warm-up")
     ap.add_argument("--steps", type=int, default=None, help="train-segmenter steps")
-    ap.add_argument("--skip", nargs="+", default=[], choices=["api", "trajtok", "training"],
-                    help="sections to leave out (the sam2-API baseline, the TrajTok labeller, training)")
+    ap.add_argument("--skip", nargs="+", default=[], choices=["api", "planned", "trajtok", "training"],
+                    help="sections to leave out (the sam2-API baseline, the planned-keyframes row, the TrajTok "
+                         "labeller, training)")
     ap.add_argument("--profile", action="store_true",
                     help="first profile one directsam+sam2 labeller at the smallest size (phases, calls, hot functions)")
     ap.add_argument("--blocking-sync", type=int, nargs="*", default=None, metavar="N",
@@ -415,7 +423,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(prof["top_functions"], flush=True)
             save()
         blocking_rows = [] if args.blocking_sync is None else (args.blocking_sync or [max(packing)])
+        packing_planned = packing[0] if args.smoke else max(packing)
         first_runs = [("directsam+sam2", size0, n) for n in packing] + \
+                     ([] if "planned" in args.skip else [("directsam+sam2 (planned keyframes)", size0, packing_planned)]) + \
                      [("directsam+sam2 (blocking sync)", size0, n) for n in blocking_rows] + \
                      ([] if "api" in args.skip else [("directsam+sam2 (sam2 API)", size0, 1)]) + \
                      ([] if "trajtok" in args.skip else [("trajtok", size0, n) for n in packing[:1 if args.smoke else 2]])
@@ -456,7 +466,8 @@ def main(argv: list[str] | None = None) -> dict:
         if result["label_paths"]:
             c = result["label_paths"]
             print(f"label paths at {size0} px: today's path {c['speedup']:.2f}x the frames/s of sam2's per-object "
-                  f"API; labels agree on {c['pixel_agreement']:.4f} of pixels "
+                  f"API; labels agree on {c['pixel_agreement']:.4f} of pixels ({c['pixel_agreement_matched']:.4f} "
+                  f"with ids paired one-to-one) "
                   f"({c['ids_today']} vs {c['ids_api']} trajectories in the first clip); SAM 2's tracks from one "
                   f"keyframe agree on {c['track_agreement']:.4f} of pixels ({c['track_claimed']:.2f} of them "
                   f"claimed by an object)", flush=True)
@@ -491,13 +502,31 @@ def main(argv: list[str] | None = None) -> dict:
                              "best_packing": best["processes"], "size": best["size"],
                              "train_mean_over_median": train.get("mean_over_median")}
         print(f"summary: directsam+sam2 at {best['size']} px, best {best['frames_per_s']:.1f} frames/s per GPU "
-              f"with {best['processes']} processes (target >= 50); training mean/median "
-              f"{train.get('mean_over_median', float('nan')):.2f} (target <= 1.2)")
+              f"with {best['processes']} processes ({best['keyframes_per_clip']:.1f} keyframes/clip; target >= 50); "
+              f"training mean/median {train.get('mean_over_median', float('nan')):.2f} (target <= 1.2)")
+        planned = [r for r in result["label"] if r["method"] == "directsam+sam2 (planned keyframes)" and "error" not in r]
+        if planned:
+            p = planned[0]
+            result["summary"]["planned_keyframes_frames_per_s_per_gpu"] = p["frames_per_s"]
+            print(f"summary: with the decode stage's keyframes only ({p['keyframes_per_clip']:.1f} keyframes/clip), "
+                  f"{p['frames_per_s']:.1f} frames/s per GPU with {p['processes']} processes")
     save()
     failed = [r for r in result["label"] if "error" in r] + ([train] if "error" in train else [])
     if failed:
         raise SystemExit(f"{len(failed)} section(s) failed; their errors are in the output above")
     return result
+
+
+def matched_agreement(a, b) -> float:
+    """Share of pixels on which two label maps agree once their ids are paired one-to-one (scipy's Hungarian
+    matching on the overlap counts): the same partition under other ids counts as agreement."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    p, q = int(a.max()) + 1, int(b.max()) + 1
+    overlap = np.bincount(a.astype(np.int64).ravel() * q + b.astype(np.int64).ravel(), minlength=p * q).reshape(p, q)
+    rows, cols = linear_sum_assignment(-overlap)
+    return float(overlap[rows, cols].sum() / a.size)
 
 
 def compare_label_paths(rows: list[dict]) -> dict | None:
@@ -511,6 +540,7 @@ def compare_label_paths(rows: list[dict]) -> dict | None:
     a, b = np.load(today["labels_file"]), np.load(api["labels_file"])
     ta, tb = (np.load(r["labels_file"].replace(".npy", "-tracks.npy"))[1:] for r in (today, api))
     return {"speedup": today["frames_per_s"] / api["frames_per_s"], "pixel_agreement": float((a == b).mean()),
+            "pixel_agreement_matched": matched_agreement(a, b),
             "ids_today": int(len(np.unique(a[a != 0]))), "ids_api": int(len(np.unique(b[b != 0]))),
             "track_agreement": float((ta == tb).mean()), "track_claimed": float((tb != 0).mean())}
 

@@ -8,6 +8,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def test_matched_agreement_pairs_ids_one_to_one():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import numpy as np
+    from gpu import matched_agreement
+
+    a = np.array([[1, 1, 2, 2], [3, 3, 0, 0]])
+    assert matched_agreement(a, a) == 1.0
+    assert matched_agreement(a, np.array([[5, 5, 7, 7], [6, 6, 0, 0]])) == 1.0     # same partition, other ids
+    assert matched_agreement(a, np.array([[5, 5, 5, 5], [6, 6, 0, 0]])) == 6 / 8   # two regions joined: one pair left
+
+
 def test_gpu_benchmark_smoke_runs_every_section_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -18,7 +29,13 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(tmp_path):
     runs = {(r["method"], r["size"], r["processes"]) for r in result["label"]}
     # Packing: one and two label processes for the model labeller, and the trained-TrajTok labeller.
     assert runs == {("directsam+sam2", 64, 1), ("directsam+sam2", 64, 2), ("directsam+sam2 (sam2 API)", 64, 1),
-                    ("directsam+sam2 (blocking sync)", 64, 1), ("trajtok", 64, 1)}
+                    ("directsam+sam2 (blocking sync)", 64, 1), ("directsam+sam2 (planned keyframes)", 64, 1),
+                    ("trajtok", 64, 1)}
+    # The decode stage's keyframes only: never more keyframes than the labeller places with its coverage rule.
+    by_method = {(r["method"], r["processes"]): r for r in result["label"]}
+    assert by_method[("directsam+sam2 (planned keyframes)", 1)]["keyframes_per_clip"] <= \
+        by_method[("directsam+sam2", 1)]["keyframes_per_clip"]
+    assert "with the decode stage's keyframes only" in proc.stdout
     # No CUDA driver here: the blocking-sync row runs and says the flag was not applied.
     assert [r["blocking_sync"] for r in result["label"] if "blocking" in r["method"]] == [False]
     for row in result["label"]:
@@ -28,7 +45,8 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(tmp_path):
         assert "labels_file" not in row
     # Today's sam2 path against sam2's per-object API: fp32 on a CPU, the same labels.
     paths = result["label_paths"]
-    assert paths["pixel_agreement"] == 1.0 and paths["ids_today"] == paths["ids_api"] and paths["speedup"] > 0
+    assert paths["pixel_agreement"] == paths["pixel_agreement_matched"] == 1.0
+    assert paths["ids_today"] == paths["ids_api"] and paths["speedup"] > 0
     assert paths["track_agreement"] == 1.0 and 0 <= paths["track_claimed"] <= 1
     assert "label paths at 64 px" in proc.stdout
     # --profile: one labeller's phases on one clip, each frame encoded once, and the host's hot functions.
