@@ -105,6 +105,10 @@ class MergeConfig:
     new_share: float = 0.5        # covered by carried tracks below this -> new content, a new id
     keep_share: float = 0.0       # a track that would keep less of its carried pixels keeps them all (0: off)
     revive_share: float = 0.3     # a new region holding this share of an ending track's pixels continues it (0: off)
+    # A region one track dominates keeps the carried ids when a second track covers this share of it (0: off) and
+    # the region holds two_tracks_hold of that track's carried pixels: two tracked objects joined by colour stay two.
+    two_tracks_share: float = 0.25
+    two_tracks_hold: float = 0.5
     # Common fate (dataengine.stages.grouping): adjacent tracks that one affine flow model explains within this
     # many px/frame of their separate models, in every frame where they touch (>= fate_min_frames), join.
     fate_tolerance: float = 0.2   # 0: off

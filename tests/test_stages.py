@@ -85,6 +85,28 @@ def test_merge_revives_a_track_whose_object_the_tracker_mostly_lost():
     assert 7 not in np.unique(merge_keyframe(few, seg, next_id=20, keep_share=0.0, revive_share=0.3)[0].labels[:, :6])
 
 
+def test_merge_keeps_two_tracks_that_one_fresh_region_joins():
+    carried = np.zeros((10, 10), np.int32)
+    carried[:, :7] = 3                           # a wall
+    carried[3:7, 4:7] = 8                        # a face in front of it (12 px)
+    carried[:, 7:] = 5
+    seg = np.ones((10, 10), np.int32)
+    seg[:, 7:] = 2                               # the segmenter joined face and wall (similar colour)
+    # region 1: wall 58 px, face 12 px (17 %, below the 25 % share): the face's track is swallowed
+    swallowed, _ = merge_keyframe(carried, seg, next_id=20, keep_share=0.0, two_tracks_share=0.25)
+    assert (swallowed.labels[:, :7] == 3).all() and swallowed.ended_ids == [8]
+    # a larger face (21 of 70 px = 30 % of the region, all of its track): two tracked objects, ids kept
+    carried[2:9, 4:7] = 8
+    kept, _ = merge_keyframe(carried, seg, next_id=20, keep_share=0.0, two_tracks_share=0.25)
+    assert (kept.labels == carried).all() and kept.ended_ids == []
+    merged, _ = merge_keyframe(carried, seg, next_id=20, keep_share=0.0, two_tracks_share=0.0)
+    assert (merged.labels[:, :7] == 3).all() and merged.ended_ids == [8]
+    # ... unless the region holds under two_tracks_hold of the second track: drift correction as before
+    carried[:, 7:9] = 8
+    moved, _ = merge_keyframe(carried, seg, next_id=20, keep_share=0.0, two_tracks_share=0.25, two_tracks_hold=0.6)
+    assert (moved.labels[:, :7] == 3).all() and 8 in np.unique(moved.labels)
+
+
 def test_merge_reconciles_fresh_regions_with_carried_tracks():
     carried = np.zeros((10, 10), np.int32)
     carried[:, :5] = 7

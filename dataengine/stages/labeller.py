@@ -172,7 +172,7 @@ class Labeller:
     def merge(self, carried: np.ndarray | None, segmentation: np.ndarray, next_id: int):
         m = self.cfg.merge
         return merge_keyframe(carried, segmentation, next_id, m.continue_share, m.new_share, m.keep_share,
-                              m.revive_share)
+                              m.revive_share, m.two_tracks_share, m.two_tracks_hold)
 
     def first_flow_cut(self, shares: list[float], reference: float, n: int) -> int | None:
         """The first frame (1..n-1 into the last tracked clip) that the flow could not reach from the frame

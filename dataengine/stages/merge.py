@@ -15,7 +15,11 @@ cover:
   unless it holds ``revive_share`` of a carried track that nothing else
   continues (the tracker lost most of a fast object: it continues that track);
 * a region covered by several tracks, none dominant, is no evidence to merge
-  them: the carried ids stay, and its untracked pixels go to the largest one;
+  them: the carried ids stay, and its untracked pixels go to the largest one.
+  Nor is a region that one track dominates but that also holds much of a
+  second track (``two_tracks_share`` of the region, and ``two_tracks_hold`` of
+  that track's carried pixels): two tracked objects the segmenter joined by
+  colour (a face against a skin-coloured wall) stay two;
 * a carried track that the fresh regions would take away (it would keep less
   than ``keep_share`` of its carried pixels) is still visible by the
   tracker's account: its carried pixels keep its id rather than being
@@ -49,12 +53,16 @@ def _fresh(segmentation: np.ndarray, next_id: int) -> tuple[MergeResult, int]:
 
 def merge_keyframe(propagated: np.ndarray | None, segmentation: np.ndarray, next_id: int,
                    continue_share: float = 0.5, new_share: float = 0.5,
-                   keep_share: float = 0.5, revive_share: float = 0.0) -> tuple[MergeResult, int]:
+                   keep_share: float = 0.5, revive_share: float = 0.0, two_tracks_share: float = 0.0,
+                   two_tracks_hold: float = 0.5) -> tuple[MergeResult, int]:
     """Assign trajectory ids to ``segmentation`` (regions 1..n); returns the result and the next free id.
 
     ``revive_share`` > 0: a new region that holds at least this share of a carried track's pixels continues
     that track when nothing else does (the tracker lost most of a fast object's pixels, so its region looked
     new; the pixels it did carry are the evidence of which track it is).
+    ``two_tracks_share`` > 0: a region its dominant track would continue keeps the carried ids instead when a
+    second track covers at least that share of it and the region holds at least ``two_tracks_hold`` of that
+    second track's carried pixels (the second track would be swallowed).
     """
     segmentation = np.asarray(segmentation, dtype=np.int32)
     if propagated is None or not (propagated != 0).any():
@@ -78,6 +86,13 @@ def merge_keyframe(propagated: np.ndarray | None, segmentation: np.ndarray, next
     # Region -> id: a track index (>0), a new id (<0 marker), or keep the carried ids (0).
     region_to = np.zeros(S, np.int64)
     cont = dom_count >= continue_share * np.maximum(size, 1)
+    c_area = np.bincount(c_inv.ravel(), minlength=C)
+    if two_tracks_share > 0 and C > 2:
+        order = np.argsort(tracks, axis=1, kind="stable")
+        second = order[:, -2] + 1                                     # index into track_ids
+        second_count = np.take_along_axis(tracks, order[:, -2:-1], axis=1)[:, 0]
+        cont &= ~((second_count >= two_tracks_share * np.maximum(size, 1))
+                  & (second_count >= two_tracks_hold * np.maximum(c_area[second], 1)))
     region_to[cont] = dominant[cont]
     is_new = (~cont) & (explained < new_share * size) & (seg_ids != 0)
     region_to[seg_ids == 0] = 0
@@ -98,7 +113,6 @@ def merge_keyframe(propagated: np.ndarray | None, segmentation: np.ndarray, next
         holes = in_mixed & (carried == 0)
         out[holes] = track_ids[dominant][s_inv[holes]]
     # A track the fresh partition would swallow keeps its carried pixels (no evidence it is gone).
-    c_area = np.bincount(c_inv.ravel(), minlength=C)
     kept = np.bincount(c_inv.ravel(), weights=(out == carried).ravel(), minlength=C)
     restore = (kept < keep_share * c_area) & (c_area > 0)
     restore[0] = False
