@@ -53,6 +53,7 @@ def commands(json_path: Path, quick: bool) -> dict[str, list[str]]:
         "segmenter": [str(BENCH / "segmenter.py"), "--json", j],
         "memory": [str(BENCH / "memory.py"), "--json", j] + (["--frames", "16"] if quick else []),
         "quality": [str(BENCH / "quality.py"), "--json", j] + (["--seeds", "200", "--videos", "4"] if quick else []),
+        "host": [str(BENCH / "host.py"), "--json", j] + (["--rounds", "2", "--repeat", "1"] if quick else []),
         "tokens": [str(BENCH / "tokens.py"), "--json", j] + (["--frames", "16", "32", "--steps", "4"] if quick else []),
         "retrieval": [str(BENCH / "retrieval.py"), "--json", j, "--jobs", "2"]
                      + (["--videos", "40", "--steps", "20", "--only", "trajvit2_seed0"] if quick else []),
@@ -61,7 +62,7 @@ def commands(json_path: Path, quick: bool) -> dict[str, list[str]]:
 
 SCRIPTS = {"throughput": "annotate.py", "scaling": "scaling.py", "loader": "loader.py", "storage": "storage.py",
            "backends": "backends.py", "segmenter": "segmenter.py", "memory": "memory.py", "quality": "quality.py",
-           "tokens": "tokens.py", "retrieval": "retrieval.py"}
+           "host": "host.py", "tokens": "tokens.py", "retrieval": "retrieval.py"}
 
 
 def run_one(name: str, quick: bool, work: Path) -> dict:
@@ -206,6 +207,17 @@ def summary_rows(recs: dict[str, dict]) -> list[tuple[str, str, str, str]]:
             rows.append((f"label quality: trajectories across a scene cut ({style})", str(cur["cut_crossings"]),
                          str(base["cut_crossings"]) if base else "—", "—"))
     failed("quality", "label quality")
+    r = recs.get("host")
+    if r and r["status"] == "ok" and "ratio_baseline_over_current" in r["result"]:
+        res = r["result"]
+        (old, a), (_, b) = res["trees"].items()
+        same = all(res["identical"].values())
+        for key in [k for k in b["cpu_s_per_clip"] if k.startswith(("random weights", "thin boundaries"))]:
+            rows.append((f"model labeller host CPU s per clip, {key} (one thread; outputs "
+                         f"{'identical' if same else 'DIFFER'}), this tree vs {old}",
+                         _f(b["cpu_s_per_clip"][key], 3), _f(a["cpu_s_per_clip"][key], 3),
+                         _f(b["cpu_s_per_clip"][key] / a["cpu_s_per_clip"][key], 2)))
+    failed("host", "model labeller host CPU per clip")
     r = recs.get("tokens")
     if r and r["status"] == "ok":
         x = r["result"]
