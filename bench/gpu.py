@@ -35,7 +35,7 @@ steps) so the test suite runs the whole script on a CPU and it cannot rot.
 
 Usage: python bench/gpu.py [--json FILE] [--smoke] [--device cuda|cpu] [--sizes 512 1024]
                            [--packing 1 2 4 8 16] [--clips 4] [--steps 40] [--objects 24] [--profile]
-                           [--skip api planned trajtok training] [--blocking-sync [N ...]]
+                           [--skip api planned trajtok training] [--blocking-sync [N ...]] [--budget SECONDS]
 """
 from __future__ import annotations
 
@@ -373,8 +373,13 @@ def main(argv: list[str] | None = None) -> dict:
                          "spinning while they wait for the GPU (A/B rows at the smallest size)")
     ap.add_argument("--objects", type=int, default=24,
                     help="regions DirectSAM's threshold is calibrated to on the first keyframe (default 24)")
+    ap.add_argument("--budget", type=float, default=0,
+                    help="seconds: sections that would likely end later are skipped (and listed), so a run under a "
+                         "time limit still ends with its summary (default: no budget)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    started = time.perf_counter()
+    longest: list[float] = []      # seconds of each section run so far: the estimate of the next one
     import torch
 
     from dataengine.tools.synth import make_corpus, write_video
@@ -431,8 +436,24 @@ def main(argv: list[str] | None = None) -> dict:
                      ([] if "trajtok" in args.skip else [("trajtok", size0, n) for n in packing[:1 if args.smoke else 2]])
         later_runs = [("directsam+sam2", size, n) for size in sorted(sizes) if size != size0 for n in packing_large]
 
+        def out_of_time(what: str) -> bool:
+            """With --budget: True (and says so) when ``what`` would likely end past the budget (the longest
+            section so far as its estimate), so a run under a time limit ends with its summary."""
+            if not args.budget:
+                return False
+            elapsed = time.perf_counter() - started
+            if elapsed + max(longest, default=0.0) <= args.budget:
+                return False
+            print(f"{what}: skipped, {elapsed:.0f} s of the {args.budget:.0f} s budget used", flush=True)
+            return True
+
         def label_rows(runs) -> None:
             for method, size, n in runs:
+                if out_of_time(f"label {method} {size} px x{n}"):
+                    result["label"].append({"method": method, "size": size, "processes": n, "skipped": "time budget"})
+                    save()
+                    continue
+                t_row = time.perf_counter()
                 threads = max(1, cpus // n) if device == "cuda" else 1
                 job = {**base, "method": method, "size": size, "threads": threads,
                        "blocking_sync": method.endswith("(blocking sync)")}
@@ -440,6 +461,7 @@ def main(argv: list[str] | None = None) -> dict:
                     job["labels_out"] = str(work / f"labels-{len(result['label'])}.npy")
                 try:
                     row = {"method": method, "size": size, **packed_run(job, n)}
+                    longest.append(time.perf_counter() - t_row)
                 except Exception as e:     # keep going: the other rows still say something
                     row = {"method": method, "size": size, "processes": n, "error": f"{type(e).__name__}: {e}"}
                     print(f"label {method} {size} px x{n}: FAILED {row['error']}", flush=True)
@@ -490,11 +512,16 @@ def main(argv: list[str] | None = None) -> dict:
 
         if "training" in args.skip:
             result["training"] = {"skipped": True}
+        elif out_of_time("train-segmenter"):
+            result["training"] = {"skipped": "time budget"}
         else:
+            t_train = time.perf_counter()
             train_section()
+            longest.append(time.perf_counter() - t_train)
         save()
         label_rows(later_runs)
-    ok = [r for r in result["label"] if r["method"] == "directsam+sam2" and r["size"] == size0 and "error" not in r]
+    ok = [r for r in result["label"] if r["method"] == "directsam+sam2" and r["size"] == size0
+          and "error" not in r and "skipped" not in r]
     train = result["training"] or {}
     if ok:
         best = max(ok, key=lambda r: r["frames_per_s"])
@@ -504,7 +531,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"summary: directsam+sam2 at {best['size']} px, best {best['frames_per_s']:.1f} frames/s per GPU "
               f"with {best['processes']} processes ({best['keyframes_per_clip']:.1f} keyframes/clip; target >= 50); "
               f"training mean/median {train.get('mean_over_median', float('nan')):.2f} (target <= 1.2)")
-        planned = [r for r in result["label"] if r["method"] == "directsam+sam2 (planned keyframes)" and "error" not in r]
+        planned = [r for r in result["label"] if r["method"] == "directsam+sam2 (planned keyframes)"
+                   and "error" not in r and "skipped" not in r]
         if planned:
             p = planned[0]
             result["summary"]["planned_keyframes_frames_per_s_per_gpu"] = p["frames_per_s"]

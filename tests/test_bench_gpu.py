@@ -63,3 +63,17 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(tmp_path):
     assert train["steps"] == 3 and train["step_median_s"] > 0 and train["loader_samples_per_s"] > 0
     assert abs(train["mean_over_median"] - train["step_mean_s"] / train["step_median_s"]) < 1e-9
     assert "summary: directsam+sam2 at 64 px" in proc.stdout
+
+
+def test_gpu_benchmark_budget_skips_sections_and_still_ends_cleanly(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--smoke", "--device", "cpu",
+                           "--packing", "1", "--skip", "api", "trajtok", "--budget", "0.01", "--json", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    # the set-up alone takes longer than the budget: every section is listed as skipped, none half-run
+    assert [r["method"] for r in result["label"]] == ["directsam+sam2", "directsam+sam2 (planned keyframes)"]
+    assert all(r["skipped"] == "time budget" for r in result["label"])
+    assert result["training"] == {"skipped": "time budget"}
+    assert proc.stdout.count("skipped") == 3
