@@ -32,6 +32,7 @@ Usage: python bench/host.py [--baseline REV|DIR|none] [--rounds 5] [--repeat 3] 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 # phase -> what it runs on; a clip like the H200 runs' is "post random" + flows + "fate model" + "absorb model"
@@ -130,6 +132,9 @@ def build_workload(out: Path, objects: int, size: int) -> dict:
         lengths = trajectory_lengths(t)
         info[f"{name}_ids"] = int(len(lengths))
         info[f"{name}_short"] = int((lengths < default.merge.min_track_frames).sum())
+    # the settings both trees run with: this tree's, so a changed default compares code, not settings
+    info["merge"] = dataclasses.asdict(default.merge)
+    info["segmenter"] = {"min_area": default.segmenter.min_area, "max_regions": default.segmenter.max_regions}
     (out / "workload.json").write_text(json.dumps(info))
     return info
 
@@ -144,15 +149,14 @@ def worker(tree: str, data: str, repeat: int) -> None:
     cv2.setNumThreads(1)
     from dataengine.backends.segmenters.directsam import regions_from_boundary
     from dataengine.backends.trackers.flow import frame_motion
-    from dataengine.config import build_annotate_config
     from dataengine.stages.grouping import absorb_short, apply_lut, common_fate_lut
 
     w = np.load(Path(data) / "workload.npz")
     info = json.loads((Path(data) / "workload.json").read_text())
     frames = w["frames"]
-    cfg = build_annotate_config()
-    m = cfg.merge
-    min_pixels = max(1, int(cfg.segmenter.min_area * frames[0, ..., 0].size))
+    m = SimpleNamespace(**info["merge"])                # the workload's settings, not this tree's defaults
+    max_regions = info["segmenter"]["max_regions"]
+    min_pixels = max(1, int(info["segmenter"]["min_area"] * frames[0, ..., 0].size))
     maps = {"random": [p > info["random_threshold"] for p in w["random_maps"]],
             "edges": [p > info["edge_threshold"] for p in w["edge_maps"]]}
     flows = {t: frame_motion(frames[t:t + 2], 0) for t in range(len(frames) - 1)}
@@ -167,7 +171,7 @@ def worker(tree: str, data: str, repeat: int) -> None:
 
     for _ in range(repeat):
         for kind, boundaries in maps.items():
-            for r in timed(f"post {kind}", lambda: [regions_from_boundary(b, min_pixels, cfg.segmenter.max_regions)
+            for r in timed(f"post {kind}", lambda: [regions_from_boundary(b, min_pixels, max_regions)
                                                     for b in boundaries]):
                 digest[f"post {kind}"].update(r.tobytes())
         for f in timed("flows", lambda: [frame_motion(frames[t:t + 2], 0) for t in range(len(frames) - 1)]):

@@ -113,7 +113,8 @@ class MergeConfig:
     # many px/frame of their separate models, in every frame where they touch (>= fate_min_frames), join.
     fate_tolerance: float = 0.2   # 0: off
     fate_min_frames: int = 2
-    fate_max_share: float = 0.2   # a joined group stays below this share of the frame (not background)
+    fate_max_share: float = 0.1   # a joined group stays below this share of the frame (not background, nor
+                                  # slow objects joined with background pieces: bench/REPORT.md)
     # Tracks that both move apart from the camera (median residual flow above this many px/frame; 0: off)
     # join when they agree in this share of the frames where they touch (the rest: in every frame).
     fate_moving_speed: float = 3.0
