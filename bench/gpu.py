@@ -2,7 +2,7 @@
 
 Runs unattended on any CUDA machine (no hub access needed: every model gets random weights in
 its published architecture, written to a temp dir in its real checkpoint format and loaded
-through the engine's own loaders), in about 8-9 minutes on an H200:
+through the engine's own loaders), in about 9-10 minutes on an H200 (``--budget`` fits it to a limit):
 
   * labeller, DirectSAM (Segformer-B5) + SAM 2.1 (hiera-L) at model inputs 512 and 1024
     (frames decoded at that size), with 1, 2, 4 (and 8, 16 at 512) label processes packed on one GPU: the

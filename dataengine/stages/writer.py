@@ -120,7 +120,7 @@ def _differences(old_run: dict[str, Any], cfg: AnnotateConfig) -> list[str]:
     recorded = old_run.get("config")
     if not isinstance(recorded, dict):
         return [f"config hash {old_run.get('config_hash')} vs {cfg.model_hash()}"]
-    mine = cfg.labelling_settings()
+    mine = json.loads(json.dumps(cfg.labelling_settings()))      # as run.json holds it (tuples read as lists)
     theirs = {k: dict(v) if isinstance(v, dict) else v for k, v in recorded.items() if k in mine}
     for section, keys in SPEED_ONLY.items():
         for k in keys:
