@@ -156,15 +156,8 @@ class AnnotateConfig:
     limit: int | None = None
 
     def labelling_settings(self) -> dict[str, Any]:
-        """The settings that make the labels: not the input, the output or a limit, and not the settings that
-        only change how fast the same labels are made (``SPEED_ONLY``)."""
-        d = to_dict(self)
-        for k in ("source", "limit", "output"):
-            d.pop(k)
-        for section, keys in SPEED_ONLY.items():
-            for k in keys:
-                d[section].pop(k, None)
-        return d
+        """The settings that make the labels (``labelling_part`` of this config)."""
+        return labelling_part(to_dict(self))
 
     def model_hash(self) -> str:
         """Hash of everything that changes the labels (``labelling_settings``): a run resumes only under the
@@ -176,6 +169,18 @@ class AnnotateConfig:
 # tracked labels are equal for any object batch, and the batched, encode-once SAM 2 path equals the library's
 # per-object path): a run may be resumed with other values, e.g. on GPUs with less memory.
 SPEED_ONLY: dict[str, tuple[str, ...]] = {"tracker": ("object_batch", "feature_batch", "batched_prompts")}
+
+
+def labelling_part(config: dict[str, Any]) -> dict[str, Any]:
+    """Of a config dict (``to_dict`` of an AnnotateConfig, or the config a run.json recorded), the settings that
+    make the labels: not the input, the output or a limit, and not the settings that only change how fast the
+    same labels are made (``SPEED_ONLY``). The given dict is left as it is."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items() if k not in ("source", "limit", "output")}
+    for section, keys in SPEED_ONLY.items():
+        if isinstance(d.get(section), dict):
+            for k in keys:
+                d[section].pop(k, None)
+    return d
 
 
 def _hash(d: dict[str, Any]) -> str:

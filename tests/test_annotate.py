@@ -104,13 +104,19 @@ def test_filter_keeps_or_explains_every_row(local_run, tmp_path):
     assert validate_dataset(tmp_path / "f") == []
 
 
-def test_resume_redoes_only_missing_chunk_with_same_bytes(corpus, local_run, tmp_path):
-    out, _ = local_run
+def copy_without_second_chunk(out: Path, tmp_path: Path) -> Path:
+    """A copy of a finished run whose second chunk (manifest part and shards) is gone, as a killed run leaves it."""
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     (copy / "manifest" / "part-000001.parquet").unlink()
     for name in chunk_shard_names((p.name for p in copy.iterdir()), "traj", 1):
         (copy / name).unlink()
+    return copy
+
+
+def test_resume_redoes_only_missing_chunk_with_same_bytes(corpus, local_run, tmp_path):
+    out, _ = local_run
+    copy = copy_without_second_chunk(out, tmp_path)
     first_part = (copy / "manifest" / "part-000000.parquet").stat().st_mtime_ns
     annotate(config(corpus / "media"), str(copy), use_ray=False, resume=True)
     assert digests(copy) == digests(out)
@@ -137,11 +143,7 @@ def test_resume_accepts_speed_only_settings_and_an_older_hash_of_the_same_settin
     import json
 
     out, _ = local_run
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    (copy / "manifest" / "part-000001.parquet").unlink()
-    for name in chunk_shard_names((p.name for p in copy.iterdir()), "traj", 1):
-        (copy / name).unlink()
+    copy = copy_without_second_chunk(out, tmp_path)
     # a run.json written before the speed-only settings left the hash: its hash covered every setting
     run = json.loads((copy / "run.json").read_text())
     cfg = config(corpus / "media")

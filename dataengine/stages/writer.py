@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataengine import ENGINE_VERSION
-from dataengine.config import SPEED_ONLY, AnnotateConfig, setting_differences, to_dict
+from dataengine.config import AnnotateConfig, labelling_part, setting_differences, to_dict
 from dataengine.errors import UserError
 from dataengine.format import manifest
 from dataengine.format.outputfs import Output
@@ -121,11 +121,7 @@ def _differences(old_run: dict[str, Any], cfg: AnnotateConfig) -> list[str]:
     if not isinstance(recorded, dict):
         return [f"config hash {old_run.get('config_hash')} vs {cfg.model_hash()}"]
     mine = json.loads(json.dumps(cfg.labelling_settings()))      # as run.json holds it (tuples read as lists)
-    theirs = {k: dict(v) if isinstance(v, dict) else v for k, v in recorded.items() if k in mine}
-    for section, keys in SPEED_ONLY.items():
-        for k in keys:
-            if isinstance(theirs.get(section), dict):
-                theirs[section].pop(k, None)
+    theirs = {k: v for k, v in labelling_part(recorded).items() if k in mine}
     return setting_differences(theirs, mine)
 
 
