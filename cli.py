@@ -357,6 +357,12 @@ def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: d
                         workers: Optional[int] = typer.Option(None, help="Data loader workers per process."),
                         backbone_checkpoint: Optional[Path] = typer.Option(
                             None, help="Local ConvNeXt weights (safetensors / torch file) for the patch encoder."),
+                        no_object: Optional[bool] = typer.Option(
+                            None, "--no-object/--every-pixel",
+                            help="Label 0 means 'no object' (ground truth of objects only, e.g. `trajdata synth`'s "
+                                 "gt/): learn a no-object query and leave those pixels unlabelled. Default: every "
+                                 "pixel goes to a trajectory, label 0 is ignored as unknown (the engine's labels); "
+                                 "on --resume, the checkpoint's choice."),
                         seed: int = typer.Option(0, help="Random seed.")):
     """Train the TrajTok segmenter on trajectory shards (CPU, or GPUs under torchrun)."""
     from trajtok.train import train_segmenter
@@ -364,7 +370,7 @@ def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: d
     summary = train_segmenter(data, output, preset=preset, resume=resume, max_steps=max_steps,
                               batch_size=batch_size, image_batch_size=image_batch_size, lr=lr,
                               num_workers=workers, seed=seed,
-                              backbone_checkpoint=backbone_checkpoint)
+                              backbone_checkpoint=backbone_checkpoint, no_object=no_object)
     if summary.get("rank", 0) == 0:
         console.print(f"trained to step {summary['step']} -> {summary['checkpoint']}")
 

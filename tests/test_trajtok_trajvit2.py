@@ -186,3 +186,18 @@ def test_warm_start_from_a_train_segmenter_checkpoint(tmp_path, corpus):
     with pytest.raises(ValueError, match="config differs"):
         train_video_text(corpus, tmp_path / "bad", preset="cpu", segmenter=tmp_path / "tiny" / "last.safetensors",
                          max_steps=1)
+
+
+def test_warm_start_keeps_a_no_object_segmenter(tmp_path, corpus):
+    from trajtok.checkpoint import load_segmenter
+    from trajtok.train import train_segmenter
+    seg = tmp_path / "seg"
+    train_segmenter(corpus, seg, preset="cpu", max_steps=1, batch_size=2, image_batch_size=2, no_object=True)
+    run = tmp_path / "vt"
+    res = train_video_text(corpus, run, preset="cpu", segmenter=seg / "last.safetensors", max_steps=2,
+                           batch_size=4)
+    assert res["step"] == 2 and all(np.isfinite(res["losses"]))    # the joint loss ran with its channel
+    model = load_video_text(run / "last.safetensors")
+    assert model.cfg.segmenter.no_object and "no_object_query" in dict(model.segmenter.named_parameters())
+    train_video_text(corpus, run, preset="cpu", max_steps=3, batch_size=4, resume=True)   # rebuilt from its config
+    assert load_video_text(run / "last.safetensors").cfg.segmenter.no_object

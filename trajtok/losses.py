@@ -9,7 +9,10 @@ their soft masks to zero so they stop winning pixels and are dropped at inferenc
 There is no cross-entropy / "no-object" class: emptiness *is* the no-object state.
 
 Pixels no trajectory covers (label 0; pseudo-labels have coverage < 1) are
-ignored: the annotation says nothing about them.
+ignored: the annotation says nothing about them. A model with a no-object query
+(``SegmenterConfig.no_object``) is told about them instead: its channel joins the
+softmax and is trained like one more matched pair against the label-0 mask, so the
+trajectories' masks learn to stop where the labelled objects stop.
 """
 from __future__ import annotations
 
@@ -66,18 +69,35 @@ def targets_from_labels(labels: torch.Tensor) -> torch.Tensor:
     return (flat[None, :] == ids[:, None]).float()
 
 
-def segmenter_loss(logits: torch.Tensor, labels: torch.Tensor,
-                   cfg: LossConfig | None = None) -> dict[str, torch.Tensor]:
+def _pair_terms(p: torch.Tensor, t: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed focal and dice losses of soft masks ``p`` ``[M, P]`` against targets ``t``."""
+    P = max(p.shape[1], 1)
+    focal = ((pos * t + neg * (1 - t)).sum(1) / P).sum()
+    dice = (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).sum()
+    return focal, dice
+
+
+def segmenter_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: LossConfig | None = None,
+                   no_object_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """``logits`` ``[B, K, T, h, w]``, ``labels`` ``[B, T, h, w]`` -> dict of scalar losses.
 
-    ``loss`` is the total to optimise; ``focal``/``dice``/``empty`` are its parts,
-    ``matched`` the number of matched trajectories (normaliser, detached).
+    ``no_object_logits`` ``[B, 1, T, h, w]`` (a model with a no-object query): its channel
+    joins the softmax, every pixel counts and label 0 is its target (``ignore_unlabeled``
+    does not apply). ``loss`` is the total to optimise; ``focal``/``dice``/``empty`` are its
+    parts, ``matched`` the number of matched trajectories (normaliser, detached; the
+    no-object channel counts as one per clip).
     """
     cfg = cfg or LossConfig()
     B, K = logits.shape[:2]
     if labels.shape[-2:] != logits.shape[-2:] or labels.shape[1] != logits.shape[2]:
         raise ValueError(f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
-    probs_all = logits.float().softmax(dim=1).flatten(2)                # [B, K, P]
+    if no_object_logits is not None:
+        if no_object_logits.shape != (B, 1, *logits.shape[2:]):
+            raise ValueError(f"no-object logits {tuple(no_object_logits.shape)} do not match logits "
+                             f"{tuple(logits.shape)}")
+        logits = torch.cat([logits, no_object_logits], dim=1)
+    probs_all = logits.float().softmax(dim=1).flatten(2)                # [B, K(+1), P]
     focal_sum = logits.new_zeros((), dtype=torch.float32)
     dice_sum = focal_sum.clone()
     empty_sum = focal_sum.clone()
@@ -85,7 +105,12 @@ def segmenter_loss(logits: torch.Tensor, labels: torch.Tensor,
     for b in range(B):
         lab = labels[b].reshape(-1)
         probs = probs_all[b]
-        if cfg.ignore_unlabeled:
+        if no_object_logits is not None:
+            void_pos, void_neg = _focal_terms(probs[K:], cfg.focal_alpha, cfg.focal_gamma)
+            f, d = _pair_terms(probs[K:], (lab == 0).float()[None], void_pos, void_neg)
+            focal_sum, dice_sum, n_matched = focal_sum + f, dice_sum + d, n_matched + 1
+            probs = probs[:K]
+        elif cfg.ignore_unlabeled:
             keep = lab != 0
             probs, lab = probs[:, keep], lab[keep]
         tgt = targets_from_labels(lab)
@@ -94,10 +119,8 @@ def segmenter_loss(logits: torch.Tensor, labels: torch.Tensor,
         pos, neg = _focal_terms(probs, cfg.focal_alpha, cfg.focal_gamma)
         if len(rows):
             r, c = torch.as_tensor(rows, device=probs.device), torch.as_tensor(cols, device=probs.device)
-            t = tgt[c]
-            focal_sum = focal_sum + ((pos[r] * t + neg[r] * (1 - t)).sum(1) / P).sum()
-            inter = (probs[r] * t).sum(1)
-            dice_sum = dice_sum + (1 - (2 * inter + 1) / (probs[r].sum(1) + t.sum(1) + 1)).sum()
+            f, d = _pair_terms(probs[r], tgt[c], pos[r], neg[r])
+            focal_sum, dice_sum = focal_sum + f, dice_sum + d
             n_matched += len(rows)
         unmatched = torch.ones(K, dtype=torch.bool, device=probs.device)
         unmatched[torch.as_tensor(rows, device=probs.device)] = False

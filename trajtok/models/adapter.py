@@ -24,6 +24,7 @@ from torch import nn
 
 from dataengine.errors import ConfigError
 from .layers import Attention, PerceiverLayer
+from .segmenter import assign_queries
 from .trajectory_encoder import TrajectoryEncoder, TrajectoryEncoderConfig
 from .video import ViT3DVideo, sinusoid
 
@@ -87,7 +88,7 @@ def frozen_clip_inputs(backbone: ViT3DVideo, segmenter: nn.Module, clips: torch.
         return y.clamp(0, 1).view(*x.shape[:3], size, size)
 
     features = vit3d_patch_features(backbone, resize(clips, image_size))
-    assign = segmenter(resize(clips, segmenter.cfg.image_size))["logits"].argmax(dim=1)
+    assign = assign_queries(segmenter(resize(clips, segmenter.cfg.image_size)))
     fractions, majority = resample_masks(assign, tuple(features.shape[1:4]), segmenter.cfg.num_queries)
     return {"features": features, "fractions": fractions, "majority": majority}
 

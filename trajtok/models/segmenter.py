@@ -5,6 +5,12 @@
     K learned queries ──Perceiver(cross-attn to detach(F)+RoPE, self-attn, MLP) x depth──► Q [B, K, D]
     soft masks  M = softmax_k(<Q_k, F_p> / tau)      hard masks = argmax_k, empty queries dropped
 
+With ``no_object`` a (K+1)-th learned query joins the Perceiver and the softmax: the
+*no-object* query, whose mask is the pixels of no trajectory (label 0: background or
+void in ground truth that only annotates objects). Without it every pixel must go to
+some trajectory, so a model trained on such labels spreads its object masks over the
+background it was never told about; with it ``segment`` leaves the pixels it wins at 0.
+
 The Perceiver reads *detached* pixel features: the encoder learns only through
 the query-pixel similarity (the mask loss), never through the query path, so
 the queries cannot drag the pixel space around to make their own job easier.
@@ -50,6 +56,7 @@ class SegmenterConfig:
     temperature: float = 0.1                 # initial softmax temperature over queries
     learnable_temperature: bool = True
     cosine: bool = True                      # L2-normalise both sides so tau alone sets sharpness
+    no_object: bool = False                  # a learned query for pixels of no trajectory (label 0)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SegmenterConfig":
@@ -77,6 +84,8 @@ class Segmenter(nn.Module):
         self.lateral = nn.ModuleList(nn.Conv2d(c, cfg.dim, kernel_size=1) for c in channels)
         self.pixel_norm = LayerNorm2d(cfg.dim)
         self.queries = nn.Parameter(torch.randn(cfg.num_queries, cfg.dim) * 0.02)
+        if cfg.no_object:
+            self.no_object_query = nn.Parameter(torch.randn(1, cfg.dim) * 0.02)
         self.perceiver = nn.ModuleList(PerceiverLayer(cfg.dim, cfg.heads, cfg.mlp_ratio)
                                        for _ in range(cfg.depth))
         self.query_norm = nn.LayerNorm(cfg.dim)
@@ -107,12 +116,14 @@ class Segmenter(nn.Module):
         return fused.view(B, T, *fused.shape[1:])
 
     def query_embeddings(self, features: torch.Tensor) -> torch.Tensor:
-        """Run the Perceiver over detached pixel tokens; ``[B, K, D]``."""
+        """Run the Perceiver over detached pixel tokens; ``[B, K, D]`` (``[B, K+1, D]`` with the
+        no-object query last)."""
         B, T, D, h, w = features.shape
         tokens = features.detach().permute(0, 1, 3, 4, 2).reshape(B, T * h * w, D)
         pos = torch.arange(T * h * w, device=tokens.device)
         rope = rope_angles(pos, D // self.cfg.heads, self.cfg.rope_base)
-        latents = self.queries.unsqueeze(0).expand(B, -1, -1)
+        slots = self.queries if not self.cfg.no_object else torch.cat([self.queries, self.no_object_query])
+        latents = slots.unsqueeze(0).expand(B, -1, -1)
         for layer in self.perceiver:
             latents = layer(latents, tokens, rope=rope)
         return self.mask_embed(self.query_norm(latents))
@@ -133,13 +144,40 @@ class Segmenter(nn.Module):
         """``video`` ``[B, T, 3, H, W]`` float in [0, 1].
 
         Returns ``logits`` ``[B, K, T, H/4, W/4]``, ``queries`` ``[B, K, D]`` and the
-        pixel ``features`` ``[B, T, D, H/4, W/4]`` (for the trajectory encoder).
+        pixel ``features`` ``[B, T, D, H/4, W/4]`` (for the trajectory encoder); with
+        ``no_object`` also ``no_object_logits`` ``[B, 1, T, H/4, W/4]``, the no-object
+        query's channel of the same softmax (``soft_masks`` / ``assign_queries`` use it).
         """
         if video.dim() != 5 or video.shape[2] != 3:
             raise ValueError(f"expected video [B, T, 3, H, W], got {tuple(video.shape)}")
         features = self.pixel_features(video)
         queries = self.query_embeddings(features)
-        return {"logits": self.mask_logits(queries, features), "queries": queries, "features": features}
+        logits = self.mask_logits(queries, features)
+        if not self.cfg.no_object:
+            return {"logits": logits, "queries": queries, "features": features}
+        K = self.cfg.num_queries
+        return {"logits": logits[:, :K], "no_object_logits": logits[:, K:], "queries": queries[:, :K],
+                "features": features}
+
+
+def soft_masks(out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The K trajectories' soft masks ``[B, K, T, h, w]`` of a forward's output: the softmax over
+    the queries, the no-object query included when the model has one (then they sum to <= 1)."""
+    logits = out["logits"]
+    void = out.get("no_object_logits")
+    if void is None:
+        return logits.softmax(dim=1)
+    return torch.cat([logits, void], dim=1).softmax(dim=1)[:, :logits.shape[1]]
+
+
+def assign_queries(out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Hard assignment ``[B, T, h, w]`` of a forward's output: the winning query per pixel,
+    ``-1`` where the no-object query wins."""
+    index = out["logits"].argmax(dim=1)
+    void = out.get("no_object_logits")
+    if void is None:
+        return index
+    return index.masked_fill(void[:, 0] > out["logits"].amax(dim=1), -1)
 
 
 def build_segmenter(cfg: SegmenterConfig, backbone_checkpoint: str | Path | None = None) -> Segmenter:
@@ -182,20 +220,37 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
                               f"{' ...' if len(result.missing_keys) > 5 else ''}")
 
 
-def hard_assign(logits: torch.Tensor) -> torch.Tensor:
-    """``[K, ...]`` logits -> query index per pixel ``[...]``."""
-    return logits.argmax(dim=0)
+def hard_assign(logits: torch.Tensor, no_object: torch.Tensor | None = None) -> torch.Tensor:
+    """``[K, ...]`` logits -> query index per pixel ``[...]``; ``-1`` where the no-object
+    logits ``[1, ...]`` (if given) win."""
+    index = logits.argmax(dim=0)
+    if no_object is None:
+        return index
+    return index.masked_fill(no_object[0] > logits.amax(dim=0), -1)
 
 
 def compact_ids(index: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, int]:
-    """Renumber query indices to ``offset+1 ..``; queries that won no pixel get no id."""
+    """Renumber query indices to ``offset+1 ..``; queries that won no pixel get no id, and
+    pixels of no query (``-1``) stay 0."""
     used, inverse = torch.unique(index, return_inverse=True)
-    return inverse.to(torch.int32) + offset + 1, int(used.numel())
+    ids = inverse.to(torch.int32) + offset + 1
+    if used.numel() and int(used[0]) < 0:     # -1 sorts first: shift the real queries down by one
+        ids = torch.where(index < 0, torch.zeros_like(ids), ids - 1)
+        return ids, int(used.numel()) - 1
+    return ids, int(used.numel())
+
+
+def _frame_index(frame_logits: torch.Tensor, size: tuple[int, int], K: int) -> torch.Tensor:
+    """One frame's logits ``[K(+1), h, w]`` upsampled to ``size`` -> query index per pixel
+    (``-1`` where a no-object channel, after the K queries, wins)."""
+    up = F.interpolate(frame_logits[None], size=size, mode="bilinear", align_corners=False)[0]
+    return hard_assign(up[:K], up[K:] if up.shape[0] > K else None)
 
 
 @torch.no_grad()
 def segment(model: Segmenter, video: np.ndarray | torch.Tensor, clips_per_batch: int = 4) -> np.ndarray:
-    """Label map ``[T, H, W]`` int32 (ids 1..n, 0 unused) of a video ``[T, H, W, 3]``.
+    """Label map ``[T, H, W]`` int32 (ids 1..n; 0 where the no-object query wins, if the model has
+    one, else unused) of a video ``[T, H, W, 3]``.
 
     ``video`` is uint8, or float in [0, 1]. Frames are resized to the model's
     square input; the video is cut into clips of ``cfg.frames`` frames, run as
@@ -232,12 +287,13 @@ def segment(model: Segmenter, video: np.ndarray | torch.Tensor, clips_per_batch:
     t0, offset = 0, 0
     try:
         for group in groups:
-            logits = model(torch.stack(group))["logits"]          # [b, K, t, h, w]
+            res = model(torch.stack(group))
+            logits = res["logits"]                                 # [b, K, t, h, w]
+            if "no_object_logits" in res:                          # the no-object channel last
+                logits = torch.cat([logits, res["no_object_logits"]], dim=1)
             for clip_logits in logits:
-                index = torch.stack([
-                    hard_assign(F.interpolate(clip_logits[:, f][None], size=(H, W), mode="bilinear",
-                                              align_corners=False)[0])
-                    for f in range(clip_logits.shape[1])])
+                index = torch.stack([_frame_index(clip_logits[:, f], (H, W), cfg.num_queries)
+                                     for f in range(clip_logits.shape[1])])
                 ids, n = compact_ids(index, offset)
                 out[t0:t0 + ids.shape[0]] = ids.cpu().numpy()
                 t0 += ids.shape[0]

@@ -36,7 +36,7 @@ from torch import nn
 
 from dataengine.errors import ConfigError
 from .layers import MLP, Attention, check_config_keys
-from .segmenter import Segmenter, SegmenterConfig
+from .segmenter import Segmenter, SegmenterConfig, assign_queries, soft_masks
 
 N_GEOMETRY = 9  # mean (t, y, x), std (t, y, x), velocity (dy/dt, dx/dt), log area fraction
 # Up to this many tokens per clip the masked cross-attention runs as one dense masked matmul
@@ -276,6 +276,6 @@ class Tokenizer(nn.Module):
 
     def forward(self, video: torch.Tensor, k: int | None = None) -> dict[str, torch.Tensor]:
         out = self.segmenter(video)
-        masks = out["logits"].softmax(dim=1)
-        enc = self.encoder(out["features"], masks, k=k)
+        # With a no-object query its pixels belong to no trajectory (assign -1): no token pools them.
+        enc = self.encoder(out["features"], soft_masks(out), assign=assign_queries(out).detach(), k=k)
         return {**enc, **out}

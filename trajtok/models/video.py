@@ -99,7 +99,10 @@ class TrajViT2Video(nn.Module):
         tokens = torch.cat([o["tokens"] for o in outs], dim=1)
         valid = torch.cat([o["valid"] for o in outs], dim=1)
         logits = outs[0]["logits"] if len(outs) == 1 else None
-        return {"embedding": self.transformer(tokens, valid), "logits": logits, "tokens": valid.sum(1)}
+        res = {"embedding": self.transformer(tokens, valid), "logits": logits, "tokens": valid.sum(1)}
+        if logits is not None and "no_object_logits" in outs[0]:
+            res["no_object_logits"] = outs[0]["no_object_logits"]
+        return res
 
 
 class ViT3DVideo(nn.Module):

@@ -122,7 +122,7 @@ def _param_groups(model: Segmenter, weight_decay: float) -> list[dict[str, Any]]
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 and name != "queries" else no_decay).append(p)
+        (decay if p.ndim >= 2 and name not in ("queries", "no_object_query") else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -139,14 +139,17 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
                     image_batch_size: int | None = None, lr: float | None = None,
                     warmup_steps: int | None = None, num_workers: int | None = None,
                     save_every: int | None = None, log_every: int | None = None, seed: int = 0,
-                    backbone_checkpoint: str | Path | None = None, stop_after: int | None = None) -> dict[str, Any]:
+                    backbone_checkpoint: str | Path | None = None, stop_after: int | None = None,
+                    no_object: bool | None = None) -> dict[str, Any]:
     """Train the TrajTok segmenter on trajectory shards; returns a summary dict.
 
     ``data``: dataset dir, tar, glob or list. ``max_steps`` sets the schedule
     length (default: the preset's). ``stop_after`` ends this call after that
     many steps (e.g. a time-sliced job) without changing the schedule; a later
     ``resume=True`` call continues. ``backbone_checkpoint``: optional local
-    timm ConvNeXt weights to start from.
+    timm ConvNeXt weights to start from. ``no_object``: give the model a no-object query
+    (``SegmenterConfig.no_object``; None: the preset's, or on ``resume`` the checkpoint's), for
+    labels whose 0 means "no object here" (ground truth of objects only), not "unknown".
     """
     P = get_preset(preset)
     t = P.train
@@ -154,11 +157,15 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
                           save_every=save_every, log_every=log_every, batch_size=batch_size, seed=seed)
     if image_batch_size is not None:
         P.data.image_batch_size = image_batch_size
+    out = Path(output)
+    last, last_state = out / "last.safetensors", out / "last.optim.pt"
+    if no_object is not None:
+        P.model.no_object = no_object
+    elif resume and last.exists():
+        P.model.no_object = bool(json.loads(read_metadata(last)["config"]).get("no_object", False))
     P.sync()
 
     rank, world, device, created_group = _setup_distributed()
-    out = Path(output)
-    last, last_state = out / "last.safetensors", out / "last.optim.pt"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     if last.exists() and not resume:
@@ -222,8 +229,10 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         frames = batch["frames"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
         with bf16_autocast(device):
-            logits = ddp(frames)["logits"]
-        parts = segmenter_loss(logits.float(), labels, P.loss)
+            res = ddp(frames)
+        void = res.get("no_object_logits")
+        parts = segmenter_loss(res["logits"].float(), labels, P.loss,
+                               no_object_logits=None if void is None else void.float())
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)

@@ -122,7 +122,7 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     """Train a video-text model on captioned trajectory shards; returns a summary dict.
 
     ``segmenter``: a ``train-segmenter`` checkpoint to warm-start TrajViT2's segmenter (its
-    config must equal the preset's). ``text_model``: a local transformers directory.
+    config must equal the preset's, but for ``no_object``, which TrajViT2 takes from it). ``text_model``: a local transformers directory.
     """
     out = Path(output)
     last, last_state = out / "last.safetensors", out / "last.optim.pt"
@@ -148,12 +148,16 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     rank, world, device, created_group = _setup_distributed()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+    warm = None
+    if segmenter and not resume:
+        warm = load_segmenter(segmenter)
+        # A segmenter trained with a no-object query keeps it: its pixels of no trajectory give no token.
+        P.model.segmenter.no_object = warm.cfg.no_object
     torch.manual_seed(seed)
     model = VideoTextModel(P.model).to(device)
-    if segmenter and not resume:
+    if warm is not None:
         if model.segmenter is None:
             raise ConfigError("--segmenter warm-starts TrajViT2's tokenizer; vit3d has no segmenter")
-        warm = load_segmenter(segmenter)
         as_json = lambda cfg: json.loads(json.dumps(cfg.to_dict()))   # noqa: E731 (tuples vs lists)
         if as_json(warm.cfg) != as_json(P.model.segmenter):
             raise CheckpointError(f"{segmenter}: segmenter config differs from preset {P.name}'s: {warm.cfg.to_dict()}")
@@ -215,7 +219,9 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         loss = clip
         seg = torch.zeros((), device=device)
         if trajvit and P.seg_weight > 0:
-            seg = segmenter_loss(res["logits"].float(), batch["labels"].to(device), P.loss)["loss"]
+            void = res.get("no_object_logits")
+            seg = segmenter_loss(res["logits"].float(), batch["labels"].to(device), P.loss,
+                                 no_object_logits=None if void is None else void.float())["loss"]
             loss = loss + P.seg_weight * seg
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
