@@ -217,3 +217,22 @@ def test_command_line_flag_and_eval(tmp_path):
                                           "--data", str(tmp_path / "syn" / "gt"), "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["samples"] == 3
+
+
+@pytest.mark.slow
+def test_student_bench_smoke(tmp_path):
+    """bench/student.py end to end at toy size: corpora, engine labels, three students, one table."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "r.json"
+    subprocess.run([sys.executable, str(root / "bench" / "student.py"), "--work", str(tmp_path / "w"), "--videos", "1",
+                    "--images", "1", "--held-videos", "1", "--steps", "2", "--every-pixel-gt", "--json", str(out)],
+                   check=True, capture_output=True, cwd=str(root))
+    result = json.loads(out.read_text())
+    assert set(result["scores"]) == {"teacher", "(a) ground truth, --no-object", "(b) engine labels",
+                                     "(a0) ground truth, every pixel"}
+    assert all(row["gt_trajectories"] > 0 for row in result["scores"].values())
+    assert set(result["cpu_seconds"]) == set(result["scores"]) - {"teacher"}
+    assert result["scores"]["teacher"]["recall_at_0.5"] > 0      # the engine's labels, scored on the same frames

@@ -173,11 +173,8 @@ def soft_masks(out: dict[str, torch.Tensor]) -> torch.Tensor:
 def assign_queries(out: dict[str, torch.Tensor]) -> torch.Tensor:
     """Hard assignment ``[B, T, h, w]`` of a forward's output: the winning query per pixel,
     ``-1`` where the no-object query wins."""
-    index = out["logits"].argmax(dim=1)
     void = out.get("no_object_logits")
-    if void is None:
-        return index
-    return index.masked_fill(void[:, 0] > out["logits"].amax(dim=1), -1)
+    return hard_assign(out["logits"].transpose(0, 1), None if void is None else void.transpose(0, 1))
 
 
 def build_segmenter(cfg: SegmenterConfig, backbone_checkpoint: str | Path | None = None) -> Segmenter:
