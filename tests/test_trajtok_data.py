@@ -211,3 +211,34 @@ def test_batches_carry_each_samples_caption(dataset):
             assert caption == stored[key]
             seen[key[:3]] += 1
     assert seen["vid"] and seen["img"]            # video and image samples both bring their text
+
+
+def test_data_that_never_decodes_ends_the_run_with_the_reason(dataset, tmp_path):
+    """Every sample undecodable: an endless loader would skip samples forever; it stops after one
+    whole pass with the last reason. One bad sample among good ones still costs only itself."""
+    import io
+    import tarfile
+
+    from dataengine.errors import InputError
+
+    def copy_with_broken_media(out, broken):
+        out.mkdir()
+        for path in resolve_shards(dataset):
+            with tarfile.open(path) as tin, tarfile.open(out / path.name, "w") as tout:
+                for m in tin:
+                    data = tin.extractfile(m).read()
+                    if m.name.endswith((".mp4", ".png")) and broken(m.name):
+                        data = b"not media at all"
+                    info = tarfile.TarInfo(m.name)
+                    info.size = len(data)
+                    tout.addfile(info, io.BytesIO(data))
+        return out
+
+    bad = copy_with_broken_media(tmp_path / "bad", lambda name: True)
+    stream = ShardDataset(bad, cfg(epochs=None)).iter_batches(0, 1)
+    with pytest.raises(InputError, match=r"could be decoded in a whole pass .*not a decodable"):
+        next(stream)
+    one_bad = copy_with_broken_media(tmp_path / "one", lambda name: name.startswith("vid0000."))
+    stream = ShardDataset(one_bad, cfg(epochs=None)).iter_batches(0, 1)
+    keys = [k for _, b in zip(range(12), stream) for k in b["keys"]]    # three epochs' worth, no error
+    assert "vid0000" not in keys and len(set(keys)) == 6

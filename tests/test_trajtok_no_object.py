@@ -236,3 +236,19 @@ def test_student_bench_smoke(tmp_path):
     assert all(row["gt_trajectories"] > 0 for row in result["scores"].values())
     assert set(result["cpu_seconds"]) == set(result["scores"]) - {"teacher"}
     assert result["scores"]["teacher"]["recall_at_0.5"] > 0      # the engine's labels, scored on the same frames
+
+
+def test_ground_truth_data_without_the_flag_gets_a_hint(tmp_path):
+    from dataengine.tools.synth import make_corpus
+    from trajtok.train.segmenter import ground_truth_labels
+    make_corpus(tmp_path / "syn", videos=1, images=1, seed=3, n_frames=8, width=64, height=48)
+    gt = tmp_path / "syn" / "gt"
+    assert ground_truth_labels(gt)
+    with pytest.warns(UserWarning, match="--no-object"):
+        train_segmenter(gt, tmp_path / "a", preset="cpu", max_steps=1, batch_size=1, image_batch_size=1)
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_segmenter(gt, tmp_path / "b", preset="cpu", max_steps=1, batch_size=1, image_batch_size=1,
+                        no_object=False)
+    assert not [w for w in caught if "--no-object" in str(w.message)]     # said explicitly: no hint

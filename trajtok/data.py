@@ -158,6 +158,7 @@ class ShardDataset(IterableDataset):
         if position % cfg.batch_size:
             raise ValueError(f"position {position} is not a multiple of batch size {cfg.batch_size}")
         self.start_batch = position // cfg.batch_size
+        self.last_error = ""
 
     # -- the deterministic raw stream of one consumer ---------------------------
     def _raw(self, epoch: int, consumer: int, n_consumers: int) -> Iterator[shard_io.ShardSample]:
@@ -189,6 +190,11 @@ class ShardDataset(IterableDataset):
 
     def plans(self, consumer: int, n_consumers: int) -> Iterator[list[shard_io.ShardSample]]:
         """Raw samples of each batch, in order, before any decoding."""
+        for _, plan in self.epoch_plans(consumer, n_consumers):
+            yield plan
+
+    def epoch_plans(self, consumer: int, n_consumers: int) -> Iterator[tuple[int, list[shard_io.ShardSample]]]:
+        """``plans`` with the epoch each batch was completed in."""
         buckets: dict[int, list[shard_io.ShardSample]] = {}
         epoch = 0
         while self.cfg.epochs is None or epoch < self.cfg.epochs:
@@ -199,7 +205,7 @@ class ShardDataset(IterableDataset):
                 bucket = buckets.setdefault(T, [])
                 bucket.append(s)
                 if len(bucket) == self.cfg.batch_size_for(T):
-                    yield bucket
+                    yield epoch, bucket
                     buckets[T] = []
             if seen == 0:
                 if epoch == 0 and self.cfg.epochs is None:
@@ -209,7 +215,7 @@ class ShardDataset(IterableDataset):
             epoch += 1
         for bucket in buckets.values():   # finite epochs: the remainder forms smaller batches
             if bucket:
-                yield bucket
+                yield epoch, bucket
 
     def load(self, plan: list[shard_io.ShardSample], rng: np.random.Generator) -> dict[str, Any] | None:
         frames, labels, keys, captions = [], [], [], []
@@ -219,7 +225,8 @@ class ShardDataset(IterableDataset):
             try:
                 rgb, lab = decode_sample(s, T, rng if aug.enabled else None)
             except Exception as e:  # a bad sample costs one sample, never the run
-                log.warning("skipping sample %s: %s", s.key, one_line(e))
+                self.last_error = f"{s.key}: {one_line(e)}"
+                log.warning("skipping sample %s", self.last_error)
                 continue
             f, l = augment_clip(torch.from_numpy(rgb).permute(0, 3, 1, 2), torch.from_numpy(lab),
                                 self.cfg.image_size, aug, rng, self.cfg.target_stride)
@@ -232,10 +239,17 @@ class ShardDataset(IterableDataset):
         return {"frames": torch.stack(frames), "labels": torch.stack(labels), "keys": keys, "captions": captions}
 
     def iter_batches(self, consumer: int, n_consumers: int, skip: int = 0) -> Iterator[dict[str, Any]]:
-        for n, plan in enumerate(self.plans(consumer, n_consumers)):
+        # A whole pass over this consumer's samples that decodes none of them would repeat forever:
+        # that is bad data, not bad luck, and ends the run with the last reason.
+        loaded: dict[int, bool] = {}      # epoch -> any batch decoded (epochs whose batches were loaded)
+        for n, (epoch, plan) in enumerate(self.epoch_plans(consumer, n_consumers)):
             if n < skip:
                 continue
+            if loaded and epoch not in loaded and not any(loaded.values()):
+                raise InputError(f"no sample of {len(self.shards)} shard(s) could be decoded in a whole pass "
+                                 f"over them (last: {self.last_error})")
             batch = self.load(plan, np.random.default_rng([self.cfg.seed, consumer, n, 11]))
+            loaded[epoch] = loaded.get(epoch, False) or batch is not None
             if batch is not None:
                 yield batch
 

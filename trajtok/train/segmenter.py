@@ -31,7 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 from dataengine.errors import CheckpointError, CheckpointNotFound, OutputExists
 from ..checkpoint import (load_segmenter, load_train_state, read_metadata, save_segmenter,
                          save_train_state, weights_digest)
-from ..data import make_loader
+from dataengine.format import shards as shard_io
+from ..data import make_loader, resolve_shards
 from ..losses import segmenter_loss
 from ..models.segmenter import Segmenter, build_segmenter
 from ..presets import Preset, get_preset
@@ -126,6 +127,16 @@ def _param_groups(model: Segmenter, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def ground_truth_labels(data: Any) -> bool:
+    """Whether the data's first sample carries ground truth (its metadata's ``backends`` say
+    ``ground_truth``, as ``trajdata synth`` writes), where label 0 means "no object"."""
+    try:
+        first = next(shard_io.read_shard(resolve_shards(data)[0], with_media=False), None)
+    except Exception:   # unreadable data is the loader's to report, with its own message
+        return False
+    return first is not None and (first.meta.get("backends") or {}).get("segmenter") == "ground_truth"
+
+
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines past ``step``: they came from work the checkpoint does not hold."""
     if not path.exists():
@@ -163,6 +174,10 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         P.model.no_object = no_object
     elif resume and last.exists():
         P.model.no_object = bool(json.loads(read_metadata(last)["config"]).get("no_object", False))
+    elif not P.model.no_object and ground_truth_labels(data):
+        warnings.warn(f"{data} holds ground truth, whose label 0 means 'no object': --no-object (no_object=True) "
+                      "trains the model to leave those pixels out; without it they are ignored and the "
+                      "trajectories' masks spread over them (--every-pixel silences this)")
     P.sync()
 
     rank, world, device, created_group = _setup_distributed()
