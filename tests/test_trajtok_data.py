@@ -238,6 +238,8 @@ def test_data_that_never_decodes_ends_the_run_with_the_reason(dataset, tmp_path)
     stream = ShardDataset(bad, cfg(epochs=None)).iter_batches(0, 1)
     with pytest.raises(InputError, match=r"could be decoded in a whole pass .*not a decodable"):
         next(stream)
+    with pytest.raises(InputError, match=r"loader stream 1 of 2 decoded none"):   # one worker's share
+        next(ShardDataset(bad, cfg(epochs=None)).iter_batches(1, 2))
     one_bad = copy_with_broken_media(tmp_path / "one", lambda name: name.startswith("vid0000."))
     stream = ShardDataset(one_bad, cfg(epochs=None)).iter_batches(0, 1)
     keys = [k for _, b in zip(range(12), stream) for k in b["keys"]]    # three epochs' worth, no error

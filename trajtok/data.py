@@ -246,8 +246,12 @@ class ShardDataset(IterableDataset):
             if n < skip:
                 continue
             if loaded and epoch not in loaded and not any(loaded.values()):
-                raise InputError(f"no sample of {len(self.shards)} shard(s) could be decoded in a whole pass "
-                                 f"over them (last: {self.last_error})")
+                if n_consumers == 1:
+                    raise InputError(f"no sample of {len(self.shards)} shard(s) could be decoded in a whole pass "
+                                     f"over them (last: {self.last_error})")
+                raise InputError(f"loader stream {consumer} of {n_consumers} decoded none of its samples of "
+                                 f"{len(self.shards)} shard(s) in a whole pass (last: {self.last_error}); "
+                                 "remove or repair the bad shards")
             batch = self.load(plan, np.random.default_rng([self.cfg.seed, consumer, n, 11]))
             loaded[epoch] = loaded.get(epoch, False) or batch is not None
             if batch is not None:

@@ -29,9 +29,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from dataengine.errors import CheckpointError, CheckpointNotFound, OutputExists
+from dataengine.format import shards as shard_io
 from ..checkpoint import (load_segmenter, load_train_state, read_metadata, save_segmenter,
                          save_train_state, weights_digest)
-from dataengine.format import shards as shard_io
 from ..data import make_loader, resolve_shards
 from ..losses import segmenter_loss
 from ..models.segmenter import Segmenter, build_segmenter
