@@ -1,7 +1,7 @@
 """Label quality of the CPU default (classical + flow) on held-out synth corpora, and its cost.
 
-For each style and held-out seed a corpus is generated (``make_corpus``, videos
-only), every video is labelled in a child process exactly as ``trajdata
+For each style and held-out seed a corpus is generated (``make_corpus``: videos,
+and images scored apart from them), every video and image is labelled in a child process exactly as ``trajdata
 annotate`` does (decode, keyframes, ``Labeller.label``; default ``cpu``
 preset), and the labels are scored against the exact ground truth with
 ``dataengine.metrics.scores.trajectory_recall``: strict recall@0.5, mean best IoU,
@@ -11,7 +11,9 @@ scene cut (must be 0), and what the ids covering a GT trajectory are
 (``covering_breakdown``: the best one, the object's own other pieces, ids
 after a break, background or other objects' trajectories that bleed into it).
 Seconds per clip are the labelling seconds (keyframe detection +
-``Labeller.label``) per video, wall clock and CPU.
+``Labeller.label``) per video, wall clock and CPU. Images (single-frame
+samples, ``--images`` per seed) get the same strict recall, mean best IoU and
+ids per GT object, pooled apart from the videos.
 
 ``--baseline-ref REF`` (a git commit of this repository) or ``--baseline-root
 DIR`` (a source tree) labels the same corpora with that code too, in the same
@@ -21,7 +23,7 @@ was before issue 10 (keyframe every 4 frames, one-to-one Hungarian merge).
 
 Seeds >= 200 are held out: labeller settings are never tuned on them.
 
-Usage: python bench/quality.py [--styles photo flat] [--seeds 200 201] [--videos 8]
+Usage: python bench/quality.py [--styles photo flat] [--seeds 200 201] [--videos 8] [--images 24]
                                [--baseline-ref REF | --baseline-root DIR | --no-baseline] [--json FILE]
 """
 from __future__ import annotations
@@ -77,7 +79,8 @@ for line in sys.stdin:
     if not line.strip():
         continue
     path, out = line.rstrip("\n").split("\t")
-    media = decode_media(open(path, "rb").read(), "video", cfg.decode)
+    kind = "image" if path.endswith((".jpg", ".jpeg", ".png")) else "video"
+    media = decode_media(open(path, "rb").read(), kind, cfg.decode)
     w0, c0 = time.perf_counter(), time.process_time()
     keyframes, cuts = detect_keyframes(media.frames, cfg.keyframes)
     result = labeller.label(media.frames, keyframes, cuts)
@@ -125,10 +128,11 @@ def baseline_tree(ref: str, into: Path) -> Path:
     return into
 
 
-def corpus(out: Path, style: str, seed: int, videos: int) -> dict[str, Any]:
+def corpus(out: Path, style: str, seed: int, videos: int, images: int = 0) -> dict[str, Any]:
     if (out / "corpus.json").is_file():                      # --corpus-cache: generated before
         return json.loads((out / "corpus.json").read_text())
-    kwargs: dict[str, Any] = {"videos": videos, "images": 0, "seed": seed}
+    # each sample has its own seed (``seed_rng(..., i)``): the videos are the same whatever ``images`` is
+    kwargs: dict[str, Any] = {"videos": videos, "images": images, "seed": seed}
     if "style" in inspect.signature(make_corpus).parameters:
         kwargs["style"] = style
     elif style != "flat":
@@ -189,10 +193,13 @@ def covering_breakdown(gt: np.ndarray, pred: np.ndarray) -> dict[str, int]:
     return out
 
 
-def score(gt_dir: Path, label_dir: Path) -> dict[str, Any]:
+def score(gt_dir: Path, label_dir: Path, media_type: str = "video") -> dict[str, Any]:
+    """Strict scores of the labels in ``label_dir`` against the GT samples of one media type."""
     gts, preds, crossings = [], [], 0
     breakdown: dict[str, int] = {}
     for g in read_dataset(gt_dir, with_media=False):
+        if g.meta.get("media_type", "video") != media_type:
+            continue
         d = np.load(label_dir / f"{g.key}.npz")
         pred, fi = d["labels"].astype(np.int64), [int(x) for x in d["frame_indices"]]
         gt = labels_at(g.traj, fi)
@@ -213,20 +220,24 @@ def score(gt_dir: Path, label_dir: Path) -> dict[str, Any]:
 
 
 def run(styles: list[str], seeds: list[int], videos: int, baseline_root: Path | None, work: Path,
-        overrides: list[str] | None = None, cache: Path | None = None) -> dict[str, Any]:
+        overrides: list[str] | None = None, cache: Path | None = None, images: int = 0) -> dict[str, Any]:
     labellers = {"current": ChildLabeller(ROOT, work / "labels_current", overrides)}
     if baseline_root is not None:
         labellers["baseline"] = ChildLabeller(baseline_root, work / "labels_baseline")
-    result: dict[str, Any] = {"videos_per_seed": videos, "seeds": seeds, "styles": {}}
+    result: dict[str, Any] = {"videos_per_seed": videos, "images_per_seed": images, "seeds": seeds, "styles": {}}
     try:
         for style in styles:
             timings: dict[str, list[dict[str, Any]]] = {k: [] for k in labellers}
+            image_timings: dict[str, list[dict[str, Any]]] = {k: [] for k in labellers}
             scores: dict[str, list[tuple[Path, Path]]] = {k: [] for k in labellers}
             for seed in seeds:
-                c = corpus((cache or work) / f"{style}_{seed}_{videos}", style, seed, videos)
-                for video in sorted(Path(c["media"]).glob("*.mp4")):
+                cname = f"{style}_{seed}_{videos}" + (f"_{images}i" if images else "")
+                c = corpus((cache or work) / cname, style, seed, videos, images)
+                media = Path(c["media"])
+                for path in sorted(media.glob("*.mp4")) + sorted(media.glob("*.jpg")):
                     for name, lab in labellers.items():
-                        timings[name].append(lab.label(video, lab.out / f"{style}_{seed}" / f"{video.stem}.npz"))
+                        t = lab.label(path, lab.out / f"{style}_{seed}" / f"{path.stem}.npz")
+                        (image_timings if path.suffix == ".jpg" else timings)[name].append(t)
                 for name, lab in labellers.items():
                     scores[name].append((Path(c["gt"]), lab.out / f"{style}_{seed}"))
             entry: dict[str, Any] = {}
@@ -238,6 +249,11 @@ def run(styles: list[str], seeds: list[int], videos: int, baseline_root: Path | 
                               cpu_seconds_clip=float(np.mean([x["cpu"] for x in t])),
                               keyframes_per_clip=float(np.mean([x["keyframes"] for x in t])),
                               frames_per_clip=float(np.mean([x["frames"] for x in t])), per_seed=per_seed)
+                if images:
+                    still = pool([score(gt, out, "image") for gt, out in scores[name]])
+                    still.update(cpu_seconds_image=float(np.mean([x["cpu"] for x in image_timings[name]])),
+                                 n_images=len(image_timings[name]))
+                    pooled["images"] = still
                 entry[name] = pooled
             if "baseline" in entry:
                 entry["seconds_ratio"] = entry["current"]["seconds_clip"] / entry["baseline"]["seconds_clip"]
@@ -278,6 +294,13 @@ def print_summary(result: dict[str, Any]) -> None:
             print(f"{style:5s} {name:8s} ids/GT = best {b['best']:.2f} + own pieces {b['own_simultaneous']:.2f} "
                   f"+ own after a break {b['own_temporal']:.2f} + background's {b['background']:.2f} "
                   f"+ other objects' {b['other_object']:.2f}")
+            if "images" in e:
+                i, b = e["images"], e["images"]["ids_per_gt_breakdown"]
+                print(f"{style:5s} {name:8s} images {i['n_images']}  GT objects {i['n_trajectories']:4d}  "
+                      f"R@0.5 {i['recall_at_0.5']:.3f}  mIoU {i['mean_best_iou']:.3f}  "
+                      f"ids/GT {i['ids_per_gt_trajectory']:.2f} (own pieces {b['own_simultaneous']:.2f}, "
+                      f"background's {b['background']:.2f}, other objects' {b['other_object']:.2f})  "
+                      f"cpu s/image {i['cpu_seconds_image']:.3f}")
         if "seconds_ratio" in entry:
             print(f"{style:5s} seconds per clip current / baseline: wall {entry['seconds_ratio']:.2f}, "
                   f"cpu {entry['cpu_seconds_ratio']:.2f}")
@@ -288,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--styles", nargs="+", default=["photo", "flat"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[200, 201])
     ap.add_argument("--videos", type=int, default=8, help="videos per seed (one of them has a scene cut)")
+    ap.add_argument("--images", type=int, default=24, help="images per seed (scored apart from the videos)")
     ap.add_argument("--baseline-ref", default=BASELINE_REF, help="git commit whose labeller is the baseline")
     ap.add_argument("--baseline-root", type=Path, help="a source tree whose labeller is the baseline")
     ap.add_argument("--no-baseline", action="store_true")
@@ -301,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         base = None
         if not args.no_baseline:
             base = args.baseline_root or baseline_tree(args.baseline_ref, work / "baseline_src")
-        result = run(args.styles, args.seeds, args.videos, base, work, args.set, args.corpus_cache)
+        result = run(args.styles, args.seeds, args.videos, base, work, args.set, args.corpus_cache, args.images)
     result["baseline"] = None if args.no_baseline else str(args.baseline_root or args.baseline_ref)
     result["overrides"] = args.set
     print_summary(result)

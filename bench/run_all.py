@@ -206,6 +206,15 @@ def summary_rows(recs: dict[str, dict]) -> list[tuple[str, str, str, str]]:
                              _f(cur[key] / base[key], 2) if base and base[key] else "—"))
             rows.append((f"label quality: trajectories across a scene cut ({style})", str(cur["cut_crossings"]),
                          str(base["cut_crossings"]) if base else "—", "—"))
+            if "images" in cur:
+                ci, bi = cur["images"], (base or {}).get("images")
+                where = (f"{style} style images, held-out seeds {', '.join(map(str, res['seeds']))}, "
+                         f"{ci['n_trajectories']} GT objects")
+                for key, what in (("recall_at_0.5", "strict recall@0.5"), ("mean_best_iou", "mean best IoU"),
+                                  ("ids_per_gt_trajectory", "predicted ids per GT object")):
+                    rows.append((f"label quality: {what} ({where}), this tree vs baseline {res.get('baseline')}",
+                                 _f(ci[key], 3), _f(bi[key], 3) if bi else "—",
+                                 _f(ci[key] / bi[key], 2) if bi and bi[key] else "—"))
     failed("quality", "label quality")
     r = recs.get("host")
     if r and r["status"] == "ok" and "ratio_baseline_over_current" in r["result"]:

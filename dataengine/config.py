@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,10 @@ class SegmenterConfig:
     superpixels: int = 250
     compactness: float = 20.0
     merge_threshold: float = 14.0  # mean-colour distance (Lab) below which regions merge
+    # classical, single-frame samples (images): no motion layer or common fate joins an object's pieces
+    # later, so stills are cut coarser (fewer, larger superpixels; see bench/REPORT.md, issue 10 eighth pass)
+    still_superpixels: int = 80
+    still_merge_threshold: float = 12.0
     motion_weight: float = 0.0    # video keyframes: merge distance x (1 + this x flow difference beyond
     motion_floor: float = 1.0     # this many px/frame, the flow's noise on texture)
     motion_layers: bool = True    # video keyframes: flow minus the camera's motion splits moving from static
@@ -79,6 +83,11 @@ class SegmenterConfig:
     points_per_side: int = 32     # sam: point grid of the automatic mask generator
     pred_iou_thresh: float = 0.88     # sam: masks with a lower predicted IoU are discarded
     stability_thresh: float = 0.95    # sam: masks with a lower stability score are discarded
+
+    def for_stills(self) -> "SegmenterConfig":
+        """This config as it segments a single-frame sample: the ``still_*`` values in place of their video
+        ones (read by segmenters whose table entry says ``stills``)."""
+        return replace(self, superpixels=self.still_superpixels, merge_threshold=self.still_merge_threshold)
 
 
 @dataclass

@@ -390,3 +390,26 @@ def test_flow_tracker_reuses_the_keyframe_step_unchanged():
     plain = tracker.track(frames, labels0)
     reused = tracker.track(frames, labels0, first_step=steps[0])
     assert (plain == reused).all() and (plain[1] == 1).sum() > 0.8 * mask.sum()
+
+
+def test_stills_are_segmented_with_the_still_settings(tmp_path):
+    """A single-frame sample (an image) takes ``still_*``: nothing after the keyframe joins an object's pieces
+    there; a video's keyframes keep the video settings. On a photo-style image the coarser cut has fewer
+    regions."""
+    from dataengine.media.decode import decode_media
+    from dataengine.tools.synth import make_corpus
+
+    c = make_corpus(tmp_path / "c", videos=0, images=1, seed=3, style="photo")
+    cfg = AnnotateConfig()
+    image = decode_media((tmp_path / "c" / "media" / "image_000.jpg").read_bytes(), "image", cfg.decode).frames
+    assert image.shape[0] == 1 and c["images"] == 1
+    still = ClassicalSegmenter(cfg.segmenter.for_stills()).segment_one(image[0])
+    video = ClassicalSegmenter(cfg.segmenter).segment_one(image[0])
+    assert cfg.segmenter.for_stills().superpixels == cfg.segmenter.still_superpixels != cfg.segmenter.superpixels
+    assert still.max() < video.max()
+
+    labeller = Labeller(cfg)
+    assert np.array_equal(labeller.label(image, [0], []).labels[0], still)
+    # the same frame twice is a video: its keyframe is cut with the video settings (and its flow)
+    two = labeller.label(np.concatenate([image, image]), [0], []).labels[0]
+    assert len(np.unique(two)) > still.max()

@@ -34,6 +34,7 @@ class Backend:
     uses_device: bool = False     # runs on the labeller's device (cuda / cpu); else CPU code
     tracks: bool = False          # a segmenter that also tracks: labels whole clips, no tracker is built
     uses_motion: bool = False     # a segmenter that takes each keyframe's optical flow
+    stills: bool = False          # a segmenter whose config has ``still_*`` settings for single-frame samples
     # Extra modules needed for some settings of its config (sam with sam_type sam2 needs sam2).
     needs: Callable[[Any], tuple[str, ...]] | None = None
 
@@ -43,7 +44,8 @@ class Backend:
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("classical", "segmenter", "dataengine.backends.segmenters.classical:ClassicalSegmenter",
-            "colour superpixels merged under motion layers; no weights", ("skimage",), uses_motion=True),
+            "colour superpixels merged under motion layers; no weights", ("skimage",), uses_motion=True,
+            stills=True),
     Backend("directsam", "segmenter", "dataengine.backends.segmenters.directsam:DirectSamSegmenter",
             "DirectSAM boundary model (Segformer); GPU, bf16 autocast on CUDA", ("torch", "transformers"),
             locate=models.directsam_checkpoint, checkpoint_is="dir", uses_device=True),

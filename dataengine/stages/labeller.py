@@ -41,6 +41,9 @@ class Labeller:
         self.cfg = cfg
         seg, _ = backends.check(cfg.segmenter, cfg.tracker)
         self.segmenter = build_segmenter(cfg.segmenter, device)
+        # Single-frame samples (images) get their own settings where the segmenter has them: nothing after
+        # the keyframe (motion, common fate) joins an object's pieces in a still.
+        self.still_segmenter = build_segmenter(cfg.segmenter.for_stills(), device) if seg.stills else self.segmenter
         # A video segmenter (trained TrajTok) tracks by itself: no separate tracker.
         self.joint = seg.tracks
         self.uses_motion = seg.uses_motion
@@ -154,6 +157,8 @@ class Labeller:
     def segment(self, frames: np.ndarray, positions: list[int], cuts: list[int]) -> list[np.ndarray]:
         """Segment the frames at ``positions``; a segmenter that uses motion gets each one's flow."""
         scfg = self.cfg.segmenter
+        if len(frames) == 1:                # a still: no flow to take
+            return self.still_segmenter.segment(frames[positions])
         if not (self.uses_motion and (scfg.motion_weight > 0 or scfg.motion_layers)):
             return self.segmenter.segment(frames[positions])
         from dataengine.backends.trackers.flow import frame_motion
