@@ -26,11 +26,11 @@ def scene(T=8, H=16, W=16, n=3, seed=0):
     return labels
 
 
-def sample(key, labels, frame_indices=None, url=None):
+def sample(key, labels, frame_indices=None, url=None, media_type="video"):
     T = labels.shape[0]
     fi = list(range(T)) if frame_indices is None else list(frame_indices)
     traj = trajformat.labels_to_traj(labels, fi, [f / 10 for f in fi], [0])
-    meta = {"source": "test", "media_type": "video", "height": labels.shape[1], "width": labels.shape[2]}
+    meta = {"source": "test", "media_type": media_type, "height": labels.shape[1], "width": labels.shape[2]}
     if url:
         meta["url"] = url
     return shards.ShardSample(key=key, media_ext=None, media=None, caption="", meta=meta, traj=traj)
@@ -141,3 +141,33 @@ def test_format_table(tmp_path, gt_dir):
 def test_missing_directory_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
         evaluate_dirs(tmp_path / "nope", tmp_path / "nope")
+
+
+def test_videos_and_images_are_also_pooled_apart(tmp_path):
+    """A ground truth holding videos and images: ``by_media`` pools each kind as a run of that kind alone would,
+    and the table shows both rows; a run of one kind has no split."""
+    vids = [("vid_a", scene(seed=1)), ("vid_b", scene(seed=2, n=4))]
+    imgs = [("img_a", scene(T=1, seed=3, n=4)), ("img_b", scene(T=1, seed=4, n=2))]
+    wrong = {"vid_b": np.roll(scene(seed=2, n=4), 3, axis=2), "img_a": np.roll(scene(T=1, seed=3, n=4), 4, axis=1),
+             "img_b": np.where(scene(T=1, seed=4, n=2) == 1, 2, scene(T=1, seed=4, n=2))}
+    def gt(items, kind):
+        return [sample(k, x, media_type=kind) for k, x in items]
+    def pred(items, kind):
+        return [sample(k, wrong.get(k, x), media_type=kind) for k, x in items]
+    both = evaluate_dirs(write_dataset(tmp_path / "p", pred(vids, "video") + pred(imgs, "image")),
+                         write_dataset(tmp_path / "g", gt(vids, "video") + gt(imgs, "image")))
+    alone = {"video": evaluate_dirs(write_dataset(tmp_path / "pv", pred(vids, "video")),
+                                    write_dataset(tmp_path / "gv", gt(vids, "video"))),
+             "image": evaluate_dirs(write_dataset(tmp_path / "pi", pred(imgs, "image")),
+                                    write_dataset(tmp_path / "gi", gt(imgs, "image")))}
+    assert set(both["by_media"]) == {"video", "image"} and "by_media" not in alone["video"]
+    for kind, r in alone.items():
+        assert 0 < r["recall_at_0.5"] < 1                          # each kind has hits and misses
+        for k in ("recall_at_0.5", "mean_best_iou", "ids_per_gt_trajectory", "length_ratio"):
+            assert both["by_media"][kind][k] == pytest.approx(r[k]), (kind, k)
+    assert both["by_media"]["image"]["samples"] == 2
+    assert both["by_media"]["image"]["ids_per_gt_trajectory"] != both["by_media"]["video"]["ids_per_gt_trajectory"]
+    console = Console(record=True, width=250)
+    console.print(format_table(both))
+    text = console.export_text()
+    assert "ALL videos" in text and "ALL images" in text

@@ -25,6 +25,12 @@ Resolution
     When the GT masks differ in size from the predicted masks, the GT label
     maps are resized to the prediction's size with nearest neighbour
     (``cv2.INTER_NEAREST``).
+
+Videos and images
+    When the ground truth holds both (its samples' ``media_type``), the
+    trajectory figures (strict recall, mean best IoU, fragmentation) are also
+    pooled per media type (``by_media``): a still is labelled without motion
+    or tracking, so its figures differ in kind from a video's.
 """
 from __future__ import annotations
 
@@ -141,8 +147,8 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
             else:
                 used.add(pred_key)
                 gt, pred, without = _align(g.traj, preds[pred_key])
-            rows.append({"key": g.key, "pred_key": pred_key, "matched_by": how,
-                         "frames_without_gt": without})
+            rows.append({"key": g.key, "media_type": g.meta.get("media_type", "video"), "pred_key": pred_key,
+                         "matched_by": how, "frames_without_gt": without})
             yield gt, pred
 
     res = metrics.evaluate_sequences(pairs(), window_sizes=window_sizes)
@@ -159,6 +165,32 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
                missing_pred=sum(1 for r in per_sample if r["matched_by"] is None),
                unmatched_pred=len(set(preds) - used),
                per_sample=per_sample)
+    media = sorted({r["media_type"] for r in per_sample})
+    if len(media) > 1:
+        out["by_media"] = {m: pooled_by_trajectory([r for r in per_sample if r["media_type"] == m]) for m in media}
+    return out
+
+
+# The figures that pool exactly from the per-sample rows (weighted by their trajectory counts).
+POOLED_KEYS = ("recall_at_0.5", "mean_best_iou") + FRAGMENTATION_KEYS
+
+
+def pooled_by_trajectory(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Strict recall, mean best IoU, ids per GT trajectory and length ratio of a subset of ``per_sample``
+    rows, pooled over their GT trajectories as the whole run's are (mean lengths weighted by their
+    trajectory counts); also ``samples`` and ``n_gt_trajectories``."""
+    n_gt = np.array([r["n_gt_trajectories"] for r in rows], float)
+    n_pred = np.array([r["n_pred_trajectories"] for r in rows], float)
+    out: dict[str, Any] = {"samples": len(rows), "n_gt_trajectories": int(n_gt.sum())}
+    if n_gt.sum() == 0:
+        return {**out, **dict.fromkeys(POOLED_KEYS, float("nan"))}
+    for k in ("recall_at_0.5", "mean_best_iou", "ids_per_gt_trajectory"):
+        v = np.array([r[k] for r in rows], float)
+        out[k] = float(np.sum(np.where(n_gt > 0, v, 0.0) * n_gt) / n_gt.sum())
+    g_len = float(np.sum([r["mean_gt_length"] * n for r, n in zip(rows, n_gt) if n > 0]) / n_gt.sum())
+    p_len = (float(np.sum([r["mean_pred_length"] * n for r, n in zip(rows, n_pred) if n > 0]) / n_pred.sum())
+             if n_pred.sum() else 0.0)
+    out["length_ratio"] = p_len / g_len
     return out
 
 
@@ -184,7 +216,13 @@ def format_table(result: dict[str, Any], max_rows: int = 30) -> Table:
     rows = result["per_sample"]
     table.add_row("ALL", "", str(sum(r["frames"] for r in rows)),
                   str(sum(r["n_gt_trajectories"] for r in rows)), str(sum(r["n_pred_trajectories"] for r in rows)),
-                  *(_fmt(result[k]) for k in keys), style="bold", end_section=True)
+                  *(_fmt(result[k]) for k in keys), style="bold", end_section=not result.get("by_media"))
+    for i, (media, pooled) in enumerate(result.get("by_media", {}).items()):
+        table.add_row(f"ALL {media}s", "", str(sum(r["frames"] for r in rows if r["media_type"] == media)),
+                      str(pooled["n_gt_trajectories"]),
+                      str(sum(r["n_pred_trajectories"] for r in rows if r["media_type"] == media)),
+                      *(_fmt(pooled[k]) if k in POOLED_KEYS else "" for k in keys),
+                      style="bold", end_section=i == len(result["by_media"]) - 1)
     for r in rows[:max_rows]:
         table.add_row(r["key"], r["matched_by"] or "missing", str(r["frames"]), str(r["n_gt_trajectories"]),
                       str(r["n_pred_trajectories"]), *(_fmt(r[k]) for k in keys))
