@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -56,6 +57,19 @@ def friendly(fn):
             console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
     return wrapper
+
+
+# The project's own warnings (a hint, a resume notice) print like its errors: one line, no source line. Those of
+# the libraries it uses keep Python's format, which says where they come from.
+PACKAGES = tuple(str(Path(__file__).resolve().parent / p) + os.sep for p in ("dataengine", "trajtok", "pipelines"))
+_python_showwarning = warnings.showwarning
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, UserWarning) and str(Path(filename).resolve()).startswith(PACKAGES):
+        console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
 
 
 def version_option(name: str):
@@ -503,10 +517,12 @@ def info(preset: str = typer.Option("paper", help="tiny | cpu | paper"),
 
 
 def trajdata_main() -> None:
+    warnings.showwarning = show_warning
     trajdata()
 
 
 def trajtok_main() -> None:
+    warnings.showwarning = show_warning
     trajtok_app()
 
 

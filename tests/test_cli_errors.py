@@ -181,3 +181,24 @@ def test_one_version_string():
     for app, name in ((cli.trajdata, "trajdata"), (cli.trajtok_app, "trajtok")):
         result = CliRunner().invoke(app, ["--version"])
         assert result.exit_code == 0 and result.stdout.strip() == f"{name} {dataengine.__version__}"
+
+
+def test_the_projects_warnings_print_as_one_line(tmp_path):
+    """A hint of the project (train-segmenter on ground truth without --no-object) prints like its errors."""
+    from dataengine.tools.synth import make_corpus
+    make_corpus(tmp_path / "syn", videos=1, images=1, seed=3, n_frames=8, width=64, height=48)
+    result = run_cli("trajtok", ["train-segmenter", "--data", str(tmp_path / "syn" / "gt"), "--output",
+                                 str(tmp_path / "run"), "--preset", "cpu", "--max-steps", "1"])
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "--no-object" in line]
+    assert len(said) == 1 and said[0].startswith("warning: ") and "UserWarning" not in result.stderr, result.stderr
+
+
+def test_a_librarys_warning_keeps_pythons_format(capsys, monkeypatch):
+    passed_on = []
+    monkeypatch.setattr(cli, "_python_showwarning", lambda *a: passed_on.append(a))
+    cli.show_warning(UserWarning("from a library"), UserWarning, "/x/site-packages/lib.py", 7)
+    cli.show_warning(DeprecationWarning("old"), DeprecationWarning, dataengine.__file__, 1)
+    cli.show_warning(UserWarning("from the project"), UserWarning, dataengine.__file__, 1)
+    assert [a[2:4] for a in passed_on] == [("/x/site-packages/lib.py", 7), (dataengine.__file__, 1)]
+    assert capsys.readouterr().err == "warning: from the project\n"
