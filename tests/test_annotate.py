@@ -138,6 +138,20 @@ def test_resume_refuses_other_labelling_settings_and_names_them(corpus, local_ru
         annotate(config(corpus / "media", keyframes={"max_gap": 3}), str(copy), use_ray=False, resume=True)
 
 
+def test_resume_refuses_another_chunk_size(corpus, local_run, tmp_path):
+    """Chunks are input index // samples_per_shard: resumed with another size, finished chunks' inputs would be
+    written again (twice in the manifest), so the resume is refused and the output left as it was."""
+    out, _ = local_run
+    copy = copy_without_second_chunk(out, tmp_path)
+    before = digests(copy)
+    parts = sorted(p.name for p in (copy / "manifest").iterdir())
+    cfg = build_annotate_config(source=vars(load_source("local", str(corpus / "media"))),
+                                output={"samples_per_shard": 2})
+    with pytest.raises(RuntimeError, match=r"output.samples_per_shard: 3 -> 2"):
+        annotate(cfg, str(copy), use_ray=False, resume=True)
+    assert digests(copy) == before and sorted(p.name for p in (copy / "manifest").iterdir()) == parts
+
+
 def test_resume_accepts_speed_only_settings_and_an_older_hash_of_the_same_settings(corpus, local_run,
                                                                                         tmp_path):
     import json

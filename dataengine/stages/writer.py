@@ -100,6 +100,12 @@ def open_run(out: Output, cfg: AnnotateConfig, resume: bool) -> set[int]:
     if resume and out.exists("run.json"):
         old = json.loads(out.read_bytes("run.json"))
         differences = [] if old.get("config_hash") == cfg.model_hash() else _differences(old, cfg)
+        # The chunks (input index // samples_per_shard) and their shard names must be the recorded ones, or the
+        # resumed run would write inputs again that a finished chunk already holds.
+        recorded = (old.get("config") or {}).get("output") or {}
+        for key in ("samples_per_shard", "prefix"):
+            if key in recorded and recorded[key] != getattr(cfg.output, key):
+                differences.append(f"output.{key}: {recorded[key]!r} -> {getattr(cfg.output, key)!r}")
         if differences:
             raise RunConfigMismatch(f"{out} was annotated with other labelling settings ({'; '.join(differences[:6])}"
                                     f"{f'; and {len(differences) - 6} more' if len(differences) > 6 else ''}); "
