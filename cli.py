@@ -147,23 +147,23 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
              tracker: Optional[str] = typer.Option(None, help=backends.choices("tracker")),
              checkpoint: Optional[str] = typer.Option(None, help="Segmenter checkpoint (directory or file)."),
              resolution: Optional[int] = typer.Option(None, help="Segmenter model input side (DirectSAM, SAM 2) "
-                                                                 "[default: 1024]."),
+                                                                 "(default: 1024)."),
              sam_type: Optional[str] = typer.Option(None, help="sam segmenter: auto (from the checkpoint) | "
                                                                "vit_b | vit_l | vit_h | sam2."),
              sam2_config: Optional[str] = typer.Option(None, help="SAM 2 config in the sam2 package, e.g. "
                                                                   "configs/sam2.1/sam2.1_hiera_l.yaml (the default)."),
              sam2_checkpoint: Optional[str] = typer.Option(None, help="SAM 2 tracker checkpoint ({'model': state_dict})."),
              sam2_image_size: Optional[int] = typer.Option(None, help="SAM 2 tracker input side, a multiple of 32 "
-                                                                      "[default: 1024]."),
-             frames: Optional[int] = typer.Option(None, min=0, help="Frames sampled uniformly per video [default: 16]; "
+                                                                      "(default: 1024)."),
+             frames: Optional[int] = typer.Option(None, min=0, help="Frames sampled uniformly per video (default: 16); "
                                                              "with --frame-stride the most frames (0 = no cap)."),
              frame_stride: Optional[int] = typer.Option(None, min=1, help="Annotate every K-th source frame from frame 0 "
                                                                    "instead of uniform sampling, so exported frame "
                                                                    "numbers are source frame numbers."),
              max_side: Optional[int] = typer.Option(None, min=1, help="Working resolution: longest side in pixels "
-                                                                      "[default: 384]."),
+                                                                      "(default: 384)."),
              samples_per_shard: Optional[int] = typer.Option(None, min=1, help="Input samples per output shard "
-                                                                               "[default: 64]."),
+                                                                               "(default: 64)."),
              limit: Optional[int] = typer.Option(None, help="Stop after this many input samples."),
              resume: bool = typer.Option(False, help="Skip finished shards, retry errors."),
              ray: bool = typer.Option(True, help="--no-ray runs in-process (debugging)."),
@@ -314,7 +314,7 @@ def export(directory: Path = typer.Argument(..., help="A shard + manifest direct
            ann_every: Optional[int] = typer.Option(None, min=1, help="sav: masklet row of frame f is f // ann_every "
                                                    "(default: the annotation's --frame-stride, else 1)."),
            min_frames: Optional[int] = typer.Option(None, min=1, help="Skip video pieces (between scene cuts) with "
-                                                    "fewer annotated frames [default: 8 for sav, SAM 2's sampler]."),
+                                                    "fewer annotated frames (default: 8 for sav, SAM 2's sampler)."),
            resolution: str = typer.Option("mask", help="mask: frames at the mask size (what the labeller saw) | "
                                            "source: frames at the media's size, masks scaled up (nearest)."),
            frame_names: str = typer.Option("source", help="sav: source (frame f is f.jpg, SA-V's way) | position "

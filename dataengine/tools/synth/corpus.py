@@ -234,7 +234,7 @@ def make_corpus(out: str | Path, videos: int = 6, images: int = 4, seed: int = 0
     busy = [p for p in parts if p.exists() and any(p.iterdir())]
     if busy:
         if not overwrite:
-            raise OutputExists(f"{busy[0]} is not empty; remove it or pass overwrite=True")
+            raise OutputExists(f"{busy[0]} is not empty; remove it or pass --overwrite (overwrite=True)")
         for p in busy:
             shutil.rmtree(p)
     media = out / "media"
