@@ -244,3 +244,75 @@ def test_data_that_never_decodes_ends_the_run_with_the_reason(dataset, tmp_path)
     stream = ShardDataset(one_bad, cfg(epochs=None)).iter_batches(0, 1)
     keys = [k for _, b in zip(range(12), stream) for k in b["keys"]]    # three epochs' worth, no error
     assert "vid0000" not in keys and len(set(keys)) == 6
+
+
+def test_a_mixture_recipe_draws_its_datasets_by_weight(tmp_path):
+    """Two datasets of 4 shards each (images only / videos only), weights 3 : 1: an epoch reads 8 shards, 6 from
+    the first (each at least once) and 2 from the second, so 18 images and 6 videos; a plain dataset's order is
+    what it always was."""
+    import yaml
+    from trajtok.data import read_mixture, resolve_parts
+    a = write_synthetic_dataset(tmp_path / "a", videos=0, images=12, samples_per_shard=3, seed=2)
+    b = write_synthetic_dataset(tmp_path / "b", videos=12, images=0, frames=6, samples_per_shard=3, seed=3)
+    recipe = tmp_path / "mix.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "mix", "datasets": [{"path": str(tmp_path / "a"), "weight": 3},
+                                                                 {"path": str(tmp_path / "b"), "weight": 1}]}))
+    assert sorted(resolve_shards(recipe)) == sorted(a + b)
+    ds = ShardDataset(recipe, cfg(epochs=2))
+    for epoch in (0, 1):
+        order = ds.epoch_shards(epoch)
+        assert len(order) == 8 and sum(p in a for p in order) == 6 and set(a) <= set(order)
+    assert ds.epoch_shards(0) != ds.epoch_shards(1)                     # reshuffled every epoch
+    batches = list(ShardDataset(recipe, cfg(epochs=1, batch_size=2, image_batch_size=3)).iter_batches(0, 1))
+    kinds = [b["frames"].shape[1] for b in batches for _ in b["keys"]]
+    assert kinds.count(1) == 18 and kinds.count(4) == 6
+    # one dataset: the shard order it always had
+    plain = ShardDataset(tmp_path / "a", cfg())
+    old = list(resolve_shards(tmp_path / "a"))
+    np.random.default_rng([plain.cfg.seed, 3]).shuffle(old)
+    assert plain.epoch_shards(3) == old and len(resolve_parts(tmp_path / "a")) == 1
+    assert [p.weight for p in read_mixture(recipe)] == [3.0, 1.0]
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ({"name": "x"}, "non-empty list 'datasets'"),
+    ({"datasets": [{"weight": 1}]}, "needs a 'path'"),
+    ({"datasets": [{"path": "A", "weight": -1}]}, "weight must be a number >= 0"),
+    ({"datasets": [{"path": "A", "weight": 0}]}, "every weight is 0"),
+    ({"datasets": [{"path": "NESTED", "weight": 1}]}, "names another mixture"),
+    ({"datasets": [{"path": "MISSING", "weight": 1}]}, "no such shard dataset"),
+])
+def test_a_bad_mixture_recipe_is_one_clear_error(tmp_path, dataset, recipe, message):
+    import yaml
+    from dataengine.errors import UserError
+    (tmp_path / "nested.yaml").write_text(yaml.safe_dump({"datasets": [{"path": str(dataset)}]}))
+    paths = {"A": str(dataset), "NESTED": str(tmp_path / "nested.yaml"), "MISSING": str(tmp_path / "nope")}
+    for d in recipe.get("datasets", []):
+        if "path" in d:
+            d["path"] = paths[d["path"]]
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(UserError, match=message):
+        ShardDataset(tmp_path / "mix.yaml", cfg())
+
+
+def test_the_shipped_pretraining_mixture_trains(tmp_path, monkeypatch):
+    """manifests/mixtures/segmenter_pretrain.yaml as a user runs it: its datasets where it says (relative to
+    the working directory), `trajtok train-segmenter --data` on it for one step."""
+    from pathlib import Path
+    from typer.testing import CliRunner
+    import cli
+    from trajtok.data import read_mixture
+    recipe = Path(__file__).resolve().parents[1] / "manifests" / "mixtures" / "segmenter_pretrain.yaml"
+    monkeypatch.chdir(tmp_path)
+    names = ["runs/panda/kept", "runs/cc3m/kept", "runs/cc12m/kept", "runs/datacomp/kept"]
+    for i, name in enumerate(names):
+        Path(name).mkdir(parents=True)
+        write_synthetic_dataset(name, videos=3 if i == 0 else 0, images=0 if i == 0 else 3, samples_per_shard=3,
+                                seed=i)
+    parts = read_mixture(recipe)
+    assert [p.path for p in parts] == names and sum(p.weight for p in parts) == pytest.approx(1.0)
+    result = CliRunner().invoke(cli.trajtok_app, ["train-segmenter", "--data", str(recipe), "--output", "run",
+                                                  "--preset", "cpu", "--max-steps", "1", "--batch-size", "1",
+                                                  "--image-batch-size", "1", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "last.safetensors").is_file()

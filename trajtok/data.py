@@ -16,6 +16,12 @@ order lines up too). ``position`` is the batches one rank has consumed times
 ``batch_size`` (= steps x batch size, whatever mix of video and image batches
 they were); it assumes the same world size, workers and batch sizes. Video and
 image batches have their own sizes (``batch_size``, ``image_batch_size``).
+Mixtures. ``data`` may be a mixture recipe (YAML, e.g. ``manifests/mixtures/segmenter_pretrain.yaml``):
+``datasets: [{path: DIR|TAR|GLOB, weight: W}, ...]``. Each epoch then draws as many shards as the
+datasets hold in all, each dataset's share by its weight (a small dataset repeats, a large one is
+subsampled, freshly shuffled each epoch), so samples come in about the weights' proportions whatever
+the datasets' sizes. Shards are the unit because they hold about equally many samples
+(``samples_per_shard``); the rest (split among consumers, shuffle buffer, resumption) is unchanged.
 Bad samples. A sample whose media or traj.json cannot be read (hostile or broken media is
 refused by the engine's guarded decoder, as annotate refuses it) is skipped with one
 WARNING line ``skipping sample KEY: REASON`` on the ``trajtok.data`` logger; the epoch goes
@@ -25,15 +31,17 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from dataengine.errors import InputError, InputNotFound
+from dataengine.errors import ConfigError, InputError, InputNotFound
 from dataengine.format import shards as shard_io
 from dataengine.format import trajformat
 from dataengine.media.decode import DecodeError, decode_frames
@@ -65,10 +73,56 @@ class DataConfig:
         return self.image_batch_size if self.image_batch_size else self.batch_size * self.frames
 
 
+@dataclass
+class MixturePart:
+    path: str
+    weight: float
+    shards: list[Path]
+
+
+def is_mixture(data: Any) -> bool:
+    return isinstance(data, (str, Path)) and Path(data).suffix in (".yaml", ".yml") and Path(data).is_file()
+
+
+def read_mixture(path: str | Path) -> list[MixturePart]:
+    """The datasets of a mixture recipe with their weights (relative paths are relative to the current
+    directory, as ``--data`` is); a malformed recipe is a one-line ConfigError."""
+    try:
+        recipe = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"mixture {path} is not valid YAML: {one_line(e)}") from None
+    datasets = recipe.get("datasets") if isinstance(recipe, dict) else None
+    if not isinstance(datasets, list) or not datasets:
+        raise ConfigError(f"mixture {path} needs a non-empty list 'datasets' of {{path, weight}}")
+    parts = []
+    for i, d in enumerate(datasets):
+        if not isinstance(d, dict) or not isinstance(d.get("path"), str):
+            raise ConfigError(f"mixture {path}: datasets[{i}] needs a 'path' (a shard directory, tar or glob)")
+        weight = d.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"mixture {path}: datasets[{i}] weight must be a number >= 0, got {weight!r}")
+        if is_mixture(d["path"]):
+            raise ConfigError(f"mixture {path}: datasets[{i}] names another mixture ({d['path']}); list its datasets")
+        parts.append(MixturePart(d["path"], float(weight), resolve_shards(d["path"])))
+    if sum(p.weight for p in parts) <= 0:
+        raise ConfigError(f"mixture {path}: every weight is 0")
+    return parts
+
+
+def resolve_parts(data: Any) -> list[MixturePart]:
+    """``data`` as weighted datasets: a mixture recipe's, or one dataset of weight 1."""
+    if is_mixture(data):
+        return read_mixture(data)
+    return [MixturePart(str(data), 1.0, resolve_shards(data))]
+
+
 def resolve_shards(data: str | Path | Sequence[str | Path]) -> list[Path]:
-    """A dataset directory, one tar, a glob of tars, or a list of any of those."""
+    """A dataset directory, one tar, a glob of tars, a mixture recipe (all its datasets' shards), or a
+    list of any of those."""
     if isinstance(data, (list, tuple)):
         return [p for d in data for p in resolve_shards(d)]
+    if is_mixture(data):
+        return [p for part in read_mixture(data) for p in part.shards]
     text = str(data)
     if any(ch in text for ch in "*?["):
         paths = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
@@ -152,7 +206,8 @@ class ShardDataset(IterableDataset):
 
     def __init__(self, data: Any, cfg: DataConfig, rank: int = 0, world_size: int = 1,
                  position: int = 0):
-        self.shards = resolve_shards(data)
+        self.parts = resolve_parts(data)
+        self.shards = [p for part in self.parts for p in part.shards]
         self.cfg = cfg
         self.rank, self.world_size = rank, world_size
         if position % cfg.batch_size:
@@ -161,9 +216,26 @@ class ShardDataset(IterableDataset):
         self.last_error = ""
 
     # -- the deterministic raw stream of one consumer ---------------------------
+    def epoch_shards(self, epoch: int) -> list[Path]:
+        """The shards of one epoch, in reading order (the same for every consumer)."""
+        if len(self.parts) == 1:
+            order = list(self.shards)
+            np.random.default_rng([self.cfg.seed, epoch]).shuffle(order)
+            return order
+        # a mixture: len(self.shards) draws, each dataset's share by its weight (at least one shard if > 0)
+        rng = np.random.default_rng([self.cfg.seed, epoch, 5])
+        total, weights = len(self.shards), sum(p.weight for p in self.parts)
+        order = []
+        for part in self.parts:
+            k = 0 if part.weight == 0 else max(1, round(total * part.weight / weights))
+            n = len(part.shards)
+            picks = np.concatenate([rng.permutation(n) for _ in range(-(-k // n))])[:k] if k else []
+            order += [part.shards[int(i)] for i in picks]
+        rng.shuffle(order)
+        return order
+
     def _raw(self, epoch: int, consumer: int, n_consumers: int) -> Iterator[shard_io.ShardSample]:
-        order = list(self.shards)
-        np.random.default_rng([self.cfg.seed, epoch]).shuffle(order)
+        order = self.epoch_shards(epoch)
         if len(order) >= n_consumers:
             for path in order[consumer::n_consumers]:
                 yield from shard_io.read_shard(path)
