@@ -231,8 +231,9 @@ def models(checkpoint: Optional[str] = typer.Option(None, help="Segmenter checkp
 
 @trajdata.command("filter")
 @friendly
-def filter_cmd(input: Path = typer.Argument(..., help="An annotate output directory."),
-               output: Path = typer.Option(..., help="Output directory for kept samples."),
+def filter_cmd(input: str = typer.Argument(..., help="An annotate output: a directory or a URL (s3://, gs://, "
+                                                   "file://, ...), as annotate's --output takes."),
+               output: str = typer.Option(..., help="Where kept samples go: a directory or a URL."),
                min_coverage: float = typer.Option(0.8, help="Minimum mean mask coverage."),
                min_objects: int = typer.Option(10, help="Minimum number of trajectories.")):
     """Keep samples with enough coverage and trajectories (no model runs)."""

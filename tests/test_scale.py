@@ -88,6 +88,38 @@ def test_url_outputs_give_the_path_run_bytes(corpus, single_process, tmp_path):
     assert len(mem.names("manifest")) == rows == len(list((url_out / "manifest").glob("part-*.parquet")))
 
 
+def test_filter_reads_and_writes_urls(corpus, single_process, tmp_path):
+    """`trajdata filter` on a run annotated to a URL, into a URL (fsspec memory://, and file://): the files of
+    a filter of the same run on plain paths, every input row once."""
+    from dataengine.config import FilterConfig
+    from dataengine.tools.filtering import filter_dataset
+
+    counts = sorted(manifest.read_manifest(single_process).column("n_trajectories").to_pylist())
+    cfg = FilterConfig(min_coverage=0.0, min_objects=counts[len(counts) // 2])      # keeps some, drops some
+    local = tmp_path / "kept"
+    totals = filter_dataset(single_process, local, cfg)
+    assert totals["by_status"]["ok"] and totals["by_status"]["filtered"]
+    import pyarrow.parquet as pq
+
+    def rows(data: bytes) -> list[dict]:     # the manifest less its timings (two annotate runs differ there)
+        return [{k: v for k, v in r.items() if not k.startswith("seconds_")}
+                for r in pq.read_table(io.BytesIO(data)).to_pylist()]
+
+    want = {p.name: p.read_bytes() for p in local.iterdir() if p.is_file() and p.name != "run.json"}
+    want.update({p.name: rows(p.read_bytes()) for p in (local / "manifest").iterdir()})
+    mem_in = Output("memory://trajtok-filter/in")
+    annotate(config(corpus, 1), mem_in.uri, use_ray=False)
+    for target in ("memory://trajtok-filter/kept", (tmp_path / "kept-url").as_uri()):
+        assert filter_dataset(mem_in.uri, target, cfg) == totals
+        out = Output(target)
+        got = {n: out.read_bytes(n) for n in out.names() if n != "run.json"}
+        got.update({n: rows(out.read_bytes(f"manifest/{n}")) for n in out.names("manifest")})
+        assert got == want, target
+        assert json.loads(out.read_bytes("run.json"))["upstream"]["status"] == "complete"
+    with pytest.raises(Exception, match="must differ"):
+        filter_dataset(mem_in.uri, mem_in.uri, cfg)
+
+
 def test_resume_on_a_url_retries_errors(tmp_path):
     media = tmp_path / "media"
     make_corpus(tmp_path / "c", videos=1, images=2, seed=33, n_frames=12)
