@@ -250,7 +250,7 @@ def filter_cmd(input: str = typer.Argument(..., help="An annotate output: a dire
 
 @trajdata.command()
 @friendly
-def stats(directory: Path = typer.Argument(..., help="An annotate or filter output directory."),
+def stats(directory: str = typer.Argument(..., help="An annotate or filter output: a directory or a URL."),
           plot: Optional[Path] = typer.Option(None, help="Also write a figure of the statistics (.png)."),
           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON.")):
     """Counts by status and reason, distributions and stage times, from the manifest alone."""

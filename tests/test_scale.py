@@ -90,9 +90,10 @@ def test_url_outputs_give_the_path_run_bytes(corpus, single_process, tmp_path):
 
 def test_filter_reads_and_writes_urls(corpus, single_process, tmp_path):
     """`trajdata filter` on a run annotated to a URL, into a URL (fsspec memory://, and file://): the files of
-    a filter of the same run on plain paths, every input row once."""
+    a filter of the same run on plain paths, every input row once; `trajdata stats` reads the result there."""
     from dataengine.config import FilterConfig
     from dataengine.tools.filtering import filter_dataset
+    from dataengine.tools.stats import collect
 
     counts = sorted(manifest.read_manifest(single_process).column("n_trajectories").to_pylist())
     cfg = FilterConfig(min_coverage=0.0, min_objects=counts[len(counts) // 2])      # keeps some, drops some
@@ -116,6 +117,8 @@ def test_filter_reads_and_writes_urls(corpus, single_process, tmp_path):
         got.update({n: rows(out.read_bytes(f"manifest/{n}")) for n in out.names("manifest")})
         assert got == want, target
         assert json.loads(out.read_bytes("run.json"))["upstream"]["status"] == "complete"
+        # `trajdata stats` reads the URL too (the manifest and the filter's run.json)
+        assert (collect(target).by_status, collect(target).filter) == (collect(local).by_status, collect(local).filter)
     with pytest.raises(Exception, match="must differ"):
         filter_dataset(mem_in.uri, mem_in.uri, cfg)
 

@@ -19,9 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyarrow.fs import FileType
 
 from dataengine.errors import InputError, InputNotFound
 from dataengine.format.manifest import STAGES
+from dataengine.format.outputfs import Output
 
 STATUSES = ("ok", "filtered", "error")
 STATUS_COLOURS = {"ok": "#3a9d5d", "filtered": "#e0a030", "error": "#d04040"}
@@ -103,15 +105,16 @@ def reason_kind(reason: str, key: str = "") -> str:
     return r.strip() or "(no reason given)"
 
 
-def _read_columns(directory: Path) -> pa.Table:
-    parts = sorted((directory / "manifest").glob("part-*.parquet"))
+def _read_columns(directory: Output) -> pa.Table:
+    parts = [f"manifest/{n}" for n in directory.names("manifest") if n.startswith("part-") and n.endswith(".parquet")]
     if not parts:
         raise InputError(f"{directory} has no manifest (manifest/part-*.parquet); "
                          f"is it a `trajdata annotate` or `trajdata filter` output?")
     tables = []
     for p in parts:
-        names = set(pq.read_schema(p).names)
-        t = pq.read_table(p, columns=[c for c in COLUMNS if c in names])
+        with directory.open_read(p) as f:
+            names = set(pq.read_schema(f).names)
+            t = pq.read_table(f, columns=[c for c in COLUMNS if c in names])
         for c in COLUMNS:  # an older manifest may lack a column: treat it as zeros / empty
             if c not in names:
                 text = c in ("key", "media_type", "status", "reason")
@@ -121,9 +124,10 @@ def _read_columns(directory: Path) -> pa.Table:
 
 
 def collect(directory: str | Path, top_reasons: int = 10) -> DatasetStats:
-    d = Path(directory)
-    if not d.is_dir():
-        raise InputNotFound(f"no such dataset directory: {d}")
+    """Statistics of a dataset's manifest; ``directory`` a path or a URL (as annotate's ``--output``)."""
+    d = Output(str(directory))
+    if d.fs.get_file_info(d.root).type != FileType.Directory:
+        raise InputNotFound(f"no such dataset directory: {directory}")
     table = _read_columns(d)
     cols: dict[str, np.ndarray] = {}
     for c in COLUMNS:
@@ -155,14 +159,13 @@ def collect(directory: str | Path, top_reasons: int = 10) -> DatasetStats:
     reasons = [{"reason": k, "status": st, "samples": n, "example": example[(k, st)]}
                for (k, st), n in counts.most_common(top_reasons)]
 
-    run = d / "run.json"
     flt = None
-    if run.is_file():
+    if d.exists("run.json"):
         try:
-            flt = json.loads(run.read_text()).get("filter")
+            flt = json.loads(d.read_bytes("run.json")).get("filter")
         except (OSError, json.JSONDecodeError):
             flt = None
-    return DatasetStats(str(d), int(len(status)), by_status, by_media, reasons, cols, flt)
+    return DatasetStats(str(directory), int(len(status)), by_status, by_media, reasons, cols, flt)
 
 
 # ------------------------------------------------------------------ rich tables
