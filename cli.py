@@ -235,7 +235,9 @@ def filter_cmd(input: str = typer.Argument(..., help="An annotate output: a dire
                                                    "file://, ...), as annotate's --output takes."),
                output: str = typer.Option(..., help="Where kept samples go: a directory or a URL."),
                min_coverage: float = typer.Option(0.8, help="Minimum mean mask coverage."),
-               min_objects: int = typer.Option(10, help="Minimum number of trajectories.")):
+               min_objects: int = typer.Option(10, help="Minimum number of trajectories."),
+               workers: int = typer.Option(8, min=1, help="Manifest parts filtered at once (threads: the work "
+                                                          "is reading and writing shards).")):
     """Keep samples with enough coverage and trajectories (no model runs)."""
     from dataengine.config import FilterConfig
     from dataengine.tools.filtering import filter_dataset
@@ -243,7 +245,8 @@ def filter_cmd(input: str = typer.Argument(..., help="An annotate output: a dire
     with progress() as bar:
         task = bar.add_task("filtering", total=None)
         totals = filter_dataset(input, output, FilterConfig(min_coverage, min_objects),
-                                on_part=lambda n, total: bar.update(task, completed=n, total=total))
+                                on_part=lambda n, total: bar.update(task, completed=n, total=total),
+                                workers=workers)
     by = ", ".join(f"{v} {k}" for k, v in sorted(totals["by_status"].items()) if v)
     console.print(f"filtered {totals['samples']} samples ({by}) -> {output}")
 

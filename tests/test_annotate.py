@@ -104,6 +104,26 @@ def test_filter_keeps_or_explains_every_row(local_run, tmp_path):
     assert validate_dataset(tmp_path / "f") == []
 
 
+def test_filter_turns_the_samples_of_a_broken_shard_into_error_rows(local_run, tmp_path):
+    """A truncated shard costs its own kept samples (error rows with the reason), nothing else."""
+    out, _ = local_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    broken = list_shards(copy)[0]
+    broken.write_bytes(broken.read_bytes()[:3000])
+    rows = {r["key"]: r for r in manifest.read_manifest(copy).to_pylist()}
+    lost = {k for k, r in rows.items() if r["shard"] == broken.name and r["status"] == "ok"}
+    assert lost and len(lost) < sum(r["status"] == "ok" for r in rows.values())
+    totals = filter_dataset(copy, tmp_path / "f", FilterConfig(min_coverage=0.0, min_objects=0))
+    frows = {r["key"]: r for r in manifest.read_manifest(tmp_path / "f").to_pylist()}
+    assert frows.keys() == rows.keys() and totals["by_status"]["error"] >= len(lost)
+    for k in lost:
+        assert frows[k]["status"] == "error" and frows[k]["reason"].startswith(f"shard {broken.name} unreadable")
+    kept = {s.key for s in read_dataset(tmp_path / "f", with_media=False)}
+    assert kept == {k for k, r in rows.items() if r["status"] == "ok"} - lost
+    assert validate_dataset(tmp_path / "f") == []
+
+
 def copy_without_second_chunk(out: Path, tmp_path: Path) -> Path:
     """A copy of a finished run whose second chunk (manifest part and shards) is gone, as a killed run leaves it."""
     copy = tmp_path / "copy"

@@ -90,7 +90,8 @@ def test_url_outputs_give_the_path_run_bytes(corpus, single_process, tmp_path):
 
 def test_filter_reads_and_writes_urls(corpus, single_process, tmp_path):
     """`trajdata filter` on a run annotated to a URL, into a URL (fsspec memory://, and file://): the files of
-    a filter of the same run on plain paths, every input row once; `trajdata stats` reads the result there."""
+    a filter of the same run on plain paths (one thread there, four here), every input row once; `trajdata stats`
+    reads the result there."""
     from dataengine.config import FilterConfig
     from dataengine.tools.filtering import filter_dataset
     from dataengine.tools.stats import collect
@@ -98,7 +99,7 @@ def test_filter_reads_and_writes_urls(corpus, single_process, tmp_path):
     counts = sorted(manifest.read_manifest(single_process).column("n_trajectories").to_pylist())
     cfg = FilterConfig(min_coverage=0.0, min_objects=counts[len(counts) // 2])      # keeps some, drops some
     local = tmp_path / "kept"
-    totals = filter_dataset(single_process, local, cfg)
+    totals = filter_dataset(single_process, local, cfg, workers=1)
     assert totals["by_status"]["ok"] and totals["by_status"]["filtered"]
     import pyarrow.parquet as pq
 
@@ -110,8 +111,9 @@ def test_filter_reads_and_writes_urls(corpus, single_process, tmp_path):
     want.update({p.name: rows(p.read_bytes()) for p in (local / "manifest").iterdir()})
     mem_in = Output("memory://trajtok-filter/in")
     annotate(config(corpus, 1), mem_in.uri, use_ray=False)
+    # 4 threads over the 8 parts here: the same files as one
     for target in ("memory://trajtok-filter/kept", (tmp_path / "kept-url").as_uri()):
-        assert filter_dataset(mem_in.uri, target, cfg) == totals
+        assert filter_dataset(mem_in.uri, target, cfg, workers=4) == totals
         out = Output(target)
         got = {n: out.read_bytes(n) for n in out.names() if n != "run.json"}
         got.update({n: rows(out.read_bytes(f"manifest/{n}")) for n in out.names("manifest")})

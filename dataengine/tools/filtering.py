@@ -4,12 +4,15 @@ Decisions come from the manifest alone; kept samples are copied member for
 member into new shards with the same chunk numbering. Every input row ends in
 the output manifest: kept rows stay ``ok``, dropped ones become ``filtered``
 with the reason, earlier ``error`` / ``filtered`` rows are carried unchanged.
+A kept row whose shard cannot be read (or lacks it) becomes ``error`` with
+the reason; the other shards are filtered as usual.
 """
 from __future__ import annotations
 
 import io
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,7 +40,7 @@ def filter_reason(row: dict[str, Any], cfg: FilterConfig) -> str:
 
 
 def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterConfig,
-                   on_part: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                   on_part: Callable[[int, int], None] | None = None, workers: int = 8) -> dict[str, Any]:
     """Filter an annotate output into ``output_dir``; either may be a path or a URL ``--output`` takes
     (``s3://``, ``gs://``, ``file://``, fsspec), so a run annotated to object storage is filtered there."""
     src, out = Output(str(input_dir)), Output(str(output_dir))
@@ -50,30 +53,17 @@ def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterCon
         raise ConfigError("--output must differ from the input directory")
     out.makedirs()
     counts = {"ok": 0, "filtered": 0, "error": 0}
-    for n, c in enumerate(parts):
-        part = f"{MANIFEST}/{manifest.part_path('', c).name}"
-        with src.open_read(part) as f:
-            rows = pq.read_table(f, schema=manifest.SCHEMA).to_pylist()
-        keep: dict[str, str] = {}  # key -> shard name
-        for r in rows:
-            if r["status"] == "ok":
-                reason = filter_reason(r, cfg)
-                if reason:
-                    r.update(status="filtered", reason=reason, shard="")
-                else:
-                    keep[r["key"]] = r["shard"]
-            counts[r["status"]] = counts.get(r["status"], 0) + 1
-        for shard in sorted(set(keep.values())):
-            with src.open_read(shard) as f:
-                kept = [s for s in read_shard(f) if s.key in keep]
-            if kept:
-                with out.replaced_when_done(shard) as f:
-                    write_shard_to(f, kept)
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist([manifest.normalise_row(r) for r in rows], schema=manifest.SCHEMA), buf)
-        out.write_bytes(part, buf.getvalue())
-        if on_part:
-            on_part(n + 1, len(parts))
+    # Parts are independent and the work is reading and writing files (object storage: round trips), so a few
+    # threads overlap it; results come back in part order, so the output is the same for any number of them.
+    pool = ThreadPoolExecutor(max(1, workers))
+    try:
+        for n, part_counts in enumerate(pool.map(lambda c: _filter_part(src, out, c, cfg), parts)):
+            for k, v in part_counts.items():
+                counts[k] = counts.get(k, 0) + v
+            if on_part:
+                on_part(n + 1, len(parts))
+    finally:   # a failed part ends the run: the parts not started yet are not started
+        pool.shutdown(cancel_futures=True)
     run = {"engine_version": ENGINE_VERSION, "command": "filter", "input": str(src),
            "filter": to_dict(cfg), "totals": {"samples": sum(counts.values()), "by_status": counts},
            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -85,3 +75,42 @@ def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterCon
         out.write_bytes(CARD, card.encode("utf-8"))
     out.write_bytes("run.json", json.dumps(run, indent=2, sort_keys=True).encode())
     return run["totals"]
+
+
+def _filter_part(src: Output, out: Output, c: int, cfg: FilterConfig) -> dict[str, int]:
+    """Filter manifest part ``c`` and its shards into ``out``; returns its rows' counts by status."""
+    part = f"{MANIFEST}/{manifest.part_path('', c).name}"
+    with src.open_read(part) as f:
+        rows = pq.read_table(f, schema=manifest.SCHEMA).to_pylist()
+    keep: dict[str, str] = {}  # key -> shard name
+    for r in rows:
+        if r["status"] == "ok":
+            reason = filter_reason(r, cfg)
+            if reason:
+                r.update(status="filtered", reason=reason, shard="")
+            else:
+                keep[r["key"]] = r["shard"]
+    for shard in sorted(set(keep.values())):
+        try:
+            with src.open_read(shard) as f:
+                kept = [s for s in read_shard(f) if s.key in keep]
+        except Exception as e:  # a broken shard costs its own samples: error rows, the run goes on
+            message = f"shard {shard} unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            for r in rows:
+                if keep.get(r["key"]) == shard:
+                    r.update(status="error", reason=message, shard="")
+            continue
+        missing = {k for k, sh in keep.items() if sh == shard} - {s.key for s in kept}
+        for r in rows:
+            if r["key"] in missing:
+                r.update(status="error", reason=f"sample not found in shard {shard}", shard="")
+        if kept:
+            with out.replaced_when_done(shard) as f:
+                write_shard_to(f, kept)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([manifest.normalise_row(r) for r in rows], schema=manifest.SCHEMA), buf)
+    out.write_bytes(part, buf.getvalue())
+    return counts
