@@ -362,8 +362,9 @@ def eval_cmd(pred: Path = typer.Option(..., help="Predicted trajectory shards (a
 # ------------------------------------------------------------------ trajtok
 @trajtok_app.command("train-segmenter")
 @friendly
-def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: directory, tar, glob, or a "
-                                                          "mixture recipe .yaml (datasets with weights)."),
+def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: directory, tar, glob, URL "
+                                                          "(s3://, gs://, ...), or a mixture recipe .yaml (datasets "
+                                                          "with weights)."),
                         output: Path = typer.Option(..., help="Run directory (checkpoints, log.jsonl, tb/)."),
                         preset: str = typer.Option("tiny", help="tiny (one CPU, minutes) | cpu (the segmenter of "
                                                                 "train-trajvit2's cpu preset) | paper (224 px, 16 frames)."),
@@ -416,7 +417,7 @@ def eval_segmenter_cmd(checkpoint: Path = typer.Option(..., help="A segmenter .s
 @trajtok_app.command("train-trajvit2")
 @friendly
 def train_trajvit2_cmd(data: str = typer.Option(..., help="Captioned trajectory shards: directory, tar, glob, "
-                                                         "or a mixture recipe .yaml."),
+                                                         "URL, or a mixture recipe .yaml."),
                        output: Path = typer.Option(..., help="Run directory (checkpoints, log.jsonl, config.json)."),
                        preset: str = typer.Option("cpu", help="cpu (one CPU core, minutes) | paper (ViT-L, 224 px, 16 frames)."),
                        video_model: str = typer.Option("trajvit2", help="trajvit2 (trajectory tokens) | vit3d "

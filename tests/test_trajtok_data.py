@@ -316,3 +316,24 @@ def test_the_shipped_pretraining_mixture_trains(tmp_path, monkeypatch):
                                                   "--image-batch-size", "1", "--workers", "0"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "last.safetensors").is_file()
+
+
+def test_shards_at_a_url_are_listed_and_read_where_they_are(dataset, tmp_path):
+    """Training data on object storage: a URL dataset (fsspec memory://, and file://) gives the loader the same
+    batches as the local directory; a URL of one tar is that tar."""
+    from dataengine.format.outputfs import Output
+    local = resolve_shards(dataset)
+    mem = Output("memory://trajtok-loader/shards")
+    for p in local:
+        mem.write_bytes(p.name, p.read_bytes())
+    mem.write_bytes("README.md", b"not a shard")
+    for url in (mem.uri, dataset.as_uri()):
+        assert [u.rsplit("/", 1)[1] for u in resolve_shards(url)] == [p.name for p in local]
+        got = list(ShardDataset(url, cfg()).iter_batches(0, 1))
+        want = list(ShardDataset(dataset, cfg()).iter_batches(0, 1))
+        assert [b["keys"] for b in got] == [b["keys"] for b in want]
+        assert all(torch.equal(a["frames"], b["frames"]) and torch.equal(a["labels"], b["labels"])
+                   for a, b in zip(got, want))
+    assert resolve_shards(f"{mem.uri}/{local[0].name}") == [f"{mem.uri}/{local[0].name}"]
+    with pytest.raises(FileNotFoundError, match="no shards found"):
+        resolve_shards("memory://trajtok-loader/empty")

@@ -117,13 +117,18 @@ def resolve_parts(data: Any) -> list[MixturePart]:
 
 
 def resolve_shards(data: str | Path | Sequence[str | Path]) -> list[Path]:
-    """A dataset directory, one tar, a glob of tars, a mixture recipe (all its datasets' shards), or a
-    list of any of those."""
+    """A dataset directory, one tar, a glob of tars, a mixture recipe (all its datasets' shards), a URL
+    (``s3://``, ``gs://``, ``file://``, ...: shards are listed and read there), or a list of any of those."""
     if isinstance(data, (list, tuple)):
         return [p for d in data for p in resolve_shards(d)]
     if is_mixture(data):
         return [p for part in read_mixture(data) for p in part.shards]
     text = str(data)
+    if shard_io.is_url(text):                # a dataset (or one tar) on object storage: read where it is
+        paths = shard_io.list_shards(text)
+        if not paths:
+            raise InputNotFound(f"no shards found at {text}")
+        return paths
     if any(ch in text for ch in "*?["):
         paths = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
     elif Path(text).is_dir() or Path(text).is_file():

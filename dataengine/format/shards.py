@@ -12,6 +12,7 @@ it did not see there, so every tar of a series holds the same member names.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -148,13 +149,44 @@ def write_series(directory: str | Path | Output, prefix: str, index: int, sample
 
 
 
+def is_url(path: Any) -> bool:
+    """A location ``Output`` opens (``s3://``, ``gs://``, ``file://``, fsspec), not a local path."""
+    return isinstance(path, str) and "://" in path
+
+
+@functools.lru_cache(maxsize=64)
+def _location(directory: str) -> Output:
+    return Output(directory)
+
+
+def open_url(url: str) -> BinaryIO:
+    """A shard (or any file) at a URL, opened for reading through ``Output`` (one filesystem per folder)."""
+    directory, name = url.rstrip("/").rsplit("/", 1)
+    return _location(directory).open_read(name)
+
+
+def shard_stat(path: str | Path) -> tuple[int, int]:
+    """``(size, mtime in ns)`` of a shard path or URL (mtime 0 where the store keeps none)."""
+    if is_url(path):
+        directory, name = str(path).rstrip("/").rsplit("/", 1)
+        location = _location(directory)
+        info = location.fs.get_file_info(location.path(name))
+        return int(info.size or 0), int(info.mtime_ns or 0)
+    st = Path(path).stat()
+    return st.st_size, st.st_mtime_ns
+
+
 def iter_tar_members(path: str | Path | BinaryIO) -> Iterator[tuple[str, str, bytes]]:
-    """Stream ``(key, ext, bytes)`` of regular members of a tar path or open file; nothing is
+    """Stream ``(key, ext, bytes)`` of regular members of a tar path, URL or open file; nothing is
     extracted to disk.
 
     The key is the member's basename up to its first dot, the ext the rest.
     Directories, links and devices are skipped: a tar's paths are never trusted.
     """
+    if is_url(path):
+        with open_url(path) as f:
+            yield from iter_tar_members(f)
+        return
     opened = tarfile.open(path, "r|*") if isinstance(path, (str, Path)) else tarfile.open(fileobj=path, mode="r|*")
     with opened as tf:
         for m in tf:
@@ -202,13 +234,19 @@ def read_shard(path: str | Path | BinaryIO, with_media: bool = True) -> Iterator
         )
 
 
-def _order(p: Path) -> tuple[int, str]:
-    return int(SHARD_RE.match(p.name)["index"]), p.name
+def _order(p: Path | str) -> tuple[int, str]:
+    name = p.name if isinstance(p, Path) else p.rsplit("/", 1)[-1]
+    return int(SHARD_RE.match(name)["index"]), name
 
 
-def list_shards(directory: str | Path) -> list[Path]:
+def list_shards(directory: str | Path) -> list[Path] | list[str]:
     """Final shard files of a dataset directory in index order, series by series within an index
-    (temporary files excluded)."""
+    (temporary files excluded). A URL directory (or one tar's URL) gives URLs, which ``read_shard`` reads."""
+    if is_url(directory):
+        url = str(directory).rstrip("/")
+        if url.endswith(".tar") and _location(url.rsplit("/", 1)[0]).exists(url.rsplit("/", 1)[1]):
+            return [url]
+        return sorted((f"{url}/{n}" for n in Output(url).names() if SHARD_RE.match(n)), key=_order)
     d = Path(directory)
     if d.is_file():
         return [d]

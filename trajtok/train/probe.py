@@ -148,7 +148,8 @@ def select(extracted: dict[str, Any], label_key: str, data: Any = "") -> dict[st
 def cached_extract(data: Any, backbone_spec: str, segmenter_path: str | Path, cfg: ProbeConfig,
                    cache: str | Path | None, backbone_seed: int = 0, **kw) -> dict[str, Any]:
     """``extract_clip_inputs`` through an optional on-disk cache keyed by everything that changes the tensors."""
-    shard_sig = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in resolve_shards(data)]
+    from dataengine.format import shards as shard_io
+    shard_sig = [(str(p), *shard_io.shard_stat(p)) for p in resolve_shards(data)]
     seg = Path(segmenter_path)
     key = json.dumps([shard_sig, backbone_spec, backbone_seed, str(seg.resolve()), seg.stat().st_mtime_ns,
                       cfg.frames, cfg.image_size, cfg.backbone_width, cfg.backbone_depth, cfg.backbone_heads])
