@@ -293,7 +293,7 @@ def show(directory: Path = typer.Argument(..., help="A shard + manifest director
 
 @trajdata.command()
 @friendly
-def validate(directory: Path = typer.Argument(..., help="A shard + manifest directory.")):
+def validate(directory: str = typer.Argument(..., help="A shard + manifest directory or URL (s3://, ...).")):
     """Check every shard, member, RLE mask and manifest row; exit 1 on problems."""
     from dataengine.format.validate import validate_dataset
 
@@ -343,8 +343,9 @@ def export(directory: Path = typer.Argument(..., help="A shard + manifest direct
 
 @trajdata.command("eval")
 @friendly
-def eval_cmd(pred: Path = typer.Option(..., help="Predicted trajectory shards (annotate output)."),
-             gt: Path = typer.Option(..., help="Ground-truth trajectory shards (e.g. synth OUT/gt)."),
+def eval_cmd(pred: str = typer.Option(..., help="Predicted trajectory shards (annotate output): a directory "
+                                                 "or URL."),
+             gt: str = typer.Option(..., help="Ground-truth trajectory shards (e.g. synth OUT/gt): a directory or URL."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON.")):
     """Class-agnostic STQ / VEQ / VPQ, strict trajectory recall and fragmentation (ids per GT trajectory,
     length ratio) of predictions against ground truth."""

@@ -90,10 +90,12 @@ def test_url_outputs_give_the_path_run_bytes(corpus, single_process, tmp_path):
 
 def test_filter_reads_and_writes_urls(corpus, single_process, tmp_path):
     """`trajdata filter` on a run annotated to a URL, into a URL (fsspec memory://, and file://): the files of
-    a filter of the same run on plain paths (one thread there, four here), every input row once; `trajdata stats`
-    reads the result there."""
+    a filter of the same run on plain paths (one thread there, four here), every input row once; `trajdata stats`,
+    `validate` and `eval` read the result there."""
     from dataengine.config import FilterConfig
     from dataengine.tools.filtering import filter_dataset
+    from dataengine.format.validate import validate_dataset
+    from dataengine.tools.evaluate import evaluate_dirs
     from dataengine.tools.stats import collect
 
     counts = sorted(manifest.read_manifest(single_process).column("n_trajectories").to_pylist())
@@ -121,6 +123,9 @@ def test_filter_reads_and_writes_urls(corpus, single_process, tmp_path):
         assert json.loads(out.read_bytes("run.json"))["upstream"]["status"] == "complete"
         # `trajdata stats` reads the URL too (the manifest and the filter's run.json)
         assert (collect(target).by_status, collect(target).filter) == (collect(local).by_status, collect(local).filter)
+        # and `validate` / `eval` (the kept samples against themselves on disk: perfect)
+        assert validate_dataset(target) == []
+        assert evaluate_dirs(target, str(local))["recall_at_0.5"] == evaluate_dirs(str(local), target)["STQ"] == 1.0
     with pytest.raises(Exception, match="must differ"):
         filter_dataset(mem_in.uri, mem_in.uri, cfg)
 

@@ -63,7 +63,16 @@ def write_part(directory: str | Path, index: int, rows: list[dict[str, Any]]) ->
     return path
 
 
+def _url_parts(url: str) -> tuple[Any, list[str]]:
+    """A URL dataset's location and its manifest part names, in index order."""
+    from dataengine.format.outputfs import Output
+    location = Output(url)
+    return location, [n for n in location.names("manifest") if n.startswith("part-") and n.endswith(".parquet")]
+
+
 def done_parts(directory: str | Path) -> set[int]:
+    if isinstance(directory, str) and "://" in directory:
+        return {int(n[len("part-"):-len(".parquet")]) for n in _url_parts(directory)[1]}
     d = Path(directory) / "manifest"
     if not d.is_dir():
         return set()
@@ -75,7 +84,14 @@ def read_part(directory: str | Path, index: int) -> list[dict[str, Any]]:
 
 
 def read_manifest(directory: str | Path) -> pa.Table:
-    """All manifest rows of a dataset directory (empty table when there are none)."""
+    """All manifest rows of a dataset directory or URL (empty table when there are none)."""
+    if isinstance(directory, str) and "://" in directory:
+        location, names = _url_parts(directory)
+        tables = []
+        for n in names:
+            with location.open_read(f"manifest/{n}") as f:
+                tables.append(pq.read_table(f, schema=SCHEMA))
+        return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     parts = sorted((Path(directory) / "manifest").glob("part-*.parquet"))
     if not parts:
         return SCHEMA.empty_table()

@@ -69,7 +69,8 @@ def check_traj(traj: dict, where: str) -> list[str]:
 
 
 def validate_dataset(directory: str | Path, on_shard: Callable[[int, int], None] | None = None) -> list[str]:
-    d = Path(directory)
+    """Problems of a dataset directory or URL (manifest and shards against each other); empty when valid."""
+    d = directory if isinstance(directory, str) and "://" in directory else Path(directory)
     problems: list[str] = []
     table = manifest.read_manifest(d)
     if table.num_rows == 0:
@@ -87,12 +88,13 @@ def validate_dataset(directory: str | Path, on_shard: Callable[[int, int], None]
     seen: set[tuple[str, str]] = set()
     shards = list_shards(d)
     for n, path in enumerate(shards):
+        name = path.name if isinstance(path, Path) else path.rsplit("/", 1)[-1]
         try:
             for key, group in group_members(iter_tar_members(path)):
-                where = f"{path.name}:{key}"
-                if (path.name, key) in seen:
+                where = f"{name}:{key}"
+                if (name, key) in seen:
                     problems.append(f"{where}: sample appears twice")
-                seen.add((path.name, key))
+                seen.add((name, key))
                 if not KEY_RE.match(key):
                     problems.append(f"{where}: unsafe key")
                 missing = [m for m in REQUIRED if m not in group]
@@ -101,7 +103,7 @@ def validate_dataset(directory: str | Path, on_shard: Callable[[int, int], None]
                 if missing:
                     problems.append(f"{where}: missing members {missing}")
                     continue
-                row = expected.get((path.name, key))
+                row = expected.get((name, key))
                 if row is None:
                     problems.append(f"{where}: no 'ok' manifest row points at this sample")
                 elif row["media_type"] and not any(e in MEDIA_EXTS for e in group):
@@ -117,7 +119,7 @@ def validate_dataset(directory: str | Path, on_shard: Callable[[int, int], None]
                 except (ValueError, KeyError, TypeError) as e:
                     problems.append(f"{where}: unreadable member ({type(e).__name__}: {e})")
         except (tarfile.TarError, OSError, EOFError) as e:
-            problems.append(f"{path.name}: unreadable tar ({type(e).__name__}: {e})")
+            problems.append(f"{name}: unreadable tar ({type(e).__name__}: {e})")
         if on_shard:
             on_shard(n + 1, len(shards))
     for shard, key in sorted(set(expected) - seen):
