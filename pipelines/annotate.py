@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from dataengine.config import AnnotateConfig
-from dataengine.errors import DeviceError
+from dataengine.errors import DeviceError, UserError
 from dataengine.format.outputfs import Output
 from dataengine.sources import list_samples
 from dataengine.stages.labeller import Labeller
@@ -41,6 +41,10 @@ from dataengine.stages.writer import (ChunkTask, annotate_chunk, chunk_blocks, d
                                       plan_chunks, tasks_from_text, tasks_to_text)
 
 from .runtime import without_known_ray_noise
+
+
+class ListingRefused(UserError, RuntimeError):
+    """The listing side stopped the run with a reason the user can act on (said on the read side)."""
 
 
 @dataclass
@@ -94,14 +98,14 @@ class LabelActor:
                 done["ok"] += summary["ok"]
                 done["error"] += summary["error"]
         return {"chunks": row["chunks"], **done, "node": self.node, "last": row["last"],
-                "listed_chunks": row["listed_chunks"], "listed_samples": row["listed_samples"]}
+                "listed_chunks": row["listed_chunks"], "listed_samples": row["listed_samples"], "fatal": row["fatal"]}
 
 
-def _block_row(tasks: list[ChunkTask], listed_chunks: int, listed_samples: int, last: bool):
+def _block_row(tasks: list[ChunkTask], listed_chunks: int, listed_samples: int, last: bool, fatal: str = ""):
     import pyarrow as pa
 
     return pa.table({"tasks": [tasks_to_text(tasks)], "chunks": [len(tasks)], "last": [last],
-                     "listed_chunks": [listed_chunks], "listed_samples": [listed_samples]})
+                     "listed_chunks": [listed_chunks], "listed_samples": [listed_samples], "fatal": [fatal]})
 
 
 def _chunk_source(cfg: AnnotateConfig, output: str, blocks: dict[str, int]):
@@ -115,10 +119,14 @@ def _chunk_source(cfg: AnnotateConfig, output: str, blocks: dict[str, int]):
         refs = list_samples(cfg.source, limit=cfg.limit)
         tasks = plan_chunks(refs, out, done_chunks(out), cfg.output.samples_per_shard)
         chunks = samples = 0
-        for block in chunk_blocks(tasks, **blocks):
-            chunks += len(block)
-            samples += sum(len(t.refs) for t in block)
-            yield _block_row(block, chunks, samples, last=False)
+        try:
+            for block in chunk_blocks(tasks, **blocks):
+                chunks += len(block)
+                samples += sum(len(t.refs) for t in block)
+                yield _block_row(block, chunks, samples, last=False)
+        except UserError as e:   # e.g. a resume whose input changed: the driver says it, in one line
+            yield _block_row([], chunks, samples, last=True, fatal=str(e))
+            return
         yield _block_row([], chunks, samples, last=True)
 
     class ChunkSource(Datasource):
@@ -172,7 +180,9 @@ def _ray_stream(cfg: AnnotateConfig, out: Output, res: Resources, actors: int, b
     else:
         ds = ds.map(LabelActor, fn_constructor_kwargs={**kwargs, "device": "cpu", "threads": 1},
                     compute=ray.data.ActorPoolStrategy(size=actors, **pool), num_cpus=1)
-    with without_known_ray_noise():    # Ray Data's own actor-argument warning, see runtime.py
+    with without_known_ray_noise(), warnings.catch_warnings():  # Ray Data's actor-argument line, see runtime.py
+        # and its warning that the pool got fewer blocks than actors: a resume with little (or nothing) left
+        warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
         yield from ds.iter_rows()
 
 
@@ -223,6 +233,8 @@ def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = Non
         del refs      # the whole listing runs on the dataset's read side
         listed = {"chunks": 0, "samples": 0, "complete": False}
         for row in _ray_stream(cfg, out, res, actors, BLOCKS):
+            if row["fatal"]:
+                raise ListingRefused(row["fatal"])
             finished += row["chunks"]
             samples += row["samples"]
             new.update(ok=row["ok"], error=row["error"])

@@ -172,6 +172,32 @@ def test_resume_refuses_another_chunk_size(corpus, local_run, tmp_path):
     assert digests(copy) == before and sorted(p.name for p in (copy / "manifest").iterdir()) == parts
 
 
+def test_resume_after_a_larger_limit_labels_the_rest(corpus, local_run, tmp_path):
+    """A run stopped by --limit 4 (chunks of 3: the second chunk holds one input) and resumed without it
+    labels the fifth input into that chunk: the output equals a run that never stopped."""
+    out, _ = local_run
+    part = tmp_path / "part"
+    annotate(config(corpus / "media", limit=4), str(part), use_ray=False)
+    assert manifest.read_manifest(part).num_rows == 4
+    annotate(config(corpus / "media"), str(part), use_ray=False, resume=True)
+    assert digests(part) == digests(out) and manifest.read_manifest(part).num_rows == 5
+    assert validate_dataset(part) == []
+
+
+def test_resume_refuses_an_input_that_changed_under_finished_chunks(corpus, local_run, tmp_path):
+    """A file added where the listing puts it before finished inputs shifts their indices: refused, named."""
+    out, _ = local_run
+    copy = copy_without_second_chunk(out, tmp_path)
+    media = tmp_path / "media"
+    shutil.copytree(corpus / "media", media)
+    first = sorted(p for p in media.iterdir() if p.suffix in (".mp4", ".jpg"))[0]
+    shutil.copy(first, media / ("a_" + first.name))       # sorts first: every index moves by one
+    before = digests(copy)
+    with pytest.raises(RuntimeError, match=r"the input changed since this output was written: input 0 \(chunk 0\)"):
+        annotate(config(media), str(copy), use_ray=False, resume=True)
+    assert digests(copy) == before
+
+
 def test_resume_accepts_speed_only_settings_and_an_older_hash_of_the_same_settings(corpus, local_run,
                                                                                         tmp_path):
     import json
@@ -210,18 +236,28 @@ def test_bad_files_are_error_rows_and_good_ones_survive(corpus, tmp_path):
 def test_ray_pipeline_two_cpus_is_byte_identical_across_runs(corpus, local_run, tmp_path, capfd):
     out_local, _ = local_run
     res = Resources(cpus=2, object_store_mb=256)
+    media = tmp_path / "media"
+    shutil.copytree(corpus / "media", media)
+    first = sorted(p for p in media.iterdir() if p.suffix in (".mp4", ".jpg"))[0]
     try:
         annotate(config(corpus / "media"), str(tmp_path / "a"), res)
         annotate(config(corpus / "media"), str(tmp_path / "b"), res)
+        # a resume whose input changed is refused from the listing's worker, said by the driver in one line
+        shutil.copytree(tmp_path / "b", tmp_path / "c")
+        shutil.copy(first, media / ("a_" + first.name))
+        runs_err = capfd.readouterr().err
+        with pytest.raises(RuntimeError, match=r"^the input changed since this output was written: input 0"):
+            annotate(config(media), str(tmp_path / "c"), res, resume=True)
+        assert "Traceback" not in capfd.readouterr().err
     finally:
         from pipelines.runtime import shutdown_ray
         shutdown_ray()
-    assert digests(tmp_path / "a") == digests(tmp_path / "b") == digests(out_local)
+    assert digests(tmp_path / "a") == digests(tmp_path / "b") == digests(tmp_path / "c") == digests(out_local)
     assert len(manifest.read_manifest(tmp_path / "a")) == len(manifest.read_manifest(out_local))
     assert validate_dataset(tmp_path / "a") == []
     # Ray core's ERROR line about Ray Data's actor constructor arguments is filtered (pipelines/runtime.py).
     # Nor do Ray Data's notices meant for its own progress bars, or the deprecation of the argument
     # that keeps the listing's read task from being retried, reach the user.
-    err = capfd.readouterr().err
+    err = runs_err + capfd.readouterr().err
     for noise in ("core_worker.cc", "Progress bars disabled", "execution finished", "DeprecationWarning"):
         assert noise not in err, noise

@@ -164,11 +164,38 @@ def plan_chunks(refs: Iterable[SampleRef], out: Output, done: set[int], per_shar
         if c not in done:
             yield ChunkTask(c, list(group), retry=False)
             continue
-        part = read_part(out, c, ["input_index", "status"]).to_pydict()
+        part = read_part(out, c, ["input_index", "status", "key"]).to_pydict()
+        group = list(group)
+        grown = _check_unchanged(c, group, dict(zip(part["input_index"], part["key"])))
         errors = {i for i, s in zip(part["input_index"], part["status"]) if s == "error"}
-        retry = [r for r in group if r.index in errors]
+        retry = [r for r in group if r.index in errors] + grown
         if retry:
             yield ChunkTask(c, retry, retry=True)
+
+
+class InputChanged(UserError, RuntimeError):
+    pass
+
+
+RESUME_HINT = "; resume with the input as it was, or annotate the new input into another --output"
+
+
+def _check_unchanged(chunk: int, refs: list[SampleRef], recorded: dict[int, str]) -> list[SampleRef]:
+    """A finished chunk's inputs, as a resumed run's listing gives them, must be those it was written with:
+    inputs added, removed or renamed before its end shift the chunks, and finished ones would then hold other
+    inputs than the listing says (some inputs twice in the manifest, some never). Inputs past the chunk's
+    last recorded one (a listing that grew at its end, e.g. a larger ``--limit``) are fine: returned, to be
+    labelled into the chunk."""
+    last = max(recorded, default=-1)
+    for r in refs:
+        was = recorded.get(r.index)
+        if was is not None and was != r.key:
+            raise InputChanged(f"the input changed since this output was written: input {r.index} (chunk {chunk}) "
+                               f"was {was!r}, the listing now gives {r.key!r}" + RESUME_HINT)
+        if was is None and r.index < last:
+            raise InputChanged(f"the input changed since this output was written: chunk {chunk} has no input "
+                               f"{r.index}, the listing now gives {r.key!r} there" + RESUME_HINT)
+    return [r for r in refs if r.index > last]
 
 
 def chunk_blocks(tasks: Iterable[ChunkTask], single: int = 256, max_chunks: int = 64,
