@@ -124,6 +124,65 @@ def test_filter_turns_the_samples_of_a_broken_shard_into_error_rows(local_run, t
     assert validate_dataset(tmp_path / "f") == []
 
 
+def test_a_retried_chunk_written_twice_holds_each_sample_once(corpus, tmp_path):
+    """A retry task run again after its shards were written (its part never was: a killed attempt, or a block
+    Ray ran again) replaces the retried samples, never adds them twice; so does a new chunk whose killed
+    attempt left the shard of a series its inputs no longer fill."""
+    from dataengine.format.outputfs import Output
+    from dataengine.sources import list_samples
+    from dataengine.stages.labeller import Labeller
+    from dataengine.stages.writer import annotate_chunk, plan_chunks, write_chunk
+
+    media = tmp_path / "media"
+    shutil.copytree(corpus / "media", media)
+    bad = sorted(media.glob("*.jpg"))[0]
+    good = bad.read_bytes()
+    bad.write_bytes(good[:200])
+    out = tmp_path / "out"
+    annotate(config(media), str(out), use_ray=False)
+    bad.write_bytes(good)
+    cfg = config(media)
+    o = Output(str(out))
+    tasks = [t for t in plan_chunks(list_samples(cfg.source), o, {0, 1}, 3) if t.retry]
+    assert len(tasks) == 1 and [r.key for r in tasks[0].refs] == [bad.stem]
+    labeller = Labeller(cfg)
+    rows = None
+    for _ in range(2):          # the second time as if the first's part had not been written
+        from dataengine.stages.writer import _decoded
+        from dataengine.stages.annotate import encode_row, label_row
+        rows = [encode_row(label_row(r, labeller), cfg) for r in _decoded(tasks[0].refs, cfg, 0)]
+        write_chunk(o, cfg, tasks[0].chunk, rows, retry=True)
+    keys = [s.key for p in list_shards(out) for s in read_dataset(p, with_media=False)]
+    fresh = tmp_path / "fresh"
+    annotate(config(media), str(fresh), use_ray=False)      # a run that never failed, same media
+    assert sorted(keys) == sorted(set(keys)) and digests(out) == digests(fresh)
+    assert validate_dataset(out) == []
+
+    # a new chunk whose earlier attempt wrote an mp4 shard; its video now fails: that shard goes
+    video = sorted(media.glob("*.mp4"))[0]
+    f = Output(str(fresh))
+    chunk = next(r["input_index"] for r in manifest.read_manifest(fresh).to_pylist() if r["key"] == video.stem) // 3
+    (fresh / "manifest" / f"part-{chunk:06d}.parquet").unlink()            # the attempt "was killed" here
+    video.write_bytes(b"not a video any more")
+    annotate(config(media), str(fresh), use_ray=False, resume=True)
+    rows = {r["key"]: r for r in manifest.read_manifest(fresh).to_pylist()}
+    assert rows[video.stem]["status"] == "error"
+    assert validate_dataset(fresh) == [], validate_dataset(fresh)
+
+
+def test_shards_of_chunk_one_million_and_above_are_found(tmp_path):
+    from dataengine.format.shards import ShardSample, chunk_shard_names, series_shard_name, write_series
+    from dataengine.format import trajformat
+    labels = np.zeros((1, 8, 8), np.int32)
+    labels[0, 2:5, 2:5] = 1
+    traj = trajformat.labels_to_traj(labels, [0], [0.0], [0])
+    for c in (999_999, 1_000_000, 12_345_678):
+        write_series(tmp_path, "traj", c, [ShardSample(f"k{c}", "jpg", b"x", "", {}, traj)], replaces=[])
+    names = [p.name for p in list_shards(tmp_path)]
+    assert names == [series_shard_name("traj", "jpg", c) for c in (999_999, 1_000_000, 12_345_678)]
+    assert chunk_shard_names(names, "traj", 1_000_000) == ["traj-jpg-1000000.tar"]
+
+
 def copy_without_second_chunk(out: Path, tmp_path: Path) -> Path:
     """A copy of a finished run whose second chunk (manifest part and shards) is gone, as a killed run leaves it."""
     copy = tmp_path / "copy"

@@ -32,7 +32,8 @@ IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"})
 MEDIA_EXTS = VIDEO_EXTS | IMAGE_EXTS
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{6})\.tar$")
+# {index:06d}: six digits, more from chunk 1,000,000 on (64 M inputs at the default 64 a shard)
+SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{6,})\.tar$")
 SERIES_RE = re.compile(r"^[a-z0-9]{1,16}$")
 NO_MEDIA_SERIES = "nomedia"
 

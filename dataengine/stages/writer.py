@@ -279,7 +279,10 @@ def write_chunk(out: Output, cfg: AnnotateConfig, c: int, rows: list[dict[str, A
         old_shards = chunk_shard_names(out.names(), prefix, c)
         for name in old_shards:
             with out.open_read(name) as f:
-                samples += [(s.meta["input_index"], s) for s in read_shard(f)]
+                # a retried input already in a shard (an attempt killed before its part was written, or a
+                # block Ray ran again) is replaced by this attempt's result, never kept beside it
+                samples += [(s.meta["input_index"], s) for s in read_shard(f)
+                            if s.meta["input_index"] not in retried]
         # the manifest names the shard a kept sample now lives in (a pre-series name moves)
         series = {s.key: series_shard_name(prefix, s.media_ext, c) for _, s in samples}
         for r in manifest_rows:
@@ -299,7 +302,11 @@ def write_chunk(out: Output, cfg: AnnotateConfig, c: int, rows: list[dict[str, A
         manifest_rows.append(manifest_row(row, name))
     samples.sort(key=lambda p: p[0])
     manifest_rows.sort(key=lambda r: r["input_index"])
-    # old_shards: series the chunk no longer fills, a pre-series name (known; no listing per chunk)
+    # old_shards: series the chunk no longer fills, a pre-series name (known; no listing per chunk). A new
+    # chunk may have been written before by an attempt killed before its part: the series its inputs can
+    # fill are the only names that attempt could have left, so those the samples do not fill now go.
+    if not retry:
+        old_shards = sorted({series_shard_name(prefix, r["ext"], c) for r in rows})
     written = write_series(out, prefix, c, [s for _, s in samples], replaces=old_shards)
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist([manifest.normalise_row(r) for r in manifest_rows],
