@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -267,7 +268,17 @@ def build_annotate_config(preset: str = "cpu", config_file: str | Path | None = 
             raise ConfigError(f"config file {config_file} is not a mapping")
         _update(cfg, data, "")
     _update(cfg, _prune_none(overrides), "")
+    check_output(cfg.output)
     return cfg
+
+
+def check_output(out: OutputConfig) -> None:
+    """Shard names are ``PREFIX-SERIES-CHUNK.tar`` files at the top of the output, found again by their
+    pattern: a prefix with a path separator (or other punctuation) would put them out of sight."""
+    if isinstance(out.samples_per_shard, bool) or not isinstance(out.samples_per_shard, int) or out.samples_per_shard < 1:
+        raise ConfigError(f"output.samples_per_shard must be an integer >= 1, got {out.samples_per_shard!r}")
+    if not isinstance(out.prefix, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", out.prefix):
+        raise ConfigError(f"output.prefix must be letters, digits, '_' or '-', got {out.prefix!r}")
 
 
 # ---------------------------------------------------------------- recipes

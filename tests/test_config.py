@@ -1,8 +1,10 @@
 """Config dataclasses, presets and the source recipes shipped in manifests/."""
 import pytest
+import yaml
 
 from dataengine.config import (SOURCE_FORMATS, AnnotateConfig, available_sources, build_annotate_config,
                                from_dict, load_source, to_dict)
+from dataengine.errors import ConfigError
 
 
 def test_every_shipped_recipe_loads_and_is_valid():
@@ -64,3 +66,19 @@ def test_config_file_layers_between_preset_and_flags(tmp_path):
     f.write_text("keyframes: {treshold: 0.5}\n")
     with pytest.raises(ValueError, match="keyframes.'treshold'|unknown config key keyframes"):
         build_annotate_config("cpu", f)
+
+
+@pytest.mark.parametrize("output, message", [
+    ({"samples_per_shard": 0}, "samples_per_shard must be an integer >= 1"),
+    ({"samples_per_shard": 2.5}, "samples_per_shard must be an integer >= 1"),
+    ({"prefix": "a/b"}, "output.prefix must be letters"),
+    ({"prefix": ""}, "output.prefix must be letters"),
+])
+def test_output_settings_that_would_hide_or_break_shards_are_refused(tmp_path, output, message):
+    """Given in a config file (the CLI's flag has its own bound): one clear error, not a ZeroDivisionError or
+    shards in a subfolder that no reader finds."""
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"output": output}))
+    with pytest.raises(ConfigError, match=message):
+        build_annotate_config("cpu", f)
+    assert build_annotate_config("cpu", output={"prefix": "my-traj_2"}).output.prefix == "my-traj_2"
