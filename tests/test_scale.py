@@ -126,8 +126,9 @@ def test_filter_reads_and_writes_urls(corpus, single_process, tmp_path):
         # and `validate` / `eval` (the kept samples against themselves on disk: perfect)
         assert validate_dataset(target) == []
         assert evaluate_dirs(target, str(local))["recall_at_0.5"] == evaluate_dirs(str(local), target)["STQ"] == 1.0
-    with pytest.raises(Exception, match="must differ"):
-        filter_dataset(mem_in.uri, mem_in.uri, cfg)
+    for same in (mem_in.uri, mem_in.uri + "/"):
+        with pytest.raises(Exception, match="must differ"):
+            filter_dataset(mem_in.uri, same, cfg)
 
 
 def test_resume_on_a_url_retries_errors(tmp_path):

@@ -398,6 +398,31 @@ def test_panda_csv(tmp_path: Path) -> None:
         list_samples(SourceConfig(name="p", format="panda_csv", path=str(clips)))
 
 
+def test_metadata_json_cannot_hold_stays_text_or_is_the_samples_error(tmp_path: Path) -> None:
+    """Cells and sidecars that parse but JSON cannot hold (tuple keys, keys of mixed types) or that nest
+    deeper than Python parses are one sample's matter, never the listing's end."""
+    clips = tmp_path / "clips"
+    with open(tmp_path / "panda.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["videoID", "url", "timestamp", "caption", "matching_score"])
+        w.writerow(["v1", "u", "[['0:00:00.000', '0:00:01.000']]", "['c1']", "{(1, 2): 0.5}"])
+        w.writerow(["v2", "u", "[['0:00:00.000', '0:00:01.000']]", "['c2']", "{1: 0.5, 'a': 0.2}"])
+    write(clips / "v1.0.mp4", fake_media("v1"))
+    write(clips / "v2.0.mp4", fake_media("v2"))
+    refs = assert_stable(SourceConfig(name="panda", format="panda_csv", path=str(clips),
+                                      csv=str(tmp_path / "panda.csv")))
+    assert [(r.key, r.error) for r in refs] == [("v1_00000", ""), ("v2_00000", "")]
+    assert [json.loads(r.meta)["matching_score"] for r in refs] == ["{(1, 2): 0.5}", "{1: 0.5, 'a': 0.2}"]
+
+    root = tmp_path / "i2d"
+    write(root / "00000" / "000000000.jpg", fake_media("a"))
+    write(root / "00000" / "000000000.json", "[" * 100000)
+    write(root / "00000" / "000000001.jpg", fake_media("b"))
+    refs = assert_stable(SourceConfig(name="i2d", format="img2dataset", path=str(root)))
+    assert [r.key for r in refs] == ["000000000", "000000001"]
+    assert refs[0].error.startswith("metadata JSON is invalid") and refs[1].error == ""
+
+
 # ------------------------------------------------------------------ read_media and keys
 def test_read_media_errors(tmp_path: Path) -> None:
     path = write(tmp_path / "v.mp4", fake_media("R", 5000))

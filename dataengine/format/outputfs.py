@@ -18,6 +18,7 @@ from typing import BinaryIO, Iterator
 
 import pyarrow.fs as pafs
 
+from dataengine.errors import ConfigError
 from dataengine.format import atomic
 
 
@@ -41,7 +42,10 @@ class Output:
     def _fsspec(uri: str) -> tuple[pafs.FileSystem, str]:
         import fsspec
 
-        fs, path = fsspec.core.url_to_fs(uri)
+        try:
+            fs, path = fsspec.core.url_to_fs(uri)
+        except (ValueError, ImportError) as e:    # an unknown scheme, or its package is not installed
+            raise ConfigError(f"cannot open {uri}: {e}") from None
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
     def __reduce__(self):  # workers reopen the location from its URI

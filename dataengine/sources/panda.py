@@ -63,8 +63,10 @@ def _panda_row(src: SourceConfig, clips_dir: str, row: dict[str, str], line: int
     for col, cell in row.items():
         if col in ("caption", "matching_score", "desirable_filtering", "shot_boundary_detection"):
             try:
-                parsed[col] = _literal(cell)
-            except ValueError:
+                value = _literal(cell)
+                dumps(value)            # JSON must hold it (no tuple keys, no keys of mixed types)
+                parsed[col] = value
+            except (ValueError, TypeError, RecursionError):
                 parsed[col] = cell      # kept as text; a caption that is plain text is still a caption
         elif col != "timestamp":
             parsed[col] = cell

@@ -41,8 +41,8 @@ def _group_ref(src: SourceConfig, g: _Group, strict: bool) -> SampleRef | None:
             parsed = json.loads(g.meta["json"])
             info = parsed if isinstance(parsed, dict) else {}
             meta = dumps(parsed)
-        except ValueError as e:
-            error = f"metadata JSON is invalid: {e}"
+        except (ValueError, RecursionError) as e:     # RecursionError: nested deeper than Python parses
+            error = f"metadata JSON is invalid: {type(e).__name__ if isinstance(e, RecursionError) else e}"
     caption = ""
     if "txt" in g.meta:
         decoded = decode_caption(g.meta["txt"])

@@ -30,10 +30,11 @@ from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow.fs import FileType
 
 from dataengine import ENGINE_VERSION
 from dataengine.config import AnnotateConfig, labelling_part, setting_differences, to_dict
-from dataengine.errors import UserError
+from dataengine.errors import OutputExists, UserError
 from dataengine.format import manifest
 from dataengine.format.outputfs import Output
 from dataengine.format.shards import (CARD, ShardSample, chunk_shard_names, dataset_card, read_shard,
@@ -93,6 +94,8 @@ def write_run_json(out: Output, cfg: AnnotateConfig, status: str, extra: dict[st
 
 def open_run(out: Output, cfg: AnnotateConfig, resume: bool) -> set[int]:
     """Check the output is fit for this run, clear what a killed run left; returns the done chunks."""
+    if out.fs.get_file_info(out.root).type == FileType.File:
+        raise OutputExists(f"--output {out} is a file, not a directory")
     done = done_chunks(out)
     if done and not resume:
         raise RunConfigMismatch(f"{out} already holds annotated shards; pass --resume to continue "

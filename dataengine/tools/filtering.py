@@ -48,7 +48,8 @@ def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterCon
                    if n.startswith("part-") and n.endswith(".parquet"))
     if not parts:
         raise InputError(f"{src} has no manifest (manifest/part-*.parquet); is it an annotate output?")
-    same = (Path(src.root).resolve() == Path(out.root).resolve()) if src.local and out.local else src.uri == out.uri
+    same = (Path(src.root).resolve() == Path(out.root).resolve() if src.local and out.local else
+            src.uri.split("://", 1)[0] == out.uri.split("://", 1)[0] and src.root == out.root)
     if same:
         raise ConfigError("--output must differ from the input directory")
     out.makedirs()
