@@ -24,8 +24,10 @@ in a thread while its GPU labels. CPU only: one actor per CPU of the
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+import os
 import time
 import warnings
 from collections import Counter
@@ -33,7 +35,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from dataengine.config import AnnotateConfig
-from dataengine.errors import DeviceError, UserError
+from dataengine.errors import DeviceError, InputError, UserError
+from dataengine.format.shards import MEDIA_EXTS
 from dataengine.format.outputfs import Output
 from dataengine.sources import list_samples
 from dataengine.stages.labeller import Labeller
@@ -202,11 +205,24 @@ def _actor_count(cfg: AnnotateConfig, res: Resources, listing: Iterator[Any]) ->
     return max(1, min(wanted, math.ceil(head / per_shard)))
 
 
+def nothing_listed(src) -> str:
+    where = src.csv if src.format == "panda_csv" else src.path
+    hint = {"video2dataset": "the folder that holds its .tar shards (or their unpacked files), not a parent of it",
+            "img2dataset": "the folder that holds its .tar shards (or their unpacked files), not a parent of it",
+            "folder": "a folder with media files (" + ", ".join(sorted(MEDIA_EXTS)) + ")",
+            "panda_csv": "a Panda-70M metadata CSV with rows"}.get(src.format, "")
+    return f"no samples found in {where} (source {src.name!r}, format {src.format})" + (f"; give {hint}" if hint else "")
+
+
 def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = None, resume: bool = False,
              use_ray: bool = True, on_progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
     """Run the whole annotate job; returns totals (also written to ``OUTPUT/run.json``)."""
     res = resources or Resources()
     started = time.time()
+    # Workers on other nodes (and the listing's worker) do not share the driver's working directory.
+    absolute = lambda p: os.path.abspath(p) if p else p  # noqa: E731
+    cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, path=absolute(cfg.source.path),
+                                                              csv=absolute(cfg.source.csv)))
     # Fail before any work is scheduled when a backend cannot be built (e.g. missing checkpoint).
     labeller = Labeller(cfg)
     if use_ray and res.gpus > 0 and not res.address:
@@ -216,10 +232,11 @@ def annotate(cfg: AnnotateConfig, output: str, resources: Resources | None = Non
             raise DeviceError(f"--gpus {res.gpus:g} given but torch sees no CUDA device on this machine")
     out = Output(output)
     refs = list_samples(cfg.source, limit=cfg.limit)   # a missing input fails here, before the output is touched
-    if use_ray:
-        # and so does a source that cannot be listed at all (a CSV without its columns)
-        first = next(refs, None)
-        refs = itertools.chain([] if first is None else [first], refs)
+    # and so does a source that cannot be listed at all (a CSV without its columns), or that lists nothing
+    first = next(refs, None)
+    if first is None and cfg.limit != 0:
+        raise InputError(nothing_listed(cfg.source))
+    refs = itertools.chain([] if first is None else [first], refs)
     done_before = open_run(out, cfg, resume)
     samples = finished = 0
     new: Counter[str] = Counter()      # statuses of the chunks this run writes from scratch

@@ -257,6 +257,24 @@ def test_resume_refuses_an_input_that_changed_under_finished_chunks(corpus, loca
     assert digests(copy) == before
 
 
+def test_resume_sees_another_file_under_the_same_key(corpus, tmp_path):
+    """x/a.jpg and x_a.jpg both clean up to the key x_a (the second gets x_a-1); with x/a.jpg gone, x_a.jpg
+    takes the key x_a at index 0: the same key, another file, refused."""
+    media = tmp_path / "media"
+    (media / "x").mkdir(parents=True)
+    jpg = sorted((corpus / "media").glob("*.jpg"))
+    shutil.copy(jpg[0], media / "x" / "a.jpg")
+    shutil.copy(jpg[1], media / "x_a.jpg")
+    shutil.copy(jpg[0], media / "zz.jpg")
+    def cfg(**kw):
+        return build_annotate_config(source=vars(load_source("local", str(media))), output={"samples_per_shard": 1}, **kw)
+    annotate(cfg(limit=1), str(tmp_path / "out"), use_ray=False)
+    assert [r["key"] for r in manifest.read_manifest(tmp_path / "out").to_pylist()] == ["x_a"]
+    (media / "x" / "a.jpg").unlink()
+    with pytest.raises(RuntimeError, match=r"input 0 \(chunk 0\) was 'x_a'.*x_a.jpg, was a.jpg"):
+        annotate(cfg(), str(tmp_path / "out"), use_ray=False, resume=True)
+
+
 def test_resume_accepts_speed_only_settings_and_an_older_hash_of_the_same_settings(corpus, local_run,
                                                                                         tmp_path):
     import json
@@ -320,3 +338,14 @@ def test_ray_pipeline_two_cpus_is_byte_identical_across_runs(corpus, local_run, 
     err = runs_err + capfd.readouterr().err
     for noise in ("core_worker.cc", "Progress bars disabled", "execution finished", "DeprecationWarning"):
         assert noise not in err, noise
+
+
+def test_a_relative_input_is_made_absolute_for_workers_elsewhere(corpus, tmp_path, monkeypatch):
+    """Label actors on other nodes (and the listing's worker) do not share the driver's working directory:
+    the driver resolves --input before anything is scheduled, and records that."""
+    import json
+    monkeypatch.chdir(corpus)
+    annotate(config(Path("media")), str(tmp_path / "out"), use_ray=False)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["config"]["source"]["path"] == str(corpus / "media")
+    assert all(Path(r["source_uri"]).is_absolute() for r in manifest.read_manifest(tmp_path / "out").to_pylist())

@@ -167,9 +167,10 @@ def plan_chunks(refs: Iterable[SampleRef], out: Output, done: set[int], per_shar
         if c not in done:
             yield ChunkTask(c, list(group), retry=False)
             continue
-        part = read_part(out, c, ["input_index", "status", "key"]).to_pydict()
+        part = read_part(out, c, ["input_index", "status", "key", "source_uri"]).to_pydict()
         group = list(group)
-        grown = _check_unchanged(c, group, dict(zip(part["input_index"], part["key"])))
+        recorded = {i: (k, _file_name(u)) for i, k, u in zip(part["input_index"], part["key"], part["source_uri"])}
+        grown = _check_unchanged(c, group, recorded)
         errors = {i for i, s in zip(part["input_index"], part["status"]) if s == "error"}
         retry = [r for r in group if r.index in errors] + grown
         if retry:
@@ -183,7 +184,12 @@ class InputChanged(UserError, RuntimeError):
 RESUME_HINT = "; resume with the input as it was, or annotate the new input into another --output"
 
 
-def _check_unchanged(chunk: int, refs: list[SampleRef], recorded: dict[int, str]) -> list[SampleRef]:
+def _file_name(uri: str) -> str:
+    """The last name of a media address (a tar member's own name): the input folder may have moved."""
+    return (uri or "").rsplit("#", 1)[-1].rsplit("/", 1)[-1]
+
+
+def _check_unchanged(chunk: int, refs: list[SampleRef], recorded: dict[int, tuple[str, str]]) -> list[SampleRef]:
     """A finished chunk's inputs, as a resumed run's listing gives them, must be those it was written with:
     inputs added, removed or renamed before its end shift the chunks, and finished ones would then hold other
     inputs than the listing says (some inputs twice in the manifest, some never). Inputs past the chunk's
@@ -192,9 +198,11 @@ def _check_unchanged(chunk: int, refs: list[SampleRef], recorded: dict[int, str]
     last = max(recorded, default=-1)
     for r in refs:
         was = recorded.get(r.index)
-        if was is not None and was != r.key:
+        # keys alone are not enough: names that clean up to one key take -1, -2 by what else is listed
+        if was is not None and was != (r.key, _file_name(r.uri)):
+            now = r.key if was[0] != r.key else f"{r.key} ({_file_name(r.uri)}, was {was[1]})"
             raise InputChanged(f"the input changed since this output was written: input {r.index} (chunk {chunk}) "
-                               f"was {was!r}, the listing now gives {r.key!r}" + RESUME_HINT)
+                               f"was {was[0]!r}, the listing now gives {now!r}" + RESUME_HINT)
         if was is None and r.index < last:
             raise InputChanged(f"the input changed since this output was written: chunk {chunk} has no input "
                                f"{r.index}, the listing now gives {r.key!r} there" + RESUME_HINT)
