@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from dataengine.errors import CheckpointError
 from trajtok.checkpoint import load_segmenter, save_segmenter, weights_digest
 from fixtures.trajtok_toy import toy_preset, write_synthetic_dataset
 from trajtok.train import lr_at, train_segmenter
@@ -62,6 +63,26 @@ def test_resume_continues_exactly(data, tmp_path):
     assert log_steps(tmp_path / "b") == [1, 2, 3, 4]
     assert resumed["losses"] == straight["losses"][2:]
     assert resumed["weights_sha256"] == straight["weights_sha256"]
+
+
+def test_a_kill_between_the_state_and_the_weights_still_resumes_exactly(data, tmp_path):
+    """The state of step 3 written, the weights not (killed in between): --resume takes the kept state of
+    step 2, the pair of the weights on disk, and ends as a run that never stopped; an unreadable state file
+    is one clear error."""
+    from trajtok.checkpoint import load_train_state, previous_state_path, save_train_state_pair
+    straight = train_segmenter(data, tmp_path / "a", preset=toy_preset(), max_steps=4)
+    out = tmp_path / "b"
+    train_segmenter(data, out, preset=toy_preset(), max_steps=4, stop_after=2)
+    ahead = load_train_state(out / "last.optim.pt")
+    ahead["step"] = 3
+    save_train_state_pair(out / "last.optim.pt", ahead)          # ... and then the process died
+    assert load_train_state(previous_state_path(out / "last.optim.pt"))["step"] == 2
+    resumed = train_segmenter(data, out, preset=toy_preset(), max_steps=4, resume=True)
+    assert resumed["weights_sha256"] == straight["weights_sha256"] and resumed["losses"] == straight["losses"][2:]
+    (out / "last.optim.pt").write_bytes(b"cut short")
+    previous_state_path(out / "last.optim.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"no training state matches .*last.optim.pt is not a readable"):
+        train_segmenter(data, out, preset=toy_preset(), max_steps=5, resume=True)
 
 
 def test_loud_failures(data, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,47 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFound(f"training state not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # truncated, or not a torch file
+        raise CheckpointError(f"{path} is not a readable training state ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def previous_state_path(path: str | Path) -> Path:
+    """Where the training state of the save before ``path``'s is kept (``last.optim.pt`` ->
+    ``last.optim.prev.pt``)."""
+    path = Path(path)
+    return path.with_name(path.name.replace(".pt", ".prev.pt"))
+
+
+def save_train_state_pair(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write the training state of a save whose weights are written next: the state of the save before moves
+    aside first, so a kill between the two writes leaves a matching pair (the old weights, the old state)."""
+    path = Path(path)
+    if path.is_file():
+        os.replace(path, previous_state_path(path))
+    return save_train_state(path, state)
+
+
+def matching_train_state(path: str | Path, step: int, weights: str | Path) -> dict[str, Any]:
+    """The training state (``path``, else the one kept beside it) whose step is the weights' ``step``."""
+    seen = []
+    for candidate in (Path(path), previous_state_path(path)):
+        if not candidate.is_file():
+            continue
+        try:
+            state = load_train_state(candidate)
+        except CheckpointError as e:
+            seen.append(str(e))
+            continue
+        if int(state["step"]) == step:
+            return state
+        seen.append(f"{candidate.name} is at step {state['step']}")
+    if not seen:
+        raise CheckpointNotFound(f"training state not found: {path}")
+    raise CheckpointError(f"no training state matches {weights} (step {step}): {'; '.join(seen)}; "
+                          "restore a matching pair")
 
 
 VIDEO_TEXT_FORMAT = "trajtok.videotext"

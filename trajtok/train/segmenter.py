@@ -30,8 +30,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dataengine.errors import CheckpointError, CheckpointNotFound, OutputExists
 from dataengine.format import shards as shard_io
-from ..checkpoint import (load_segmenter, load_train_state, read_metadata, save_segmenter,
-                         save_train_state, weights_digest)
+from ..checkpoint import (load_segmenter, matching_train_state, read_metadata, save_segmenter,
+                         save_train_state_pair, weights_digest)
 from ..data import make_loader, resolve_shards
 from ..losses import segmenter_loss
 from ..models.segmenter import Segmenter, build_segmenter
@@ -89,7 +89,9 @@ class Checkpointer:
         if self.rank != 0 or self.saved_at == step:
             return
         self.saved_at = step
-        save_train_state(self.out / "last.optim.pt", {"step": step, **train_state})
+        # the state first (the one before kept aside), then the weights: killed between the two, a
+        # matching pair is still there for --resume
+        save_train_state_pair(self.out / "last.optim.pt", {"step": step, **train_state})
         self.save_model(model, self.out / "last.safetensors", step=step)
         if step % self.save_every == 0:
             self.save_model(model, self.out / f"step-{step:07d}.safetensors", step=step)
@@ -197,10 +199,7 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         if saved_cfg != json.loads(json.dumps(P.model.to_dict())):
             raise CheckpointError(f"{last} was trained with a different model config: {saved_cfg}")
         model.load_state_dict(load_segmenter(last).state_dict())
-        state = load_train_state(last_state)
-        if state["step"] != int(read_metadata(last)["step"]):
-            raise CheckpointError(f"{last} (step {read_metadata(last)['step']}) and {last_state} "
-                                  f"(step {state['step']}) disagree; restore a matching pair")
+        state = matching_train_state(last_state, int(read_metadata(last)["step"]), last)
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         for key, now in (("world_size", world), ("batch_size", P.data.batch_size),

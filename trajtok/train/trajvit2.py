@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError, InputError, OutputExists
 from dataengine.format import shards as shard_io
 
-from ..checkpoint import (load_segmenter, load_train_state, read_video_text_metadata,
+from ..checkpoint import (load_segmenter, matching_train_state, read_video_text_metadata,
                           save_video_text)
 from ..data import make_loader, resolve_shards
 from ..losses import clip_loss, segmenter_loss
@@ -167,9 +167,7 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     if resume:
         from safetensors.torch import load_file
         model.load_state_dict(load_file(str(last)))
-        state = load_train_state(last_state)
-        if state["step"] != int(read_video_text_metadata(last)["step"]):
-            raise CheckpointError(f"{last} and {last_state} disagree on the step; restore a matching pair")
+        state = matching_train_state(last_state, int(read_video_text_metadata(last)["step"]), last)
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         for key, now in (("world_size", world), ("batch_size", P.data.batch_size), ("num_workers", t.num_workers)):
