@@ -337,3 +337,45 @@ def test_shards_at_a_url_are_listed_and_read_where_they_are(dataset, tmp_path):
     assert resolve_shards(f"{mem.uri}/{local[0].name}") == [f"{mem.uri}/{local[0].name}"]
     with pytest.raises(FileNotFoundError, match="no shards found"):
         resolve_shards("memory://trajtok-loader/empty")
+
+
+def test_broken_members_and_a_cut_shard_cost_only_their_samples(tmp_path, caplog):
+    """A sample without its traj.json, one whose JSON is not JSON, and a shard cut off in the middle: the
+    loader skips those samples with a warning each and keeps the rest."""
+    import io
+    import tarfile
+    paths = write_synthetic_dataset(tmp_path, videos=0, images=9, samples_per_shard=3, seed=4)
+    everything = {s.key for p in paths for s in shard_io.read_shard(p, with_media=False)}
+    with tarfile.open(paths[0]) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf.getmembers()]
+    first_key = members[0][0].name.split(".", 1)[0]
+    second_key = next(m.name.split(".", 1)[0] for m, _ in members if not m.name.startswith(first_key))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for m, data in members:
+            if m.name.startswith(first_key) and ".traj." in m.name:
+                continue                                            # no traj.json
+            if m.name == f"{second_key}.json":
+                data = b"{not json"
+            m.size = len(data)
+            tf.addfile(m, io.BytesIO(data))
+    paths[0].write_bytes(buf.getvalue())
+    paths[2].write_bytes(paths[2].read_bytes()[:3000])              # cut inside a member: the tar raises there
+    with pytest.raises(Exception, match="unexpected end of data"):
+        list(shard_io.group_members(shard_io.iter_tar_members(paths[2])))
+    got = {k for b in ShardDataset(tmp_path, cfg(batch_size=1, image_batch_size=1)).iter_batches(0, 1)
+           for k in b["keys"]}
+    lost = everything - got
+    assert first_key in lost and second_key in lost
+    cut_keys = {s.key for s in shard_io.read_shard(paths[1], with_media=False)}     # an intact shard
+    assert cut_keys <= got and len(got) >= 9 - 2 - 3      # the cut shard costs at most its own three
+    said = caplog.text
+    assert "skipping sample " + first_key in said and "skipping sample " + second_key in said
+    assert "skipping the rest of shard" in said
+
+
+def test_more_consumers_than_samples_each_gets_one(tmp_path):
+    """A one-sample dataset read by two loader workers: the second repeats it instead of ending the run."""
+    write_synthetic_dataset(tmp_path, videos=0, images=1, samples_per_shard=1, seed=5)
+    ds = ShardDataset(tmp_path, cfg(batch_size=1, image_batch_size=1, epochs=2))
+    assert [b["keys"] for b in ds.iter_batches(1, 2)] == [b["keys"] for b in ds.iter_batches(0, 1)]

@@ -140,8 +140,24 @@ def resolve_shards(data: str | Path | Sequence[str | Path]) -> list[Path]:
     return paths
 
 
-def is_video(sample: shard_io.ShardSample) -> bool:
+def is_video(sample: Any) -> bool:
     return (sample.media_ext or "").lower() in shard_io.VIDEO_EXTS
+
+
+@dataclass
+class RawSample:
+    """A sample's tar members as read, not yet parsed: what the shuffle buffer and the batch plans hold, so
+    a sample whose JSON or traj.json is broken fails when its batch is loaded (costing itself), not while
+    the shard is read (which would end the stream)."""
+    key: str
+    group: dict[str, bytes]
+
+    @property
+    def media_ext(self) -> str | None:
+        return shard_io.media_ext_of(self.group)
+
+    def parse(self) -> shard_io.ShardSample:
+        return shard_io.sample_from_group(self.key, self.group)
 
 
 def frame_positions(n_annotated: int, frames: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -239,22 +255,40 @@ class ShardDataset(IterableDataset):
         rng.shuffle(order)
         return order
 
-    def _raw(self, epoch: int, consumer: int, n_consumers: int) -> Iterator[shard_io.ShardSample]:
+    def _read(self, path: Any) -> Iterator[RawSample]:
+        """The samples of one shard; a shard that breaks off (truncated, unreadable) gives what it has."""
+        try:
+            for key, group in shard_io.group_members(shard_io.iter_tar_members(path)):
+                yield RawSample(key, group)
+        except Exception as e:  # a bad shard costs its own samples, never the run
+            self.last_error = f"{path}: {one_line(e)}"
+            log.warning("skipping the rest of shard %s", self.last_error)
+
+    def _raw(self, epoch: int, consumer: int, n_consumers: int) -> Iterator[RawSample]:
         order = self.epoch_shards(epoch)
         if len(order) >= n_consumers:
             for path in order[consumer::n_consumers]:
-                yield from shard_io.read_shard(path)
+                yield from self._read(path)
         else:
-            i = 0
+            i = mine = 0
             for path in order:
-                for s in shard_io.read_shard(path):
+                for s in self._read(path):
                     if i % n_consumers == consumer:
+                        mine += 1
                         yield s
                     i += 1
+            if i and not mine:   # fewer samples than consumers: this one repeats one of them, not none
+                j = 0
+                for path in order:
+                    for s in self._read(path):
+                        if j == consumer % i:
+                            yield s
+                            return
+                        j += 1
 
-    def _shuffled(self, epoch: int, consumer: int, n_consumers: int) -> Iterator[shard_io.ShardSample]:
+    def _shuffled(self, epoch: int, consumer: int, n_consumers: int) -> Iterator[RawSample]:
         rng = np.random.default_rng([self.cfg.seed, epoch, consumer, 7])
-        buf: list[shard_io.ShardSample] = []
+        buf: list[RawSample] = []
         for s in self._raw(epoch, consumer, n_consumers):
             if len(buf) < max(1, self.cfg.shuffle_buffer):
                 buf.append(s)
@@ -265,14 +299,14 @@ class ShardDataset(IterableDataset):
         rng.shuffle(buf)
         yield from buf
 
-    def plans(self, consumer: int, n_consumers: int) -> Iterator[list[shard_io.ShardSample]]:
+    def plans(self, consumer: int, n_consumers: int) -> Iterator[list[RawSample]]:
         """Raw samples of each batch, in order, before any decoding."""
         for _, plan in self.epoch_plans(consumer, n_consumers):
             yield plan
 
-    def epoch_plans(self, consumer: int, n_consumers: int) -> Iterator[tuple[int, list[shard_io.ShardSample]]]:
+    def epoch_plans(self, consumer: int, n_consumers: int) -> Iterator[tuple[int, list[RawSample]]]:
         """``plans`` with the epoch each batch was completed in."""
-        buckets: dict[int, list[shard_io.ShardSample]] = {}
+        buckets: dict[int, list[RawSample]] = {}
         epoch = 0
         while self.cfg.epochs is None or epoch < self.cfg.epochs:
             seen = 0
@@ -294,15 +328,16 @@ class ShardDataset(IterableDataset):
             if bucket:
                 yield epoch, bucket
 
-    def load(self, plan: list[shard_io.ShardSample], rng: np.random.Generator) -> dict[str, Any] | None:
+    def load(self, plan: list[RawSample], rng: np.random.Generator) -> dict[str, Any] | None:
         frames, labels, keys, captions = [], [], [], []
         aug = self.cfg.augment
-        for s in plan:
-            T = self.cfg.frames if is_video(s) else 1
+        for raw in plan:
+            T = self.cfg.frames if is_video(raw) else 1
             try:
+                s = raw.parse() if isinstance(raw, RawSample) else raw
                 rgb, lab = decode_sample(s, T, rng if aug.enabled else None)
-            except Exception as e:  # a bad sample costs one sample, never the run
-                self.last_error = f"{s.key}: {one_line(e)}"
+            except Exception as e:  # a bad sample (media, JSON, traj.json) costs one sample, never the run
+                self.last_error = f"{raw.key}: {one_line(e)}"
                 log.warning("skipping sample %s", self.last_error)
                 continue
             f, l = augment_clip(torch.from_numpy(rgb).permute(0, 3, 1, 2), torch.from_numpy(lab),

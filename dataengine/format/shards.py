@@ -222,17 +222,26 @@ def read_traj(group: dict[str, bytes]) -> dict[str, Any]:
     return trajformat.decode_member(name, group[name])
 
 
+def media_ext_of(group: dict[str, bytes]) -> str | None:
+    return next((e for e in group if e in MEDIA_EXTS), None)
+
+
+def sample_from_group(key: str, group: dict[str, bytes], with_media: bool = True) -> ShardSample:
+    """A sample from its members; its JSON and traj.json are parsed here (errors are this sample's)."""
+    media_ext = media_ext_of(group)
+    return ShardSample(
+        key=key,
+        media_ext=media_ext,
+        media=group.get(media_ext) if (with_media and media_ext) else None,
+        caption=group.get("txt", b"").decode("utf-8"),
+        meta=json.loads(group["json"]) if "json" in group else {},
+        traj=read_traj(group),
+    )
+
+
 def read_shard(path: str | Path | BinaryIO, with_media: bool = True) -> Iterator[ShardSample]:
     for key, group in group_members(iter_tar_members(path)):
-        media_ext = next((e for e in group if e in MEDIA_EXTS), None)
-        yield ShardSample(
-            key=key,
-            media_ext=media_ext,
-            media=group.get(media_ext) if (with_media and media_ext) else None,
-            caption=group.get("txt", b"").decode("utf-8"),
-            meta=json.loads(group["json"]) if "json" in group else {},
-            traj=read_traj(group),
-        )
+        yield sample_from_group(key, group, with_media)
 
 
 def _order(p: Path | str) -> tuple[int, str]:
