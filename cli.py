@@ -6,6 +6,7 @@ import errno
 import functools
 import json
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -37,7 +38,11 @@ PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirect
 def one_line_error(e: BaseException) -> str | None:
     """The one-line message for an error the user can fix, None for one that deserves its traceback."""
     if isinstance(e, UserError):
-        return str(e)
+        text = str(e)
+        if "Original Traceback" in text:   # raised in a DataLoader worker: torch re-raises it with its traceback
+            last = [line for line in text.splitlines() if line.strip()][-1]
+            return re.sub(r"^[\w.]+: ", "", last)
+        return text
     if isinstance(e, OSError) and e.filename is not None and (isinstance(e, PATH_ERRORS)
                                                              or e.errno == errno.ENOSPC):
         return f"{e.strerror}: {e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")

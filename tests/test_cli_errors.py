@@ -210,3 +210,11 @@ def test_a_librarys_warning_keeps_pythons_format(capsys, monkeypatch):
     cli.show_warning(UserWarning("from the project"), UserWarning, dataengine.__file__, 1)
     assert [a[2:4] for a in passed_on] == [("/x/site-packages/lib.py", 7), (dataengine.__file__, 1)]
     assert capsys.readouterr().err == "warning: from the project\n"
+
+
+def test_a_user_error_from_a_loader_worker_is_its_own_line():
+    """torch re-raises a DataLoader worker's exception with the worker's traceback in its message."""
+    from dataengine.errors import InputError
+    e = InputError("Caught InputError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
+                   '  File "x.py", line 1, in <module>\ndataengine.errors.InputError: no shards found in d\n')
+    assert cli.one_line_error(e) == "no shards found in d"
