@@ -337,7 +337,7 @@ def training(data: Path, out: Path, smoke: bool, steps: int, device: str) -> dic
     batch = P.data.batch_size
     loader = make_loader(str(data), P.data, num_workers=workers)
     n, t0 = 0, None
-    for i, b in enumerate(loader):
+    for i, b in enumerate(b for b in loader if "frames" in b):    # (batches none of whose samples decode: none here)
         if i == 1:
             t0 = time.perf_counter()   # excludes worker start-up
         elif i > 1:

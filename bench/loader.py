@@ -43,7 +43,7 @@ def measure(data: Path, preset: str, batches: int, steps: int, batch_size: int |
     if batch_size:
         P.data.batch_size = batch_size
     torch.manual_seed(0)
-    it = iter(make_loader(str(data), P.data, num_workers=0))
+    it = (b for b in make_loader(str(data), P.data, num_workers=0) if "frames" in b)
     batch = next(it)                                   # warm-up (imports, first shard)
     n, t0 = 0, time.perf_counter()
     for _ in range(batches):

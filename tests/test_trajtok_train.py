@@ -165,3 +165,28 @@ def test_gpu_presets_take_loader_workers_from_the_cpus_of_each_process(monkeypat
                           log_every=None, batch_size=None, seed=0)
     assert P.train.num_workers == 2
     assert get_preset("tiny").train.num_workers == 0    # CPU presets load in the training process
+
+
+def test_resume_is_exact_when_a_batch_never_decodes(tmp_path):
+    """One image that never decodes, image batches of one: that batch is data consumed without a step, so a
+    run stopped and resumed anywhere (before it, just after it, later) ends with the weights of a run that
+    never stopped."""
+    import io
+    import tarfile
+    paths = write_synthetic_dataset(tmp_path / "d", videos=2, images=4, frames=6, samples_per_shard=6, seed=7)
+    with tarfile.open(paths[0]) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf.getmembers()]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for m, data in members:
+            if m.name == "img0001.png":
+                data = b"\x00" * len(data)                      # not an image any more
+            tf.addfile(m, io.BytesIO(data))
+    paths[0].write_bytes(buf.getvalue())
+    kw = dict(preset=toy_preset(), max_steps=8, image_batch_size=1)
+    straight = train_segmenter(tmp_path / "d", tmp_path / "a", **kw)
+    for split in (2, 5):
+        run = tmp_path / f"s{split}"
+        train_segmenter(tmp_path / "d", run, stop_after=split, **kw)
+        resumed = train_segmenter(tmp_path / "d", run, resume=True, **kw)
+        assert resumed["weights_sha256"] == straight["weights_sha256"], split

@@ -235,6 +235,7 @@ class ShardDataset(IterableDataset):
             raise ValueError(f"position {position} is not a multiple of batch size {cfg.batch_size}")
         self.start_batch = position // cfg.batch_size
         self.last_error = ""
+        self.pass_keys: set[str] = set()
 
     # -- the deterministic raw stream of one consumer ---------------------------
     def epoch_shards(self, epoch: int) -> list[Path]:
@@ -309,9 +310,10 @@ class ShardDataset(IterableDataset):
         buckets: dict[int, list[RawSample]] = {}
         epoch = 0
         while self.cfg.epochs is None or epoch < self.cfg.epochs:
-            seen = 0
+            seen, keys = 0, set()
             for s in self._shuffled(epoch, consumer, n_consumers):
                 seen += 1
+                keys.add(s.key)
                 T = self.cfg.frames if is_video(s) else 1
                 bucket = buckets.setdefault(T, [])
                 bucket.append(s)
@@ -323,6 +325,7 @@ class ShardDataset(IterableDataset):
                     raise InputError(f"consumer {consumer}/{n_consumers} got no samples from "
                                      f"{len(self.shards)} shard(s)")
                 break
+            self.pass_keys = keys          # the keys of one whole pass of this consumer's stream
             epoch += 1
         for bucket in buckets.values():   # finite epochs: the remainder forms smaller batches
             if bucket:
@@ -351,23 +354,30 @@ class ShardDataset(IterableDataset):
         return {"frames": torch.stack(frames), "labels": torch.stack(labels), "keys": keys, "captions": captions}
 
     def iter_batches(self, consumer: int, n_consumers: int, skip: int = 0) -> Iterator[dict[str, Any]]:
-        # A whole pass over this consumer's samples that decodes none of them would repeat forever:
-        # that is bad data, not bad luck, and ends the run with the last reason.
-        loaded: dict[int, bool] = {}      # epoch -> any batch decoded (epochs whose batches were loaded)
+        """One item per batch plan: the batch, or ``{"skipped": keys}`` when none of its samples decodes (the
+        training loops count it as consumed data without a step, so resumed positions stay those of the
+        plans, and DataLoader workers stay in turn)."""
+        # A whole pass over this consumer's samples that decodes none of them would repeat forever: that is
+        # bad data, not bad luck, and ends the run with the last reason. "Whole pass": every key of one
+        # complete epoch failed since the last sample that decoded (batches may straddle epochs).
+        failed: set[str] = set()
         for n, (epoch, plan) in enumerate(self.epoch_plans(consumer, n_consumers)):
             if n < skip:
                 continue
-            if loaded and epoch not in loaded and not any(loaded.values()):
+            batch = self.load(plan, np.random.default_rng([self.cfg.seed, consumer, n, 11]))
+            if batch is not None:
+                failed.clear()
+                yield batch
+                continue
+            failed.update(s.key for s in plan)
+            if self.pass_keys and failed >= self.pass_keys:
                 if n_consumers == 1:
                     raise InputError(f"no sample of {len(self.shards)} shard(s) could be decoded in a whole pass "
                                      f"over them (last: {self.last_error})")
                 raise InputError(f"loader stream {consumer} of {n_consumers} decoded none of its samples of "
                                  f"{len(self.shards)} shard(s) in a whole pass (last: {self.last_error}); "
                                  "remove or repair the bad shards")
-            batch = self.load(plan, np.random.default_rng([self.cfg.seed, consumer, n, 11]))
-            loaded[epoch] = loaded.get(epoch, False) or batch is not None
-            if batch is not None:
-                yield batch
+            yield {"skipped": [s.key for s in plan]}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()

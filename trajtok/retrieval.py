@@ -35,6 +35,8 @@ def embed_dataset(model: torch.nn.Module, data: Any, batch_size: int = 16, k: in
     keys, captions, videos = [], [], []
     model.eval()
     for batch in ShardDataset(data, cfg).iter_batches(0, 1):
+        if "frames" not in batch:          # none of its samples decoded (each said in a warning)
+            continue
         videos.append(model.encode_video(batch["frames"].to(device), k=k)["video"].float().cpu())
         keys += batch["keys"]
         captions += batch["captions"]

@@ -118,6 +118,25 @@ def _setup_distributed() -> tuple[int, int, torch.device, bool]:
     return rank, world, device, created
 
 
+def data_positions(consumed: int, batch_size: int, world: int, device: torch.device) -> list[int]:
+    """Every rank's data position (loader items it consumed x batch size; an item whose samples all failed
+    to decode counts, without a step): called by all ranks at a save, which only rank 0 writes."""
+    if world == 1:
+        return [consumed * batch_size]
+    mine = torch.tensor([consumed], device=device)
+    every = [torch.zeros_like(mine) for _ in range(world)]
+    dist.all_gather(every, mine)
+    return [int(x.item()) * batch_size for x in every]
+
+
+def resume_position(state: dict[str, Any], step: int, batch_size: int, rank: int, world: int) -> int:
+    """This rank's data position from a saved training state (older states: one step, one batch)."""
+    per_rank = state.get("data_positions")
+    if isinstance(per_rank, list) and len(per_rank) == world:
+        return int(per_rank[rank])
+    return int(state.get("data_position", step * batch_size))
+
+
 def _param_groups(model: Segmenter, weight_decay: float) -> list[dict[str, Any]]:
     # Decay matrices and conv kernels only: decaying norms, biases, the query
     # slots or the temperature shrinks them toward 0 for no regularising benefit.
@@ -214,8 +233,9 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     else:
         ddp = model
-    loader = make_loader(data, P.data, rank=rank, world_size=world, position=step * P.data.batch_size,
-                         num_workers=t.num_workers)
+    position = resume_position(state, step, P.data.batch_size, rank, world) if resume else 0
+    loader = make_loader(data, P.data, rank=rank, world_size=world, position=position, num_workers=t.num_workers)
+    consumed = position // P.data.batch_size     # loader items this rank has taken
 
     writer = None
     if rank == 0:
@@ -227,7 +247,9 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
     checkpoint = Checkpointer(out, save_segmenter, t.save_every, rank, saved_at=step if resume else -1)
 
     def save() -> None:
-        checkpoint(model, step, {"optimizer": optimizer.state_dict(), "data_position": step * P.data.batch_size,
+        positions = data_positions(consumed, P.data.batch_size, world, device)
+        checkpoint(model, step, {"optimizer": optimizer.state_dict(), "data_position": positions[0],
+                                 "data_positions": positions,
                                  "world_size": world, "batch_size": P.data.batch_size,
                                  "image_batch_size": P.data.batch_size_for(1), "num_workers": t.num_workers})
 
@@ -237,6 +259,9 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
     for batch in loader:
         if step >= t.max_steps or (stop_after is not None and step - start_step >= stop_after):
             break
+        consumed += 1
+        if "frames" not in batch:       # none of its samples decoded: data consumed, no step
+            continue
         lr_now = lr_at(step, t.lr, t.warmup_steps, t.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr_now

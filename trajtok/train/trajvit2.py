@@ -41,7 +41,8 @@ from ..losses import clip_loss, segmenter_loss
 from ..models.text import build_word_vocab
 from ..models.video_text import VideoTextConfig, VideoTextModel
 from ..presets import VideoTextPreset, get_video_text_preset
-from .segmenter import Checkpointer, _setup_distributed, _truncate_log, apply_train_overrides, bf16_autocast
+from .segmenter import (Checkpointer, _setup_distributed, _truncate_log, apply_train_overrides, bf16_autocast,
+                        data_positions, resume_position)
 
 # Module/parameter names kept out of weight decay: position tables, learned slots and queries,
 # the temperature and the word embedding (decay would pull them toward 0 for no regularising gain).
@@ -181,8 +182,9 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     if world > 1:   # only one K's sub-queries take part in a step
         ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                       find_unused_parameters=trajvit)
-    loader = make_loader(data, P.data, rank=rank, world_size=world, position=step * P.data.batch_size,
-                         num_workers=t.num_workers)
+    position = resume_position(state, step, P.data.batch_size, rank, world) if resume else 0
+    loader = make_loader(data, P.data, rank=rank, world_size=world, position=position, num_workers=t.num_workers)
+    consumed = position // P.data.batch_size     # loader items this rank has taken
     if rank == 0:
         (out / "config.json").write_text(json.dumps({"preset": P.to_dict(), "world_size": world,
                                                     "shuffle_captions": shuffle_captions, "seed": seed}, indent=2))
@@ -190,9 +192,10 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     checkpoint = Checkpointer(out, save_video_text, t.save_every, rank, saved_at=step if resume else -1)
 
     def save() -> None:
+        positions = data_positions(consumed, P.data.batch_size, world, device)
         checkpoint(model, step, {"optimizer": optimizer.state_dict(), "world_size": world,
                                  "batch_size": P.data.batch_size, "num_workers": t.num_workers,
-                                 "data_position": step * P.data.batch_size})
+                                 "data_position": positions[0], "data_positions": positions})
 
     choices = list(P.model.encoder.sub_tokens)
     losses: list[float] = []
@@ -202,6 +205,9 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     for batch in loader:
         if step >= t.max_steps or (stop_after is not None and step - start_step >= stop_after):
             break
+        consumed += 1
+        if "frames" not in batch:       # none of its samples decoded: data consumed, no step
+            continue
         lr_now = cosine_lr(step, t.lr, t.warmup_steps, t.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr_now
