@@ -380,3 +380,21 @@ def test_more_consumers_than_samples_each_gets_one(tmp_path):
     write_synthetic_dataset(tmp_path, videos=0, images=1, samples_per_shard=1, seed=5)
     ds = ShardDataset(tmp_path, cfg(batch_size=1, image_batch_size=1, epochs=2))
     assert [b["keys"] for b in ds.iter_batches(1, 2)] == [b["keys"] for b in ds.iter_batches(0, 1)]
+
+
+def test_a_good_sample_waiting_in_a_batch_across_epochs_is_not_a_hopeless_pass(tmp_path):
+    """One broken image (batches of one) and one good video (batches of two: it fills every second pass):
+    the passes between the video's batches decode nothing, yet the data is not hopeless."""
+    import io
+    import tarfile
+    paths = write_synthetic_dataset(tmp_path, videos=1, images=1, samples_per_shard=2, seed=8)
+    with tarfile.open(paths[0]) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf.getmembers()]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for m, data in members:
+            tf.addfile(m, io.BytesIO(b"\x00" * len(data) if m.name.endswith(".png") else data))
+    paths[0].write_bytes(buf.getvalue())
+    stream = ShardDataset(tmp_path, cfg(batch_size=2, image_batch_size=1, epochs=None)).iter_batches(0, 1)
+    items = [next(stream) for _ in range(8)]
+    assert sum("frames" in b for b in items) >= 3 and all(set(b) == {"skipped"} for b in items if "frames" not in b)
