@@ -376,9 +376,9 @@ def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: d
                                                                 "train-trajvit2's cpu preset) | paper (224 px, 16 frames)."),
                         resume: bool = typer.Option(False, help="Continue from OUTPUT/last.safetensors."),
                         max_steps: Optional[int] = typer.Option(None, help="Schedule length (default: the preset's)."),
-                        batch_size: Optional[int] = typer.Option(None, help="Video clips per batch, per process."),
+                        batch_size: Optional[int] = typer.Option(None, min=1, help="Video clips per batch, per process."),
                         image_batch_size: Optional[int] = typer.Option(
-                            None, help="Images per batch, per process (default: batch size x frames)."),
+                            None, min=1, help="Images per batch, per process (default: batch size x frames)."),
                         lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 1e-3)."),
                         workers: Optional[int] = typer.Option(None, help="Data loader workers per process."),
                         backbone_checkpoint: Optional[Path] = typer.Option(
@@ -389,7 +389,7 @@ def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: d
                                  "gt/): learn a no-object query and leave those pixels unlabelled. Default: every "
                                  "pixel goes to a trajectory, label 0 is ignored as unknown (the engine's labels); "
                                  "on --resume, the checkpoint's choice."),
-                        seed: int = typer.Option(0, help="Random seed.")):
+                        seed: int = typer.Option(0, min=0, help="Random seed.")):
     """Train the TrajTok segmenter on trajectory shards (CPU, or GPUs under torchrun)."""
     from trajtok.train import train_segmenter
 
@@ -405,7 +405,7 @@ def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: d
 @friendly
 def eval_segmenter_cmd(checkpoint: Path = typer.Option(..., help="A segmenter .safetensors checkpoint."),
                        data: str = typer.Option(..., help="Trajectory shards with reference masks."),
-                       limit: Optional[int] = typer.Option(None, help="Evaluate at most this many samples."),
+                       limit: Optional[int] = typer.Option(None, min=1, help="Evaluate at most this many samples."),
                        json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON.")):
     """Score a trained segmenter against the shards' masks (same metrics as `trajdata eval`)."""
     from trajtok.evaluate import score_segmenter
@@ -434,12 +434,12 @@ def train_trajvit2_cmd(data: str = typer.Option(..., help="Captioned trajectory 
                                                                            "(e.g. BERT) instead of the built-in text tower."),
                        resume: bool = typer.Option(False, help="Continue from OUTPUT/last.safetensors."),
                        max_steps: Optional[int] = typer.Option(None, help="Schedule length (default: the preset's)."),
-                       batch_size: Optional[int] = typer.Option(None, help="Clips per batch, per process."),
+                       batch_size: Optional[int] = typer.Option(None, min=1, help="Clips per batch, per process."),
                        lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the preset's)."),
                        workers: Optional[int] = typer.Option(None, help="Data loader workers per process."),
                        shuffle_captions: bool = typer.Option(False, help="Control run: pair every clip with another "
                                                                         "clip's caption (must stay at chance)."),
-                       seed: int = typer.Option(0, help="Random seed.")):
+                       seed: int = typer.Option(0, min=0, help="Random seed.")):
     """Train TrajViT2 (or ViT3D) with a CLIP loss on captioned shards (CPU, or GPUs under torchrun)."""
     from trajtok.train import train_video_text
 
@@ -460,8 +460,8 @@ def eval_retrieval_cmd(checkpoint: Path = typer.Option(..., help="A train-trajvi
                        data: str = typer.Option(..., help="Captioned trajectory shards to retrieve among."),
                        json_out: Optional[Path] = typer.Option(None, "--json", help="Write t2v / v2t metrics as JSON."),
                        k: Optional[int] = typer.Option(None, help="Sub-tokens per trajectory (default: the model's)."),
-                       batch_size: int = typer.Option(16, help="Clips per forward pass."),
-                       limit: Optional[int] = typer.Option(None, help="Use at most this many samples.")):
+                       batch_size: int = typer.Option(16, min=1, help="Clips per forward pass."),
+                       limit: Optional[int] = typer.Option(None, min=1, help="Use at most this many samples.")):
     """Text-to-video and video-to-text R@1/5/10 and median rank, chance levels beside them."""
     from trajtok.retrieval import evaluate_retrieval, format_retrieval
 
@@ -517,7 +517,7 @@ def probe_cmd(data: str = typer.Option(..., help="Labelled training shards (e.g.
 @trajtok_app.command()
 @friendly
 def info(preset: str = typer.Option("paper", help="tiny | cpu | paper"),
-         frames: int = typer.Option(16, help="Clip length for the FLOP count."),
+         frames: int = typer.Option(16, min=1, help="Clip length for the FLOP count."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON (modules, total, flops).")):
     """Parameter counts per module and FLOPs per clip of a preset's tokenizer."""
     from trajtok.info import format_info, model_info

@@ -79,10 +79,14 @@ def test_a_kill_between_the_state_and_the_weights_still_resumes_exactly(data, tm
     assert load_train_state(previous_state_path(out / "last.optim.pt"))["step"] == 2
     resumed = train_segmenter(data, out, preset=toy_preset(), max_steps=4, resume=True)
     assert resumed["weights_sha256"] == straight["weights_sha256"] and resumed["losses"] == straight["losses"][2:]
+    with open(out / "log.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')                                 # a line torn by the kill
+    train_segmenter(data, out, preset=toy_preset(), max_steps=5, resume=True)
+    assert log_steps(out) == [1, 2, 3, 4, 5]
     (out / "last.optim.pt").write_bytes(b"cut short")
     previous_state_path(out / "last.optim.pt").unlink()
     with pytest.raises(CheckpointError, match=r"no training state matches .*last.optim.pt is not a readable"):
-        train_segmenter(data, out, preset=toy_preset(), max_steps=5, resume=True)
+        train_segmenter(data, out, preset=toy_preset(), max_steps=6, resume=True)
 
 
 def test_loud_failures(data, tmp_path):

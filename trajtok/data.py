@@ -323,7 +323,8 @@ class ShardDataset(IterableDataset):
             if seen == 0:
                 if epoch == 0 and self.cfg.epochs is None:
                     raise InputError(f"consumer {consumer}/{n_consumers} got no samples from "
-                                     f"{len(self.shards)} shard(s)")
+                                     f"{len(self.shards)} shard(s)"
+                                     + (f" (last: {self.last_error})" if self.last_error else ""))
                 break
             self.pass_keys = keys          # the keys of one whole pass of this consumer's stream
             epoch += 1

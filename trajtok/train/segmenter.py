@@ -162,7 +162,13 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines past ``step``: they came from work the checkpoint does not hold."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):   # a line torn by a kill or a full disk: not a record
+            continue
     path.write_text("".join(line + "\n" for line in keep))
 
 
