@@ -194,3 +194,16 @@ def test_resume_is_exact_when_a_batch_never_decodes(tmp_path):
         train_segmenter(tmp_path / "d", run, stop_after=split, **kw)
         resumed = train_segmenter(tmp_path / "d", run, resume=True, **kw)
         assert resumed["weights_sha256"] == straight["weights_sha256"], split
+
+
+def test_resume_says_when_the_seed_or_the_data_changed(data, tmp_path):
+    import shutil
+    train_segmenter(data, tmp_path / "r", preset=toy_preset(), max_steps=4, stop_after=1)
+    with pytest.warns(UserWarning, match=r"seed changed since the checkpoint \(0 -> 3\)"):
+        train_segmenter(data, tmp_path / "r", preset=toy_preset(), max_steps=4, stop_after=1, resume=True, seed=3)
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for p in sorted(data.glob("*.tar"))[:-1]:
+        shutil.copy(p, fewer / p.name)
+    with pytest.warns(UserWarning, match=r"shards changed since the checkpoint"):
+        train_segmenter(fewer, tmp_path / "r", preset=toy_preset(), max_steps=4, resume=True, seed=3)

@@ -228,7 +228,8 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         for key, now in (("world_size", world), ("batch_size", P.data.batch_size),
-                         ("image_batch_size", P.data.batch_size_for(1)), ("num_workers", t.num_workers)):
+                         ("image_batch_size", P.data.batch_size_for(1)), ("num_workers", t.num_workers),
+                         ("seed", seed), ("shards", len(resolve_shards(data)))):
             if state.get(key, now) != now:   # a key the checkpoint predates is not a change
                 warnings.warn(f"{key} changed since the checkpoint ({state.get(key)} -> {now}): "
                               "training continues, but the data order differs from an uninterrupted run")
@@ -242,6 +243,7 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
     position = resume_position(state, step, P.data.batch_size, rank, world) if resume else 0
     loader = make_loader(data, P.data, rank=rank, world_size=world, position=position, num_workers=t.num_workers)
     consumed = position // P.data.batch_size     # loader items this rank has taken
+    n_shards = len(loader.dataset.shards)
 
     writer = None
     if rank == 0:
@@ -257,7 +259,8 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         checkpoint(model, step, {"optimizer": optimizer.state_dict(), "data_position": positions[0],
                                  "data_positions": positions,
                                  "world_size": world, "batch_size": P.data.batch_size,
-                                 "image_batch_size": P.data.batch_size_for(1), "num_workers": t.num_workers})
+                                 "image_batch_size": P.data.batch_size_for(1), "num_workers": t.num_workers,
+                                 "seed": seed, "shards": n_shards})
 
     losses: list[float] = []
     start_step, t0 = step, time.time()

@@ -171,7 +171,8 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         state = matching_train_state(last_state, int(read_video_text_metadata(last)["step"]), last)
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
-        for key, now in (("world_size", world), ("batch_size", P.data.batch_size), ("num_workers", t.num_workers)):
+        for key, now in (("world_size", world), ("batch_size", P.data.batch_size), ("num_workers", t.num_workers),
+                         ("seed", seed), ("shuffle_captions", shuffle_captions), ("shards", len(resolve_shards(data)))):
             if state.get(key, now) != now:
                 warnings.warn(f"{key} changed since the checkpoint ({state.get(key)} -> {now}): the data order "
                               "differs from an uninterrupted run")
@@ -185,6 +186,7 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     position = resume_position(state, step, P.data.batch_size, rank, world) if resume else 0
     loader = make_loader(data, P.data, rank=rank, world_size=world, position=position, num_workers=t.num_workers)
     consumed = position // P.data.batch_size     # loader items this rank has taken
+    n_shards = len(loader.dataset.shards)
     if rank == 0:
         (out / "config.json").write_text(json.dumps({"preset": P.to_dict(), "world_size": world,
                                                     "shuffle_captions": shuffle_captions, "seed": seed}, indent=2))
@@ -195,7 +197,8 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         positions = data_positions(consumed, P.data.batch_size, world, device)
         checkpoint(model, step, {"optimizer": optimizer.state_dict(), "world_size": world,
                                  "batch_size": P.data.batch_size, "num_workers": t.num_workers,
-                                 "data_position": positions[0], "data_positions": positions})
+                                 "data_position": positions[0], "data_positions": positions, "seed": seed,
+                                 "shuffle_captions": shuffle_captions, "shards": n_shards})
 
     choices = list(P.model.encoder.sub_tokens)
     losses: list[float] = []
