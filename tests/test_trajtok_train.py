@@ -207,3 +207,19 @@ def test_resume_says_when_the_seed_or_the_data_changed(data, tmp_path):
         shutil.copy(p, fewer / p.name)
     with pytest.warns(UserWarning, match=r"shards changed since the checkpoint"):
         train_segmenter(fewer, tmp_path / "r", preset=toy_preset(), max_steps=4, resume=True, seed=3)
+
+
+def test_a_short_video_is_scored_on_each_of_its_frames_once(tmp_path):
+    """The model's clip is 4 frames; a 2-frame video is fed as [0, 0, 1, 1] and scored on frames 0 and 1."""
+    import numpy as np
+    from trajtok.evaluate import predict_samples
+    from trajtok.data import decode_sample
+    from dataengine.format import shards as shard_io
+    write_synthetic_dataset(tmp_path / "d", videos=2, images=1, frames=2, samples_per_shard=3, seed=9)
+    train_segmenter(tmp_path / "d", tmp_path / "m", preset=toy_preset(frames=4), max_steps=1)
+    got = {k: (g, p) for k, g, p in predict_samples(tmp_path / "m" / "last.safetensors", tmp_path / "d")}
+    for s in shard_io.read_dataset(tmp_path / "d"):
+        g, p = got[s.key]
+        T = 2 if s.key.startswith("vid") else 1
+        assert g.shape[0] == p.shape[0] == T
+        assert np.array_equal(g, decode_sample(s, T)[1])     # the labels of those frames, once each

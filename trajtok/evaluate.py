@@ -20,14 +20,16 @@ from dataengine.metrics.matching import matched_ious
 from dataengine.metrics.scores import evaluate_sequences
 
 from .checkpoint import load_segmenter
-from .data import decode_sample, is_video, resolve_shards
+from .data import decode_sample, frame_positions, is_video, resolve_shards
 from .models.segmenter import Segmenter, segment
 
 
 @torch.no_grad()
 def predict_samples(checkpoint: str | Path | Segmenter, data: Any, limit: int | None = None,
                     device: str = "cpu") -> Iterator[tuple[str, np.ndarray | None, np.ndarray | None]]:
-    """``(key, gt ids [T,H,W], predicted ids [T,H,W])`` for the first clip of each sample.
+    """``(key, gt ids [T,H,W], predicted ids [T,H,W])`` of each sample: the model's clip (T evenly spaced
+    annotated frames, as the loader takes them without augmentation); a video with fewer annotated frames
+    is fed with repeats, as in training, and scored on each of its frames once.
 
     A sample whose media cannot be decoded yields ``(key, None, None)`` so callers can
     count it. Scoring is left to the caller (``trajtok eval-segmenter`` uses the same
@@ -46,7 +48,12 @@ def predict_samples(checkpoint: str | Path | Segmenter, data: Any, limit: int | 
             except Exception:
                 yield sample.key, None, None
                 continue
-            yield sample.key, gt, segment(model, rgb)
+            pred = segment(model, rgb)
+            n_annotated = len(sample.traj["frame_indices"])
+            if T > 1 and n_annotated < T:    # repeated frames would weigh twice in the scores
+                _, first = np.unique(frame_positions(n_annotated, T, None), return_index=True)
+                gt, pred = gt[np.sort(first)], pred[np.sort(first)]
+            yield sample.key, gt, pred
 
 
 def evaluate_segmenter(checkpoint: str | Path | Segmenter, data: Any, limit: int | None = None,
@@ -58,7 +65,7 @@ def evaluate_segmenter(checkpoint: str | Path | Segmenter, data: Any, limit: int
             errors += 1
             continue
         ious.extend(matched_ious(pred, gt).tolist())
-        n_pred.append(len(np.unique(pred)))
+        n_pred.append(len(np.unique(pred[pred > 0])))     # 0: pixels a no-object model leaves unlabelled
         n_samples += 1
     ious_arr = np.asarray(ious)
     return {"samples": n_samples, "errors": errors, "trajectories": int(ious_arr.size),
