@@ -349,3 +349,31 @@ def test_a_relative_input_is_made_absolute_for_workers_elsewhere(corpus, tmp_pat
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["config"]["source"]["path"] == str(corpus / "media")
     assert all(Path(r["source_uri"]).is_absolute() for r in manifest.read_manifest(tmp_path / "out").to_pylist())
+
+
+def test_resume_of_a_run_written_before_the_still_settings(corpus, local_run, tmp_path):
+    """A run.json from before `still_*` existed: stills were cut with the video settings then. Resuming says
+    so (not "(absent) -> 80") and resumes with those values set."""
+    import json
+    out, _ = local_run
+    copy = copy_without_second_chunk(out, tmp_path)
+    run = json.loads((copy / "run.json").read_text())
+    for k in ("still_superpixels", "still_merge_threshold"):
+        del run["config"]["segmenter"][k]
+    run["config_hash"] = "0123456789abcdef"
+    (copy / "run.json").write_text(json.dumps(run))
+    with pytest.raises(RuntimeError, match=r"segmenter.still_superpixels: 250 -> 80"):
+        annotate(config(corpus / "media"), str(copy), use_ray=False, resume=True)
+    annotate(config(corpus / "media", segmenter={"still_superpixels": 250, "still_merge_threshold": 14.0}),
+             str(copy), use_ray=False, resume=True)
+    assert manifest.read_manifest(copy).num_rows == manifest.read_manifest(out).num_rows
+
+
+def test_an_error_row_without_a_media_address_may_be_retried_with_one():
+    from dataengine.sources import SampleRef
+    from dataengine.stages.writer import _check_unchanged
+    ref = SampleRef(key="clip_00000", source="panda", uri="/data/clips/clip.0.mp4", media_type="video", ext="mp4",
+                    index=0)
+    assert _check_unchanged(0, [ref], {0: ("clip_00000", "")}) == []           # was missing, now there
+    with pytest.raises(RuntimeError, match="the input changed"):
+        _check_unchanged(0, [ref], {0: ("clip_00000", "other.mp4")})

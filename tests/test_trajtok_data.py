@@ -398,3 +398,24 @@ def test_a_good_sample_waiting_in_a_batch_across_epochs_is_not_a_hopeless_pass(t
     stream = ShardDataset(tmp_path, cfg(batch_size=2, image_batch_size=1, epochs=None)).iter_batches(0, 1)
     items = [next(stream) for _ in range(8)]
     assert sum("frames" in b for b in items) >= 3 and all(set(b) == {"skipped"} for b in items if "frames" not in b)
+
+
+def test_mixture_weights_are_shares_of_samples_when_manifests_say_how_many(tmp_path):
+    """Dataset a holds 3 samples a shard, b 1 (as a filter leaves it); weights 1 : 1 give equal samples."""
+    import yaml
+    from dataengine.format import manifest
+    from trajtok.data import read_mixture
+    a = write_synthetic_dataset(tmp_path / "a", videos=0, images=12, samples_per_shard=3, seed=2)
+    b = write_synthetic_dataset(tmp_path / "b", videos=0, images=4, samples_per_shard=1, seed=3)
+    for d, paths in (("a", a), ("b", b)):
+        rows = [{"key": s.key, "status": "ok", "shard": p.name} for p in paths
+                for s in shard_io.read_shard(p, with_media=False)]
+        manifest.write_part(tmp_path / d, 0, rows)
+    recipe = tmp_path / "mix.yaml"
+    recipe.write_text(yaml.safe_dump({"datasets": [{"path": str(tmp_path / "a"), "weight": 1},
+                                                   {"path": str(tmp_path / "b"), "weight": 1}]}))
+    assert [p.samples_per_shard for p in read_mixture(recipe)] == [3.0, 1.0]
+    order = ShardDataset(recipe, cfg()).epoch_shards(0)
+    samples_a = 3 * sum(p in a for p in order)
+    samples_b = sum(p in b for p in order)
+    assert samples_a == samples_b == 6

@@ -77,14 +77,18 @@ def test_a_kill_between_the_state_and_the_weights_still_resumes_exactly(data, tm
     ahead["step"] = 3
     save_train_state_pair(out / "last.optim.pt", ahead)          # ... and then the process died
     assert load_train_state(previous_state_path(out / "last.optim.pt"))["step"] == 2
+    resumed = train_segmenter(data, out, preset=toy_preset(), max_steps=4, stop_after=0, resume=True)
+    assert resumed["steps_run"] == 0                              # resumed, then "killed" again before a save:
+    assert not previous_state_path(out / "last.optim.pt").exists()    # the matching pair was settled
     resumed = train_segmenter(data, out, preset=toy_preset(), max_steps=4, resume=True)
     assert resumed["weights_sha256"] == straight["weights_sha256"] and resumed["losses"] == straight["losses"][2:]
+    assert not previous_state_path(out / "last.optim.pt").exists()    # dropped once the weights are written
     with open(out / "log.jsonl", "a") as f:
         f.write('{"step": 5, "lo')                                 # a line torn by the kill
     train_segmenter(data, out, preset=toy_preset(), max_steps=5, resume=True)
     assert log_steps(out) == [1, 2, 3, 4, 5]
     (out / "last.optim.pt").write_bytes(b"cut short")
-    previous_state_path(out / "last.optim.pt").unlink()
+    previous_state_path(out / "last.optim.pt").unlink(missing_ok=True)
     with pytest.raises(CheckpointError, match=r"no training state matches .*last.optim.pt is not a readable"):
         train_segmenter(data, out, preset=toy_preset(), max_steps=6, resume=True)
 
@@ -206,7 +210,10 @@ def test_resume_says_when_the_seed_or_the_data_changed(data, tmp_path):
     for p in sorted(data.glob("*.tar"))[:-1]:
         shutil.copy(p, fewer / p.name)
     with pytest.warns(UserWarning, match=r"shards changed since the checkpoint"):
-        train_segmenter(fewer, tmp_path / "r", preset=toy_preset(), max_steps=4, resume=True, seed=3)
+        train_segmenter(fewer, tmp_path / "r", preset=toy_preset(), max_steps=4, stop_after=1, resume=True, seed=3)
+    with pytest.warns(UserWarning, match=r"batch_size changed since the checkpoint \(2 -> 3\)"):   # and it trains on
+        assert train_segmenter(data, tmp_path / "r", preset=toy_preset(), max_steps=4, resume=True, seed=3,
+                               batch_size=3)["step"] == 4
 
 
 def test_a_short_video_is_scored_on_each_of_its_frames_once(tmp_path):

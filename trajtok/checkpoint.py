@@ -118,15 +118,33 @@ def previous_state_path(path: str | Path) -> Path:
 
 def save_train_state_pair(path: str | Path, state: dict[str, Any]) -> Path:
     """Write the training state of a save whose weights are written next: the state of the save before moves
-    aside first, so a kill between the two writes leaves a matching pair (the old weights, the old state)."""
+    aside first, so a kill between the two writes leaves a matching pair (the old weights, the old state).
+    ``state_pair_done`` drops it once the weights are written; ``settle_train_state`` restores the pair on
+    resume, so a second kill in the same place finds it again."""
     path = Path(path)
     if path.is_file():
         os.replace(path, previous_state_path(path))
     return save_train_state(path, state)
 
 
-def matching_train_state(path: str | Path, step: int, weights: str | Path) -> dict[str, Any]:
-    """The training state (``path``, else the one kept beside it) whose step is the weights' ``step``."""
+def state_pair_done(path: str | Path) -> None:
+    """The weights of the save are written: the state kept aside is not needed any more."""
+    previous_state_path(path).unlink(missing_ok=True)
+
+
+def settle_train_state(path: str | Path, chosen: Path) -> None:
+    """After a resume read ``chosen``: make it ``path`` again and drop the other (one process does this,
+    after every process has read its state)."""
+    path, prev = Path(path), previous_state_path(path)
+    if Path(chosen) == prev:
+        os.replace(prev, path)
+    else:
+        prev.unlink(missing_ok=True)
+
+
+def matching_train_state(path: str | Path, step: int, weights: str | Path) -> tuple[dict[str, Any], Path]:
+    """The training state (``path``, else the one kept beside it) whose step is the weights' ``step``, and
+    the file it came from."""
     seen = []
     for candidate in (Path(path), previous_state_path(path)):
         if not candidate.is_file():
@@ -137,7 +155,7 @@ def matching_train_state(path: str | Path, step: int, weights: str | Path) -> di
             seen.append(str(e))
             continue
         if int(state["step"]) == step:
-            return state
+            return state, candidate
         seen.append(f"{candidate.name} is at step {state['step']}")
     if not seen:
         raise CheckpointNotFound(f"training state not found: {path}")

@@ -18,20 +18,24 @@ they were); it assumes the same world size, workers and batch sizes. Video and
 image batches have their own sizes (``batch_size``, ``image_batch_size``).
 Mixtures. ``data`` may be a mixture recipe (YAML, e.g. ``manifests/mixtures/segmenter_pretrain.yaml``):
 ``datasets: [{path: DIR|TAR|GLOB, weight: W}, ...]``. Each epoch then draws as many shards as the
-datasets hold in all, each dataset's share by its weight (a small dataset repeats, a large one is
-subsampled, freshly shuffled each epoch), so samples come in about the weights' proportions whatever
-the datasets' sizes. Shards are the unit because they hold about equally many samples
-(``samples_per_shard``); the rest (split among consumers, shuffle buffer, resumption) is unchanged.
+datasets hold in all, in proportion to weight / samples per shard (a small dataset repeats, a large one
+is subsampled, freshly shuffled each epoch), so samples come in about the weights' proportions whatever
+the datasets' sizes. Samples per shard come from each dataset's manifest (a filtered dataset keeps
+fewer than it was written with); where one has none, shards count as equal. Shards are the unit so
+the rest (split among consumers, shuffle buffer, resumption) is unchanged.
 Bad samples. A sample whose media or traj.json cannot be read (hostile or broken media is
 refused by the engine's guarded decoder, as annotate refuses it) is skipped with one
 WARNING line ``skipping sample KEY: REASON`` on the ``trajtok.data`` logger; the epoch goes
-on. A batch whose every sample fails to decode is dropped, which shifts that order.
+on. A batch whose every sample fails to decode is a ``{"skipped": keys}`` item, which training
+counts as consumed data without a step, so the order (and a resumed position) does not shift.
 """
 from __future__ import annotations
 
 import glob
 import logging
 import math
+import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -42,6 +46,7 @@ import yaml
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dataengine.errors import ConfigError, InputError, InputNotFound
+from dataengine.format import manifest
 from dataengine.format import shards as shard_io
 from dataengine.format import trajformat
 from dataengine.media.decode import DecodeError, decode_frames
@@ -78,6 +83,18 @@ class MixturePart:
     path: str
     weight: float
     shards: list[Path]
+    samples_per_shard: float | None = None    # from the dataset's manifest, where it has one
+
+
+def samples_per_shard(path: str, shards: list[Any]) -> float | None:
+    """Mean samples per shard of a dataset directory (or URL) from its manifest's ``ok`` rows; None without
+    one. Filtered datasets hold fewer per shard than they were written with."""
+    try:
+        table = manifest.read_manifest(path if shard_io.is_url(path) else Path(path))
+    except Exception:     # no readable manifest: shards count as equal
+        return None
+    ok = sum(1 for s in table.column("status").to_pylist() if s == "ok") if table.num_rows else 0
+    return ok / len(shards) if ok and shards else None
 
 
 def is_mixture(data: Any) -> bool:
@@ -103,7 +120,8 @@ def read_mixture(path: str | Path) -> list[MixturePart]:
             raise ConfigError(f"mixture {path}: datasets[{i}] weight must be a number >= 0, got {weight!r}")
         if is_mixture(d["path"]):
             raise ConfigError(f"mixture {path}: datasets[{i}] names another mixture ({d['path']}); list its datasets")
-        parts.append(MixturePart(d["path"], float(weight), resolve_shards(d["path"])))
+        shards = resolve_shards(d["path"])
+        parts.append(MixturePart(d["path"], float(weight), shards, samples_per_shard(d["path"], shards)))
     if sum(p.weight for p in parts) <= 0:
         raise ConfigError(f"mixture {path}: every weight is 0")
     return parts
@@ -244,12 +262,15 @@ class ShardDataset(IterableDataset):
             order = list(self.shards)
             np.random.default_rng([self.cfg.seed, epoch]).shuffle(order)
             return order
-        # a mixture: len(self.shards) draws, each dataset's share by its weight (at least one shard if > 0)
+        # a mixture: len(self.shards) draws, each dataset's share of *samples* by its weight: shards in
+        # proportion to weight / samples per shard where every dataset's manifest says it (at least one if > 0)
         rng = np.random.default_rng([self.cfg.seed, epoch, 5])
-        total, weights = len(self.shards), sum(p.weight for p in self.parts)
+        per_shard = [p.samples_per_shard for p in self.parts]
+        draw = [p.weight / (sps if all(per_shard) else 1.0) for p, sps in zip(self.parts, per_shard)]
+        total, weights = len(self.shards), sum(draw)
         order = []
-        for part in self.parts:
-            k = 0 if part.weight == 0 else max(1, round(total * part.weight / weights))
+        for part, w in zip(self.parts, draw):
+            k = 0 if part.weight == 0 else max(1, round(total * w / weights))
             n = len(part.shards)
             picks = np.concatenate([rng.permutation(n) for _ in range(-(-k // n))])[:k] if k else []
             order += [part.shards[int(i)] for i in picks]
@@ -261,7 +282,8 @@ class ShardDataset(IterableDataset):
         try:
             for key, group in shard_io.group_members(shard_io.iter_tar_members(path)):
                 yield RawSample(key, group)
-        except Exception as e:  # a bad shard costs its own samples, never the run
+        except (tarfile.TarError, EOFError, zlib.error) as e:  # a broken shard costs its own samples
+            # (an OSError, e.g. a storage service failing, ends the run loudly instead: --resume continues)
             self.last_error = f"{path}: {one_line(e)}"
             log.warning("skipping the rest of shard %s", self.last_error)
 
@@ -321,7 +343,7 @@ class ShardDataset(IterableDataset):
                     yield epoch, bucket
                     buckets[T] = []
             if seen == 0:
-                if epoch == 0 and self.cfg.epochs is None:
+                if self.cfg.epochs is None:   # an endless stream with nothing to read: never a quiet end
                     raise InputError(f"consumer {consumer}/{n_consumers} got no samples from "
                                      f"{len(self.shards)} shard(s)"
                                      + (f" (last: {self.last_error})" if self.last_error else ""))
@@ -359,19 +381,20 @@ class ShardDataset(IterableDataset):
         training loops count it as consumed data without a step, so resumed positions stay those of the
         plans, and DataLoader workers stay in turn)."""
         # A whole pass over this consumer's samples that decodes none of them would repeat forever: that is
-        # bad data, not bad luck, and ends the run with the last reason. "Whole pass": every key of one
-        # complete epoch failed since the last sample that decoded (batches may straddle epochs).
+        # bad data, not bad luck, and ends the run with the last reason: nothing decoded since the stream
+        # started and every key of one complete epoch failed (keys, not epochs: batches straddle epochs).
         failed: set[str] = set()
+        decoded = False                   # since this stream (or its resumption) started
         for n, (epoch, plan) in enumerate(self.epoch_plans(consumer, n_consumers)):
             if n < skip:
                 continue
             batch = self.load(plan, np.random.default_rng([self.cfg.seed, consumer, n, 11]))
             if batch is not None:
-                failed.clear()
+                decoded = True
                 yield batch
                 continue
             failed.update(s.key for s in plan)
-            if self.pass_keys and failed >= self.pass_keys:
+            if not decoded and self.pass_keys and failed >= self.pass_keys:
                 if n_consumers == 1:
                     raise InputError(f"no sample of {len(self.shards)} shard(s) could be decoded in a whole pass "
                                      f"over them (last: {self.last_error})")

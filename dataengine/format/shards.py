@@ -161,9 +161,11 @@ def _location(directory: str) -> Output:
 
 
 def open_url(url: str) -> BinaryIO:
-    """A shard (or any file) at a URL, opened for reading through ``Output`` (one filesystem per folder)."""
+    """A shard at a URL, opened as a stream through ``Output``'s filesystem (one per folder), read ahead in
+    8 MiB pieces: tar reads a member at a time, and on an object store every unbuffered read is a request."""
     directory, name = url.rstrip("/").rsplit("/", 1)
-    return _location(directory).open_read(name)
+    location = _location(directory)
+    return location.fs.open_input_stream(location.path(name), compression=None, buffer_size=8 << 20)
 
 
 def shard_stat(path: str | Path) -> tuple[int, int]:

@@ -131,6 +131,13 @@ def _differences(old_run: dict[str, Any], cfg: AnnotateConfig) -> list[str]:
         return [f"config hash {old_run.get('config_hash')} vs {cfg.model_hash()}"]
     mine = json.loads(json.dumps(cfg.labelling_settings()))      # as run.json holds it (tuples read as lists)
     theirs = {k: v for k, v in labelling_part(recorded).items() if k in mine}
+    # Settings added since the run was written took the value of an older one then: stills were cut with the
+    # video settings (so such a run resumes with `segmenter: {still_superpixels: ..., ...}` set to those).
+    seg = theirs.get("segmenter")
+    if isinstance(seg, dict):
+        for new_key, old_key in (("still_superpixels", "superpixels"), ("still_merge_threshold", "merge_threshold")):
+            if new_key not in seg and old_key in seg:
+                seg[new_key] = seg[old_key]
     return setting_differences(theirs, mine)
 
 
@@ -199,7 +206,8 @@ def _check_unchanged(chunk: int, refs: list[SampleRef], recorded: dict[int, tupl
     for r in refs:
         was = recorded.get(r.index)
         # keys alone are not enough: names that clean up to one key take -1, -2 by what else is listed
-        if was is not None and was != (r.key, _file_name(r.uri)):
+        # (an error row without a media address, e.g. a clip that was missing, may have one now)
+        if was is not None and (was[0] != r.key or (was[1] and was[1] != _file_name(r.uri))):
             now = r.key if was[0] != r.key else f"{r.key} ({_file_name(r.uri)}, was {was[1]})"
             raise InputChanged(f"the input changed since this output was written: input {r.index} (chunk {chunk}) "
                                f"was {was[0]!r}, the listing now gives {now!r}" + RESUME_HINT)

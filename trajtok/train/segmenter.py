@@ -30,8 +30,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dataengine.errors import CheckpointError, CheckpointNotFound, OutputExists
 from dataengine.format import shards as shard_io
-from ..checkpoint import (load_segmenter, matching_train_state, read_metadata, save_segmenter,
-                         save_train_state_pair, weights_digest)
+from ..checkpoint import (load_segmenter, matching_train_state, read_metadata, save_segmenter, save_train_state_pair,
+                         settle_train_state, state_pair_done, weights_digest)
 from ..data import make_loader, resolve_shards
 from ..losses import segmenter_loss
 from ..models.segmenter import Segmenter, build_segmenter
@@ -93,6 +93,7 @@ class Checkpointer:
         # matching pair is still there for --resume
         save_train_state_pair(self.out / "last.optim.pt", {"step": step, **train_state})
         self.save_model(model, self.out / "last.safetensors", step=step)
+        state_pair_done(self.out / "last.optim.pt")
         if step % self.save_every == 0:
             self.save_model(model, self.out / f"step-{step:07d}.safetensors", step=step)
 
@@ -130,11 +131,12 @@ def data_positions(consumed: int, batch_size: int, world: int, device: torch.dev
 
 
 def resume_position(state: dict[str, Any], step: int, batch_size: int, rank: int, world: int) -> int:
-    """This rank's data position from a saved training state (older states: one step, one batch)."""
+    """This rank's data position from a saved training state. With another batch size (or world size, or a
+    state that predates per-rank positions) the order differs anyway (the caller warns): one step, one batch."""
     per_rank = state.get("data_positions")
-    if isinstance(per_rank, list) and len(per_rank) == world:
+    if isinstance(per_rank, list) and len(per_rank) == world and state.get("batch_size") == batch_size:
         return int(per_rank[rank])
-    return int(state.get("data_position", step * batch_size))
+    return step * batch_size
 
 
 def _param_groups(model: Segmenter, weight_decay: float) -> list[dict[str, Any]]:
@@ -224,7 +226,11 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         if saved_cfg != json.loads(json.dumps(P.model.to_dict())):
             raise CheckpointError(f"{last} was trained with a different model config: {saved_cfg}")
         model.load_state_dict(load_segmenter(last).state_dict())
-        state = matching_train_state(last_state, int(read_metadata(last)["step"]), last)
+        state, chosen = matching_train_state(last_state, int(read_metadata(last)["step"]), last)
+        if world > 1:
+            dist.barrier()            # every rank has read its state before rank 0 settles the files
+        if rank == 0:
+            settle_train_state(last_state, chosen)
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         for key, now in (("world_size", world), ("batch_size", P.data.batch_size),

@@ -34,8 +34,8 @@ from torch.nn.parallel import DistributedDataParallel
 from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError, InputError, OutputExists
 from dataengine.format import shards as shard_io
 
-from ..checkpoint import (load_segmenter, matching_train_state, read_video_text_metadata,
-                          save_video_text)
+from ..checkpoint import (load_segmenter, matching_train_state, read_video_text_metadata, save_video_text,
+                          settle_train_state)
 from ..data import make_loader, resolve_shards
 from ..losses import clip_loss, segmenter_loss
 from ..models.text import build_word_vocab
@@ -168,7 +168,11 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     if resume:
         from safetensors.torch import load_file
         model.load_state_dict(load_file(str(last)))
-        state = matching_train_state(last_state, int(read_video_text_metadata(last)["step"]), last)
+        state, chosen = matching_train_state(last_state, int(read_video_text_metadata(last)["step"]), last)
+        if world > 1:
+            dist.barrier()            # every rank has read its state before rank 0 settles the files
+        if rank == 0:
+            settle_train_state(last_state, chosen)
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         for key, now in (("world_size", world), ("batch_size", P.data.batch_size), ("num_workers", t.num_workers),
