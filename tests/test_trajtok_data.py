@@ -419,3 +419,17 @@ def test_mixture_weights_are_shares_of_samples_when_manifests_say_how_many(tmp_p
     samples_a = 3 * sum(p in a for p in order)
     samples_b = sum(p in b for p in order)
     assert samples_a == samples_b == 6
+
+
+def test_a_storage_error_ends_the_stream_loudly(dataset, monkeypatch):
+    """Only tar damage costs a shard quietly; a storage service failing (an OSError) is the run's to report,
+    so --resume continues where it stopped instead of training on with shards silently missing."""
+    from trajtok import data as loader_module
+
+    def failing(path):
+        raise ConnectionResetError("connection reset by peer")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(loader_module.shard_io, "iter_tar_members", failing)
+    with pytest.raises(ConnectionResetError):
+        next(ShardDataset(dataset, cfg(epochs=None)).iter_batches(0, 1))
