@@ -377,3 +377,19 @@ def test_an_error_row_without_a_media_address_may_be_retried_with_one():
     assert _check_unchanged(0, [ref], {0: ("clip_00000", "")}) == []           # was missing, now there
     with pytest.raises(RuntimeError, match="the input changed"):
         _check_unchanged(0, [ref], {0: ("clip_00000", "other.mp4")})
+
+
+def test_a_changed_input_is_refused_before_a_gap_between_finished_chunks_is_labelled(corpus, local_run, tmp_path):
+    """Finished chunks 0 and (last) 1 with chunk 0's part gone (a gap), and a file added that shifts chunk 1:
+    the refusal comes before the gap is labelled with the shifted input."""
+    out, _ = local_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "manifest" / "part-000000.parquet").unlink()
+    media = tmp_path / "media"
+    shutil.copytree(corpus / "media", media)
+    first = sorted(p for p in media.iterdir() if p.suffix in (".mp4", ".jpg"))[0]
+    shutil.copy(first, media / ("a_" + first.name))
+    with pytest.raises(RuntimeError, match=r"the input changed since this output was written: input 3 \(chunk 1\)"):
+        annotate(config(media), str(copy), use_ray=False, resume=True)
+    assert not (copy / "manifest" / "part-000000.parquet").exists()

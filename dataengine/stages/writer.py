@@ -165,23 +165,40 @@ def tasks_from_text(text: str) -> list[ChunkTask]:
 
 
 def plan_chunks(refs: Iterable[SampleRef], out: Output, done: set[int], per_shard: int) -> Iterator[ChunkTask]:
-    """Group the (lazy, index-ordered) listing into the chunk tasks that still need work."""
+    """Group the (lazy, index-ordered) listing into the chunk tasks that still need work.
+
+    Chunks before the last finished one are held back until the listing has passed it: every finished
+    chunk is checked against the listing (``_check_unchanged``) before any gap between them is labelled,
+    so a changed input is refused before it is written anywhere."""
     last = -1                # the listing order is checked, not assumed
+    last_done = max(done, default=-1)
+    held: list[ChunkTask] = []
     for c, group in itertools.groupby(refs, key=lambda r: r.index // per_shard):
         if c <= last:
             raise RuntimeError(f"the listing returned chunk {c} after chunk {last}; sample indices must increase")
         last = c
+        task = None
         if c not in done:
-            yield ChunkTask(c, list(group), retry=False)
+            task = ChunkTask(c, list(group), retry=False)
+        else:
+            part = read_part(out, c, ["input_index", "status", "key", "source_uri"]).to_pydict()
+            group = list(group)
+            recorded = {i: (k, _file_name(u)) for i, k, u in
+                        zip(part["input_index"], part["key"], part["source_uri"])}
+            grown = _check_unchanged(c, group, recorded)
+            errors = {i for i, s in zip(part["input_index"], part["status"]) if s == "error"}
+            retry = [r for r in group if r.index in errors] + grown
+            if retry:
+                task = ChunkTask(c, retry, retry=True)
+        if c < last_done:
+            if task is not None:
+                held.append(task)
             continue
-        part = read_part(out, c, ["input_index", "status", "key", "source_uri"]).to_pydict()
-        group = list(group)
-        recorded = {i: (k, _file_name(u)) for i, k, u in zip(part["input_index"], part["key"], part["source_uri"])}
-        grown = _check_unchanged(c, group, recorded)
-        errors = {i for i, s in zip(part["input_index"], part["status"]) if s == "error"}
-        retry = [r for r in group if r.index in errors] + grown
-        if retry:
-            yield ChunkTask(c, retry, retry=True)
+        yield from held          # every finished chunk has been checked
+        held = []
+        if task is not None:
+            yield task
+    yield from held              # a listing that ended before the last finished chunk
 
 
 class InputChanged(UserError, RuntimeError):
