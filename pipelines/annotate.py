@@ -36,11 +36,12 @@ from typing import Any, Callable, Iterator
 
 from dataengine.config import AnnotateConfig
 from dataengine.errors import DeviceError, InputError, UserError
+from dataengine.format import manifest
 from dataengine.format.shards import MEDIA_EXTS
 from dataengine.format.outputfs import Output
 from dataengine.sources import list_samples
 from dataengine.stages.labeller import Labeller
-from dataengine.stages.writer import (ChunkTask, annotate_chunk, chunk_blocks, done_chunks, finish_run, open_run,
+from dataengine.stages.writer import (ChunkTask, annotate_chunk, chunk_blocks, finish_run, open_run,
                                       plan_chunks, tasks_from_text, tasks_to_text)
 
 from .runtime import without_known_ray_noise
@@ -120,7 +121,7 @@ def _chunk_source(cfg: AnnotateConfig, output: str, blocks: dict[str, int]):
         then a row with no chunks that says the listing is complete."""
         out = Output(output)
         refs = list_samples(cfg.source, limit=cfg.limit)
-        tasks = plan_chunks(refs, out, done_chunks(out), cfg.output.samples_per_shard)
+        tasks = plan_chunks(refs, out, manifest.done_parts(out), cfg.output.samples_per_shard)
         chunks = samples = 0
         try:
             for block in chunk_blocks(tasks, **blocks):

@@ -90,7 +90,7 @@ def samples_per_shard(path: str, shards: list[Any]) -> float | None:
     """Mean samples per shard of a dataset directory (or URL) from its manifest's ``ok`` rows; None without
     one. Filtered datasets hold fewer per shard than they were written with."""
     try:
-        table = manifest.read_manifest(path if shard_io.is_url(path) else Path(path))
+        table = manifest.read_manifest(path)
     except Exception:     # no readable manifest: shards count as equal
         return None
     ok = sum(1 for s in table.column("status").to_pylist() if s == "ok") if table.num_rows else 0

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataengine.format import atomic
+from dataengine.format.outputfs import Output
 
 STAGES = ("read", "decode", "segment", "track", "encode")
 
@@ -63,36 +64,35 @@ def write_part(directory: str | Path, index: int, rows: list[dict[str, Any]]) ->
     return path
 
 
-def _url_parts(url: str) -> tuple[Any, list[str]]:
-    """A URL dataset's location and its manifest part names, in index order."""
-    from dataengine.format.outputfs import Output
-    location = Output(url)
-    return location, [n for n in location.names("manifest") if n.startswith("part-") and n.endswith(".parquet")]
+def part_name(index: int) -> str:
+    """Manifest part ``index`` relative to its dataset (``manifest/part-000042.parquet``)."""
+    return f"manifest/{part_path('', index).name}"
 
 
-def done_parts(directory: str | Path) -> set[int]:
-    if isinstance(directory, str) and "://" in directory:
-        return {int(n[len("part-"):-len(".parquet")]) for n in _url_parts(directory)[1]}
-    d = Path(directory) / "manifest"
-    if not d.is_dir():
-        return set()
-    return {int(p.stem.split("-")[1]) for p in d.glob("part-*.parquet")}
+def part_indices(location: Output) -> list[int]:
+    """The indices of a dataset's finished manifest parts, ascending (temporary files excluded)."""
+    return sorted(int(n[len("part-"):-len(".parquet")]) for n in location.names("manifest")
+                  if n.startswith("part-") and n.endswith(".parquet"))
+
+
+def _location(directory: str | Path | Output) -> Output:
+    return directory if isinstance(directory, Output) else Output(str(directory))
+
+
+def done_parts(directory: str | Path | Output) -> set[int]:
+    """The finished manifest parts of a dataset directory or URL."""
+    return set(part_indices(_location(directory)))
 
 
 def read_part(directory: str | Path, index: int) -> list[dict[str, Any]]:
     return pq.read_table(part_path(directory, index), schema=SCHEMA).to_pylist()
 
 
-def read_manifest(directory: str | Path) -> pa.Table:
+def read_manifest(directory: str | Path | Output) -> pa.Table:
     """All manifest rows of a dataset directory or URL (empty table when there are none)."""
-    if isinstance(directory, str) and "://" in directory:
-        location, names = _url_parts(directory)
-        tables = []
-        for n in names:
-            with location.open_read(f"manifest/{n}") as f:
-                tables.append(pq.read_table(f, schema=SCHEMA))
-        return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    parts = sorted((Path(directory) / "manifest").glob("part-*.parquet"))
-    if not parts:
-        return SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in parts])
+    location = _location(directory)
+    tables = []
+    for index in part_indices(location):
+        with location.open_read(part_name(index)) as f:
+            tables.append(pq.read_table(f, schema=SCHEMA))
+    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()

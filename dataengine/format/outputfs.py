@@ -22,12 +22,18 @@ from dataengine.errors import ConfigError
 from dataengine.format import atomic
 
 
+def is_url(path: object) -> bool:
+    """A location ``Output`` opens through a filesystem URL (``s3://``, ``gs://``, ``file://``, fsspec), not a
+    local path."""
+    return isinstance(path, str) and "://" in path
+
+
 class Output:
     """A directory on some filesystem; every path argument is relative to it ("a/b" style)."""
 
     def __init__(self, uri: str):
         self.uri = str(uri)
-        if "://" in self.uri:
+        if is_url(self.uri):
             try:
                 self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
             except ValueError:  # pyarrow's ArrowInvalid: a scheme it has no filesystem for

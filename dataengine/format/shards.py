@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 from dataengine.format import trajformat
 from dataengine.format.atomic import replaced_when_done
-from dataengine.format.outputfs import Output
+from dataengine.format.outputfs import Output, is_url
 
 # The media extensions of the whole project, one list: sources list these, annotate decodes
 # them, shards carry them, and validate / the training loader / show find them.
@@ -150,11 +150,6 @@ def write_series(directory: str | Path | Output, prefix: str, index: int, sample
 
 
 
-def is_url(path: Any) -> bool:
-    """A location ``Output`` opens (``s3://``, ``gs://``, ``file://``, fsspec), not a local path."""
-    return isinstance(path, str) and "://" in path
-
-
 @functools.lru_cache(maxsize=64)
 def _location(directory: str) -> Output:
     return Output(directory)
@@ -246,8 +241,13 @@ def read_shard(path: str | Path | BinaryIO, with_media: bool = True) -> Iterator
         yield sample_from_group(key, group, with_media)
 
 
+def shard_file_name(p: Path | str) -> str:
+    """The file name of a shard path or URL."""
+    return p.name if isinstance(p, Path) else p.rsplit("/", 1)[-1]
+
+
 def _order(p: Path | str) -> tuple[int, str]:
-    name = p.name if isinstance(p, Path) else p.rsplit("/", 1)[-1]
+    name = shard_file_name(p)
     return int(SHARD_RE.match(name)["index"]), name
 
 

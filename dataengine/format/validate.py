@@ -10,7 +10,9 @@ from typing import Callable
 import numpy as np
 
 from dataengine.format import manifest, trajformat
-from dataengine.format.shards import KEY_RE, MEDIA_EXTS, group_members, iter_tar_members, list_shards, read_traj
+from dataengine.format.outputfs import is_url
+from dataengine.format.shards import (KEY_RE, MEDIA_EXTS, group_members, iter_tar_members, list_shards, read_traj,
+                                     shard_file_name)
 
 REQUIRED = ("json", "txt")   # and one traj member: traj.json.gz (v2) or traj.json (v1)
 
@@ -70,7 +72,7 @@ def check_traj(traj: dict, where: str) -> list[str]:
 
 def validate_dataset(directory: str | Path, on_shard: Callable[[int, int], None] | None = None) -> list[str]:
     """Problems of a dataset directory or URL (manifest and shards against each other); empty when valid."""
-    d = directory if isinstance(directory, str) and "://" in directory else Path(directory)
+    d = directory if is_url(directory) else Path(directory)
     problems: list[str] = []
     table = manifest.read_manifest(d)
     if table.num_rows == 0:
@@ -88,7 +90,7 @@ def validate_dataset(directory: str | Path, on_shard: Callable[[int, int], None]
     seen: set[tuple[str, str]] = set()
     shards = list_shards(d)
     for n, path in enumerate(shards):
-        name = path.name if isinstance(path, Path) else path.rsplit("/", 1)[-1]
+        name = shard_file_name(path)
         try:
             for key, group in group_members(iter_tar_members(path)):
                 where = f"{name}:{key}"

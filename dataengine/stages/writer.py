@@ -67,17 +67,8 @@ class RunConfigMismatch(UserError, RuntimeError):
 
 
 # ------------------------------------------------------------------ setup (driver) and planning (read side)
-def part_name(chunk: int) -> str:
-    return f"{MANIFEST_DIR}/{manifest.part_path('', chunk).name}"
-
-
-def done_chunks(out: Output) -> set[int]:
-    return {int(n[len("part-"):-len(".parquet")]) for n in out.names(MANIFEST_DIR)
-            if n.startswith("part-") and n.endswith(".parquet")}
-
-
 def read_part(out: Output, chunk: int, columns: list[str] | None = None) -> pa.Table:
-    with out.open_read(part_name(chunk)) as f:
+    with out.open_read(manifest.part_name(chunk)) as f:
         return pq.read_table(f, schema=manifest.SCHEMA, columns=columns)
 
 
@@ -96,7 +87,7 @@ def open_run(out: Output, cfg: AnnotateConfig, resume: bool) -> set[int]:
     """Check the output is fit for this run, clear what a killed run left; returns the done chunks."""
     if out.fs.get_file_info(out.root).type == FileType.File:
         raise OutputExists(f"--output {out} is a file, not a directory")
-    done = done_chunks(out)
+    done = manifest.done_parts(out)
     if done and not resume:
         raise RunConfigMismatch(f"{out} already holds annotated shards; pass --resume to continue "
                                 f"or choose a new --output")
@@ -290,7 +281,7 @@ def annotate_chunk(task: ChunkTask, cfg: AnnotateConfig, labeller: Labeller, out
 
 def finished_chunk(out: Output, task: ChunkTask) -> dict[str, Any] | None:
     """The summary of a chunk whose manifest part already covers the task, else None."""
-    if not out.exists(part_name(task.chunk)):
+    if not out.exists(manifest.part_name(task.chunk)):
         return None
     part = read_part(out, task.chunk, ["input_index", "status"]).to_pydict()
     status = dict(zip(part["input_index"], part["status"]))
@@ -347,7 +338,7 @@ def write_chunk(out: Output, cfg: AnnotateConfig, c: int, rows: list[dict[str, A
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist([manifest.normalise_row(r) for r in manifest_rows],
                                         schema=manifest.SCHEMA), buf)
-    out.write_bytes(part_name(c), buf.getvalue())
+    out.write_bytes(manifest.part_name(c), buf.getvalue())
     status = Counter("error" if r["error"] else "ok" for r in rows)
     return {"chunk": c, "samples": len(rows), "ok": status["ok"], "error": status["error"],
             "bytes": sum(written.values())}
@@ -367,7 +358,7 @@ def finish_run(out: Output, cfg: AnnotateConfig, started: float, extra: dict[str
     if card is not None:
         out.write_bytes(CARD, card.encode("utf-8"))
     counts: Counter[str] = Counter(new or {})
-    for c in sorted(done_chunks(out) if new is None else done_before or ()):  # one part at a time
+    for c in sorted(manifest.done_parts(out) if new is None else done_before or ()):  # one part at a time
         counts.update(read_part(out, c, ["status"]).column("status").to_pylist())
     counts = Counter({k: v for k, v in counts.items() if v})
     totals = {"samples": sum(counts.values()), "by_status": dict(counts),

@@ -47,6 +47,7 @@ from dataengine.metrics import scores as metrics
 
 from dataengine.format import trajformat
 from dataengine.format.manifest import done_parts
+from dataengine.format.outputfs import Output
 from dataengine.format.shards import list_shards, read_dataset
 
 METRIC_KEYS = ("STQ", "AQ", "SQ", "VEQ", "VPQ", "recall_at_0.5", "mean_best_iou")
@@ -97,15 +98,6 @@ def _align(gt_traj: dict[str, Any], pred_traj: dict[str, Any]) -> tuple[np.ndarr
     return gt, pred, without
 
 
-def _exists(d: str | Path) -> bool:
-    if isinstance(d, str) and "://" in d:        # a URL (s3://, gs://, file://, fsspec), as annotate writes
-        from pyarrow.fs import FileType
-        from dataengine.format.outputfs import Output
-        location = Output(d)
-        return location.fs.get_file_info(location.root).type != FileType.NotFound
-    return Path(d).exists()
-
-
 def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
                   window_sizes: tuple[int, ...] = metrics.WINDOW_SIZES) -> dict[str, Any]:
     """Class-agnostic STQ / AQ / SQ / VEQ / VPQ / trajectory recall of ``pred_dir`` against ``gt_dir``.
@@ -124,7 +116,7 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
     ``n_pred_trajectories`` and the per-sample metrics).
     """
     for d in (pred_dir, gt_dir):
-        if not _exists(d):
+        if not Output(str(d)).exists(""):     # a directory or a URL, as annotate writes
             raise InputNotFound(f"no such dataset: {d}")
     # Predictions may be empty (everything counts as missed); ground truth without shards is the wrong folder.
     if not list_shards(gt_dir) and not done_parts(gt_dir):

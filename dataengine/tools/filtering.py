@@ -26,8 +26,6 @@ from dataengine.format import manifest
 from dataengine.format.outputfs import Output
 from dataengine.format.shards import CARD, dataset_card, read_shard, write_shard_to
 
-MANIFEST = "manifest"
-
 
 def filter_reason(row: dict[str, Any], cfg: FilterConfig) -> str:
     """'' when the sample is kept, else why it is not (e.g. 'coverage 0.62 < 0.80')."""
@@ -44,8 +42,7 @@ def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterCon
     """Filter an annotate output into ``output_dir``; either may be a path or a URL ``--output`` takes
     (``s3://``, ``gs://``, ``file://``, fsspec), so a run annotated to object storage is filtered there."""
     src, out = Output(str(input_dir)), Output(str(output_dir))
-    parts = sorted(int(n[len("part-"):-len(".parquet")]) for n in src.names(MANIFEST)
-                   if n.startswith("part-") and n.endswith(".parquet"))
+    parts = manifest.part_indices(src)
     if not parts:
         raise InputError(f"{src} has no manifest (manifest/part-*.parquet); is it an annotate output?")
     same = (Path(src.root).resolve() == Path(out.root).resolve() if src.local and out.local else
@@ -80,7 +77,7 @@ def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterCon
 
 def _filter_part(src: Output, out: Output, c: int, cfg: FilterConfig) -> dict[str, int]:
     """Filter manifest part ``c`` and its shards into ``out``; returns its rows' counts by status."""
-    part = f"{MANIFEST}/{manifest.part_path('', c).name}"
+    part = manifest.part_name(c)
     with src.open_read(part) as f:
         rows = pq.read_table(f, schema=manifest.SCHEMA).to_pylist()
     keep: dict[str, str] = {}  # key -> shard name

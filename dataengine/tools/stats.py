@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from pyarrow.fs import FileType
 
 from dataengine.errors import InputError, InputNotFound
-from dataengine.format.manifest import STAGES
+from dataengine.format.manifest import STAGES, part_indices, part_name
 from dataengine.format.outputfs import Output
 
 STATUSES = ("ok", "filtered", "error")
@@ -106,7 +106,7 @@ def reason_kind(reason: str, key: str = "") -> str:
 
 
 def _read_columns(directory: Output) -> pa.Table:
-    parts = [f"manifest/{n}" for n in directory.names("manifest") if n.startswith("part-") and n.endswith(".parquet")]
+    parts = [part_name(i) for i in part_indices(directory)]
     if not parts:
         raise InputError(f"{directory} has no manifest (manifest/part-*.parquet); "
                          f"is it a `trajdata annotate` or `trajdata filter` output?")
