@@ -354,14 +354,14 @@ def eval_cmd(pred: str = typer.Option(..., help="Predicted trajectory shards (an
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON.")):
     """Class-agnostic STQ / VEQ / VPQ, strict trajectory recall and fragmentation (ids per GT trajectory,
     length ratio) of predictions against ground truth."""
-    from dataengine.tools.evaluate import evaluate_dirs, format_table
+    from dataengine.tools.evaluate import evaluate_dirs, format_table, json_safe
 
     with console.status("evaluating"):
         result = evaluate_dirs(pred, gt)
     # Wide enough for every column when printed to a file or CI log.
     Console(width=None if sys.stdout.isatty() else 160).print(format_table(result))
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2, default=float))
+        json_out.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
         console.print(f"wrote {json_out}")
 
 

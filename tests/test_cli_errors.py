@@ -64,6 +64,15 @@ def inputs(tmp_path_factory):
     (d / "annotated" / "manifest" / "part-000000.parquet").write_bytes(b"")
     (d / "trained").mkdir()
     (d / "trained" / "last.safetensors").write_bytes(b"")
+    # Damaged datasets: a shard cut short, a tar of another kind under a shard's name, a torn manifest part.
+    import shutil
+    for name in ("broken", "foreign", "torn"):
+        shutil.copytree(d / "syn" / "gt", d / name)
+    shard = d / "broken" / "gt-000000.tar"
+    shard.write_bytes(shard.read_bytes()[:1500])
+    (d / "foreign" / "gt-000000.tar").write_bytes(next((d / "syn" / "wds" / "videos").glob("*.tar")).read_bytes())
+    part = d / "torn" / "manifest" / "part-000000.parquet"
+    part.write_bytes(part.read_bytes()[:100])
     return d
 
 
@@ -91,6 +100,15 @@ MISTAKES = [
     ("trajdata", ["eval", "--pred", "{d}/syn/gt", "--gt", "{d}/syn/wds/videos"], "ground truth {d}/syn/wds/videos holds neither"),
     ("trajdata", ["eval", "--pred", "{d}/missing", "--gt", "{d}/syn/gt"], "no such dataset"),
     ("trajdata", ["stats", "{d}/empty"], "{d}/empty has no manifest"),
+    ("trajdata", ["stats", "{d}/torn"], "manifest/part-000000.parquet: unreadable manifest part"),
+    ("trajdata", ["stats", "{d}/annotated"], "manifest/part-000000.parquet: unreadable manifest part"),
+    ("trajdata", ["show", "{d}/torn", "video_000", "--out", "{d}/x.png"], "manifest/part-000000.parquet: unreadable"),
+    ("trajdata", ["show", "{d}/broken", "video_000", "--out", "{d}/x.png"], "gt-000000.tar: unreadable tar"),
+    ("trajdata", ["eval", "--pred", "{d}/broken", "--gt", "{d}/syn/gt"], "gt-000000.tar: unreadable tar"),
+    ("trajdata", ["eval", "--pred", "{d}/syn/gt", "--gt", "{d}/foreign"],
+     "gt-000000.tar: sample 00000000_00000: no traj.json.gz (or traj.json) member"),
+    ("trajdata", ["export", "{d}/broken", "{o}"], "gt-000000.tar: unreadable tar"),
+    ("trajdata", ["export", "{d}/torn", "{o}"], "manifest/part-000000.parquet: unreadable manifest part"),
     ("trajdata", ["stats", "{d}/syn/gt", "--json", "{d}/no/such/dir/s.json"], "No such file or directory: {d}/no/such/dir"),
     ("trajdata", ["filter", "{d}/syn/gt", "--output", "{d}/syn/gt"], "--output must differ"),
     ("trajdata", ["export", "{d}/syn/gt", "{d}/exported"], "{d}/exported exists"),

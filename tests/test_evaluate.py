@@ -171,3 +171,38 @@ def test_videos_and_images_are_also_pooled_apart(tmp_path):
     console.print(format_table(both))
     text = console.export_text()
     assert "ALL videos" in text and "ALL images" in text
+
+
+def test_a_missing_sample_weighs_by_the_predictions_grid_not_its_storage_size(tmp_path):
+    """A GT sample without prediction is scored at the predictions' size: storing it at 4x the
+    resolution (as source-size GT against 384 px labels would be) changes none of the pooled figures."""
+    a, b = scene(seed=1), scene(seed=2, n=4)
+    big_b = np.repeat(np.repeat(b, 4, axis=1), 4, axis=2)
+    pred = write_dataset(tmp_path / "pred", [sample("vid_a", a)])
+    small = evaluate_dirs(pred, write_dataset(tmp_path / "gt1", [sample("vid_a", a), sample("vid_b", b)]))
+    large = evaluate_dirs(pred, write_dataset(tmp_path / "gt4", [sample("vid_a", a), sample("vid_b", big_b)]))
+    for k in METRICS + ("pixel_recall",):
+        assert large[k] == pytest.approx(small[k]), k
+    assert 0 < small["pixel_recall"] < 1
+
+
+def test_a_prediction_sharing_no_frame_is_counted_and_shown_as_missing(tmp_path, gt_dir):
+    pred = write_dataset(tmp_path / "pred", [sample("vid_a", scene(seed=1)),
+                                             sample("vid_b", scene(seed=2, n=4), frame_indices=range(100, 108))])
+    r = evaluate_dirs(pred, gt_dir)
+    assert r["matched"] == 1 and r["missing_pred"] == 1
+    row = r["per_sample"][1]
+    assert row["matched_by"] == "key" and not row["scored"] and row["frames_without_gt"] == 8
+    console = Console(record=True, width=250)
+    console.print(format_table(r))
+    assert "no shared frame" in console.export_text()
+
+
+def test_json_of_a_sample_without_objects_is_strict_json(tmp_path):
+    from dataengine.tools.evaluate import json_safe
+    empty = np.zeros((8, 16, 16), np.int32)
+    gt = write_dataset(tmp_path / "gt", [sample("vid_a", scene(seed=1)), sample("blank", empty)])
+    r = evaluate_dirs(gt, gt)
+    assert any(isinstance(v, float) and np.isnan(v) for v in r["per_sample"][1].values())
+    text = json.dumps(json_safe(r), allow_nan=False)
+    assert json.loads(text)["per_sample"][1]["recall_at_0.5"] is None

@@ -259,3 +259,9 @@ def test_source_resolution_export_scales_masks_by_the_stated_rule(corpus, tmp_pa
         for obj in frame.objects:
             want = (small == info["masklet_id"][int(obj.object_id) - 1]).repeat(2, 0).repeat(2, 1)
             assert np.array_equal(obj.segment.numpy().astype(bool), want)
+
+
+def test_png_min_frames_skips_short_video_pieces_not_stills(gappy, tmp_path):
+    export = export_dataset(gappy, tmp_path / "png", ExportConfig(format="png", min_frames=9))
+    # stills are one-frame videos here, and kept: the option is about video pieces (before, they were skipped)
+    assert sorted(export["videos"]) == ["image_000_000", "image_001_000", "video_000_000"]

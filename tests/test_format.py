@@ -102,6 +102,39 @@ def test_validate_reports_unsound_v2_fields(tmp_path):
     assert check_traj({**traj, "version": 3}, "x") == ["x: traj.json version 3 is not one of (1, 2)"]
 
 
+def test_validate_refuses_trajectory_id_0_and_negative_ids():
+    """Every reader's id maps say 0 for "no trajectory": an id 0 (SA-V's masklets count from 0)
+    would vanish from eval, show, export and training, a negative one breaks them."""
+    from dataengine.format.validate import check_traj
+    lab = labels()
+    for bad_id in (0, -1):
+        traj = trajformat.labels_to_traj(lab, [0, 1, 2], [0, 1, 2], [0])
+        traj["masklet_id"] = [bad_id, 9]
+        traj["trajectories"][0]["id"] = bad_id
+        assert check_traj(traj, "x") == [f"x: trajectory ids must be integers >= 1 (0 means no trajectory), "
+                                          f"got [{bad_id}]"]
+
+
+def test_validate_lists_a_torn_manifest_part_and_reads_the_others(tmp_path):
+    lab = labels()
+    d = tmp_path / "d"
+    for i, key in enumerate(("a", "b")):
+        traj = trajformat.labels_to_traj(lab, [0, 1, 2], [0, 1, 2], [0])
+        shards.write_shard(d / shards.shard_name("traj", i), [shards.ShardSample(key, None, None, "", {}, traj)])
+        manifest.write_part(d, i, [{"key": key, "status": "ok", "shard": shards.shard_name("traj", i),
+                                    "n_trajectories": 2}])
+    assert validate_dataset(d) == []
+    part = d / "manifest" / "part-000001.parquet"
+    part.write_bytes(part.read_bytes()[:50])
+    problems = validate_dataset(d)
+    assert problems[0].startswith("manifest/part-000001.parquet: unreadable manifest part")
+    # part 0 was read: its sample is sound; shard 1's sample has no readable row now
+    assert problems[1:] == ["traj-000001.tar:b: no 'ok' manifest row points at this sample"]
+    from dataengine.errors import InputError
+    with pytest.raises(InputError, match="part-000001.parquet: unreadable manifest part"):
+        manifest.read_manifest(d)
+
+
 def test_a_gzip_bomb_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(trajformat, "MAX_JSON_BYTES", 1000)
     bomb = gzip.compress(b"[" + b"0," * 10_000 + b"0]", mtime=0)

@@ -116,6 +116,7 @@ def test_scene_cut(gt):
     cut = FRAMES // 2
     s = gt["video_001"]
     assert s.meta["scene_cuts"] == [cut] and s.traj["keyframes"] == [0, cut]
+    assert s.traj["scene_cuts"] == [cut]          # traj.json says it too (readers of traj.json alone)
     labels = s.labels
     before, after = set(np.unique(labels[:cut])) - {0}, set(np.unique(labels[cut:])) - {0}
     assert before and after and not (before & after)

@@ -6,12 +6,14 @@ as done exactly when its manifest part exists.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataengine.errors import InputError
 from dataengine.format import atomic
 from dataengine.format.outputfs import Output
 
@@ -88,11 +90,31 @@ def read_part(directory: str | Path, index: int) -> list[dict[str, Any]]:
     return pq.read_table(part_path(directory, index), schema=SCHEMA).to_pylist()
 
 
-def read_manifest(directory: str | Path | Output) -> pa.Table:
-    """All manifest rows of a dataset directory or URL (empty table when there are none)."""
+@contextmanager
+def readable_part(name: str) -> Iterator[None]:
+    """Turn a damaged manifest part (not Parquet, truncated, unreadable) into one ``InputError`` naming it."""
+    try:
+        yield
+    except (pa.ArrowException, OSError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
+        text = str(e).strip().splitlines()
+        raise InputError(f"{name}: unreadable manifest part ({text[0] if text else type(e).__name__})") from e
+
+
+def read_manifest(directory: str | Path | Output, problems: list[str] | None = None) -> pa.Table:
+    """All manifest rows of a dataset directory or URL (empty table when there are none).
+
+    A part that is not a readable manifest part is an ``InputError`` naming it, or, when a
+    ``problems`` list is given (``trajdata validate``), a line there while the other parts are read."""
     location = _location(directory)
     tables = []
     for index in part_indices(location):
-        with location.open_read(part_name(index)) as f:
-            tables.append(pq.read_table(f, schema=SCHEMA))
+        try:
+            with readable_part(part_name(index)), location.open_read(part_name(index)) as f:
+                tables.append(pq.read_table(f, schema=SCHEMA))
+        except InputError as e:
+            if problems is None:
+                raise
+            problems.append(str(e))
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table()

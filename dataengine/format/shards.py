@@ -17,10 +17,12 @@ import io
 import json
 import re
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
+from dataengine.errors import InputError
 from dataengine.format import trajformat
 from dataengine.format.atomic import replaced_when_done
 from dataengine.format.outputfs import Output, is_url
@@ -215,7 +217,7 @@ def read_traj(group: dict[str, bytes]) -> dict[str, Any]:
     """The traj.json dict of a sample's members (``traj.json.gz`` of v2 or ``traj.json`` of v1)."""
     name = trajformat.find_member(group)
     if name is None:
-        raise KeyError("traj.json")
+        raise InputError(f"no {trajformat.MEMBER} (or {trajformat.LEGACY_MEMBER}) member")
     return trajformat.decode_member(name, group[name])
 
 
@@ -236,9 +238,28 @@ def sample_from_group(key: str, group: dict[str, bytes], with_media: bool = True
     )
 
 
+class ShardError(InputError):
+    """A shard that is not a readable trajectory shard: damaged tar, or a sample without a sound traj.json."""
+
+
 def read_shard(path: str | Path | BinaryIO, with_media: bool = True) -> Iterator[ShardSample]:
-    for key, group in group_members(iter_tar_members(path)):
-        yield sample_from_group(key, group, with_media)
+    """The samples of one shard, in order. A damaged tar or a sample that does not parse ends the
+    iteration with a ``ShardError`` naming the shard and the sample (the samples before it were given)."""
+    name = shard_file_name(path) if isinstance(path, (str, Path)) else getattr(path, "name", "shard")
+    try:
+        for key, group in group_members(iter_tar_members(path)):
+            try:
+                sample = sample_from_group(key, group, with_media)
+            except (ValueError, KeyError, TypeError) as e:   # JSON / UTF-8 / traj member errors
+                raise ShardError(f"{name}: sample {key}: {_first_line(e)}") from e
+            yield sample
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise ShardError(f"{name}: unreadable tar ({_first_line(e)})") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 def shard_file_name(p: Path | str) -> str:

@@ -49,6 +49,10 @@ def check_traj(traj: dict, where: str) -> list[str]:
         p.append(f"{where}: frame_indices/timestamps/masklet lengths differ")
     if sorted(t["id"] for t in traj["trajectories"]) != sorted(ids) or len(set(ids)) != len(ids):
         p.append(f"{where}: trajectories and masklet_id disagree or repeat ids")
+    if any(not isinstance(i, int) or isinstance(i, bool) or i < 1 for i in ids):
+        # id 0 is "no trajectory" in every id map the readers make (eval, show, export, training)
+        p.append(f"{where}: trajectory ids must be integers >= 1 (0 means no trajectory), got "
+                 f"{sorted({i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i < 1}, key=str)}")
     if any(not (0 <= k < T) for k in traj["keyframes"]):
         p.append(f"{where}: keyframe position out of range")
     areas = np.zeros((len(ids), T), dtype=np.int64)
@@ -74,9 +78,9 @@ def validate_dataset(directory: str | Path, on_shard: Callable[[int, int], None]
     """Problems of a dataset directory or URL (manifest and shards against each other); empty when valid."""
     d = directory if is_url(directory) else Path(directory)
     problems: list[str] = []
-    table = manifest.read_manifest(d)
+    table = manifest.read_manifest(d, problems)
     if table.num_rows == 0:
-        return [f"{d}: no manifest rows (manifest/part-*.parquet missing or empty)"]
+        return problems + [f"{d}: no manifest rows (manifest/part-*.parquet missing or empty)"]
     rows = table.to_pylist()
     for key, n in Counter(r["key"] for r in rows).items():
         if n > 1:

@@ -78,6 +78,18 @@ def resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
+def prediction_grid(size: tuple[int, int], pred_area: float | None) -> tuple[int, int]:
+    """The (height, width) a GT sample without a usable prediction is scored at: its aspect ratio at
+    the median area of the run's predictions, so a missed sample weighs in the pooled pixel figures
+    what a predicted one of its shape would (its storage size, e.g. source resolution against
+    384 px labels, would weigh it ~10x more). Without predictions, its own size."""
+    H, W = size
+    if not pred_area or H * W <= pred_area:
+        return H, W
+    f = math.sqrt(pred_area / (H * W))
+    return max(1, round(H * f)), max(1, round(W * f))
+
+
 def _align(gt_traj: dict[str, Any], pred_traj: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None, int]:
     """GT and prediction label maps on the prediction's frames and resolution.
 
@@ -110,8 +122,10 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
     from ``SQ``), the fragmentation figures ``ids_per_gt_trajectory`` (mean
     number of predicted ids covering >= 5 % of a GT trajectory),
     ``length_ratio``, ``mean_gt_length``, ``mean_pred_length``), ``samples`` (GT samples scored), ``matched``,
-    ``missing_pred``, ``unmatched_pred`` and ``per_sample`` (one row per GT
-    sample: ``key``, ``pred_key``, ``matched_by`` ('key' | 'address' | None),
+    ``missing_pred`` (GT samples without a prediction, or whose prediction shares no frame with
+    them: scored as all missed, at the predictions' median size), ``unmatched_pred`` and ``per_sample``
+    (one row per GT sample: ``key``, ``pred_key``, ``matched_by`` ('key' | 'address' | None), ``scored``
+    (False: scored as missing),
     ``frames``, ``frames_without_gt``, ``n_gt_trajectories``,
     ``n_pred_trajectories`` and the per-sample metrics).
     """
@@ -132,6 +146,8 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
 
     used: set[str] = set()
     rows: list[dict[str, Any]] = []
+    areas = [t["height"] * t["width"] for t in preds.values()]
+    pred_area = float(np.median(areas)) if areas else None
 
     def pairs() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         for g in read_dataset(gt_dir, with_media=False):
@@ -148,8 +164,10 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
             else:
                 used.add(pred_key)
                 gt, pred, without = _align(g.traj, preds[pred_key])
+            if pred is None:    # scored as missing: on the grid the predictions use, not on the GT's storage size
+                gt = resize_nearest(gt, *prediction_grid(gt.shape[1:], pred_area))
             rows.append({"key": g.key, "media_type": g.meta.get("media_type", "video"), "pred_key": pred_key,
-                         "matched_by": how, "frames_without_gt": without})
+                         "matched_by": how, "scored": pred is not None, "frames_without_gt": without})
             yield gt, pred
 
     res = metrics.evaluate_sequences(pairs(), window_sizes=window_sizes)
@@ -162,8 +180,8 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
     out["pixel_recall"] = res["pixel_recall"]
     out.update({k: res[k] for k in metrics.FRAGMENTATION_KEYS})
     out.update(samples=len(per_sample),
-               matched=sum(1 for r in per_sample if r["matched_by"] is not None),
-               missing_pred=sum(1 for r in per_sample if r["matched_by"] is None),
+               matched=sum(1 for r in per_sample if r["scored"]),
+               missing_pred=sum(1 for r in per_sample if not r["scored"]),
                unmatched_pred=len(set(preds) - used),
                per_sample=per_sample)
     media = sorted({r["media_type"] for r in per_sample})
@@ -193,6 +211,20 @@ def pooled_by_trajectory(rows: list[dict[str, Any]]) -> dict[str, Any]:
              if n_pred.sum() else 0.0)
     out["length_ratio"] = p_len / g_len
     return out
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN / infinite floats (a GT sample without objects has no recall) as None, numpy
+    scalars as Python numbers: strict JSON readers (jq, JavaScript) refuse NaN."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _fmt(v: Any) -> str:
@@ -225,7 +257,8 @@ def format_table(result: dict[str, Any], max_rows: int = 30) -> Table:
                       *(_fmt(pooled[k]) if k in POOLED_KEYS else "" for k in keys),
                       style="bold", end_section=i == len(result["by_media"]) - 1)
     for r in rows[:max_rows]:
-        table.add_row(r["key"], r["matched_by"] or "missing", str(r["frames"]), str(r["n_gt_trajectories"]),
+        match = "missing" if r["matched_by"] is None else r["matched_by"] if r["scored"] else "no shared frame"
+        table.add_row(r["key"], match, str(r["frames"]), str(r["n_gt_trajectories"]),
                       str(r["n_pred_trajectories"]), *(_fmt(r[k]) for k in keys))
     if len(rows) > max_rows:
         table.add_row(f"... {len(rows) - max_rows} more", *([""] * (4 + len(keys))))

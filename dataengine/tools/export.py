@@ -249,7 +249,7 @@ def _write_id_map(path: Path, values: np.ndarray) -> None:
 
 
 def _export_png(ex: Export, s: ShardSample, shard: str, labels: np.ndarray, kind: str) -> None:
-    min_frames = ex.cfg.min_frames or 1
+    min_frames = (ex.cfg.min_frames or 1) if kind == "video" else 1   # the option is about video pieces
     parts = pieces(s.traj, s.meta) if kind == "video" else [Piece([0], [int(s.traj["frame_indices"][0])])]
     for n, piece in enumerate(parts):
         if len(piece.frames) < min_frames:

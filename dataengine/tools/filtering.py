@@ -78,7 +78,7 @@ def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterCon
 def _filter_part(src: Output, out: Output, c: int, cfg: FilterConfig) -> dict[str, int]:
     """Filter manifest part ``c`` and its shards into ``out``; returns its rows' counts by status."""
     part = manifest.part_name(c)
-    with src.open_read(part) as f:
+    with manifest.readable_part(part), src.open_read(part) as f:
         rows = pq.read_table(f, schema=manifest.SCHEMA).to_pylist()
     keep: dict[str, str] = {}  # key -> shard name
     for r in rows:

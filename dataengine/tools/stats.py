@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from pyarrow.fs import FileType
 
 from dataengine.errors import InputError, InputNotFound
-from dataengine.format.manifest import STAGES, part_indices, part_name
+from dataengine.format.manifest import STAGES, part_indices, part_name, readable_part
 from dataengine.format.outputfs import Output
 
 STATUSES = ("ok", "filtered", "error")
@@ -112,7 +112,7 @@ def _read_columns(directory: Output) -> pa.Table:
                          f"is it a `trajdata annotate` or `trajdata filter` output?")
     tables = []
     for p in parts:
-        with directory.open_read(p) as f:
+        with readable_part(p), directory.open_read(p) as f:
             names = set(pq.read_schema(f).names)
             t = pq.read_table(f, columns=[c for c in COLUMNS if c in names])
         for c in COLUMNS:  # an older manifest may lack a column: treat it as zeros / empty

@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dataengine.errors import ConfigError, InputError, InputNotFound
 from dataengine.format import atomic, shards, trajformat
+from dataengine.format.manifest import readable_part
 from dataengine.media.decode import DecodeError, decode_frames
 from dataengine.metrics.matching import iou_matrix, match_one_to_one
 
@@ -111,8 +112,11 @@ def find_sample(directory: str | Path, key: str) -> shards.ShardSample:
     parts = sorted((d / "manifest").glob("part-*.parquet")) if d.is_dir() else []
     if parts:
         # Four columns only: a lookup in a manifest of millions of rows stays cheap.
-        rows = {r["key"]: r for p in parts
-                for r in pq.read_table(p, columns=["key", "status", "reason", "shard"]).to_pylist()}
+        rows = {}
+        for p in parts:
+            with readable_part(f"manifest/{p.name}"):
+                rows.update((r["key"], r) for r in pq.read_table(p, columns=["key", "status", "reason", "shard"])
+                            .to_pylist())
         row = rows.get(key)
         if row is None:
             _raise_missing(d, key, sorted(k for k, r in rows.items() if r["status"] == "ok"))

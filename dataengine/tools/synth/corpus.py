@@ -192,7 +192,8 @@ def _gt_sample(item: dict[str, Any], labels: np.ndarray, keyframes: list[int], s
     T, H, W = labels.shape
     fps = item.get("fps")
     timestamps = [i / fps for i in range(T)] if fps else [0.0] * T
-    traj = trajformat.labels_to_traj(labels, list(range(T)), timestamps, keyframes)
+    traj = trajformat.labels_to_traj(labels, list(range(T)), timestamps, keyframes, scene_cuts=scene_cuts,
+                                     media_type=item["media_type"])
     cov = trajformat.coverage(labels)
     lengths = [sum(1 for a in tr["area"] if a > 0) for tr in traj["trajectories"]]
     stats = {"coverage": round(cov, 6), "n_trajectories": len(traj["trajectories"])}
