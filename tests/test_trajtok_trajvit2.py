@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 import cli
+from dataengine.format import shards
 from dataengine.tools.synth import make_corpus
 from trajtok.checkpoint import load_video_text
 from trajtok.losses import clip_loss
@@ -146,13 +147,14 @@ def test_chance_levels_match_random_rankings():
     hits = [(rng.permutation(n)[:k] < p).any() for _ in range(20000)]
     assert abs(np.mean(hits) - chance_hit(n, p, k)) < 0.01
     c = _chance(10, [1] * 10)
-    assert c["R@1"] == pytest.approx(0.1) and c["R@5"] == pytest.approx(0.5) and c["MedR"] == 5
+    # a rank uniform over 1..10: the median of its distribution is 5.5, as np.median takes a model's ranks
+    assert c["R@1"] == pytest.approx(0.1) and c["R@5"] == pytest.approx(0.5) and c["MedR"] == 5.5
 
 
 def test_shuffled_captions_and_schedule():
-    caps = {f"k{i}": f"caption {i}" for i in range(9)}
+    caps = [f"caption {i}" for i in range(9)] + ["caption 3"]      # a text may repeat
     sh = shuffled_captions(caps, seed=0)
-    assert sorted(sh.values()) == sorted(caps.values()) and all(sh[k] != caps[k] for k in caps)
+    assert sorted(sh) == sorted(sh.values()) == sorted(set(caps)) and all(sh[c] != c for c in caps)
     assert cosine_lr(0, 1.0, 10, 100) == pytest.approx(0.1)
     assert cosine_lr(10, 1.0, 10, 100) == pytest.approx(1.0)
     assert cosine_lr(100, 1.0, 10, 100) == pytest.approx(0.0, abs=1e-9)
@@ -201,3 +203,102 @@ def test_warm_start_keeps_a_no_object_segmenter(tmp_path, corpus):
     assert model.cfg.segmenter.no_object and "no_object_query" in dict(model.segmenter.named_parameters())
     train_video_text(corpus, run, preset="cpu", max_steps=3, batch_size=4, resume=True)   # rebuilt from its config
     assert load_video_text(run / "last.safetensors").cfg.segmenter.no_object
+
+
+def test_ties_count_against_the_query():
+    """A collapsed model (every clip embedded alike) ranks each query last, not first."""
+    video = torch.ones(4, 3) / 3 ** 0.5
+    r = retrieval_metrics(video, torch.eye(3), np.array([0, 0, 1, 2]))
+    assert r["t2v"]["R@1"] == 0.0 and r["v2t"]["R@1"] == 0.0
+    assert r["t2v"]["MedR"] > r["t2v"]["chance"]["MedR"]
+
+
+def test_samples_without_caption_are_left_out_of_a_batch():
+    from trajtok.train.trajvit2 import captioned
+    batch = {"frames": torch.arange(4.0).view(4, 1), "labels": torch.arange(4).view(4, 1), "keys": list("abcd"),
+             "captions": ["one", "", "  ", "four"]}
+    kept, dropped = captioned(batch)
+    assert dropped == 2 and kept["keys"] == ["a", "d"] and kept["captions"] == ["one", "four"]
+    assert kept["frames"].flatten().tolist() == [0.0, 3.0] and kept["labels"].flatten().tolist() == [0, 3]
+    assert captioned({**batch, "captions": [""] * 4}) == (None, 4)
+    assert captioned({**batch, "captions": ["x"] * 4})[0] is not None
+
+
+def test_each_clip_trains_with_its_own_caption_when_keys_repeat(tmp_path, corpus, monkeypatch):
+    """Two datasets of one mixture with the same keys (synth's video_000 ..., img2dataset's numbers):
+    the text each clip trains against is the caption its own sample carries."""
+    import trajtok.train.trajvit2 as tv
+    other = tmp_path / "other"
+    make_corpus(other, videos=6, images=2, seed=4, n_frames=8, width=64, height=48)
+    own, used = [], []
+    real_captioned, real_forward = tv.captioned, VideoTextModel.forward
+
+    def spy_captioned(batch):
+        kept, n = real_captioned(batch)
+        own.append(list(kept["captions"]))
+        return kept, n
+
+    def spy_forward(self, frames, texts, k=None):
+        used.append(list(texts))
+        return real_forward(self, frames, texts, k=k)
+
+    monkeypatch.setattr(tv, "captioned", spy_captioned)
+    monkeypatch.setattr(VideoTextModel, "forward", spy_forward)
+    train_video_text([corpus, other / "gt"], tmp_path / "run", preset=tiny_preset(), max_steps=4, seed=0)
+    assert own and used == own
+    # the two datasets do share keys (so a caption looked up by key would be the other dataset's)
+    assert {s.key for s in shards.read_dataset(other / "gt")} & {s.key for s in shards.read_dataset(corpus)}
+
+
+def test_resume_keeps_the_runs_schedule_and_refuses_another_preset(tmp_path, corpus):
+    P = tiny_preset()
+    run = tmp_path / "run"
+    train_video_text(corpus, run, preset=P, max_steps=6, lr=5e-4, warmup_steps=1, stop_after=3, seed=1)
+    train_video_text(corpus, run, preset=tiny_preset(), max_steps=6, resume=True, seed=1)   # no --lr given
+    lrs = [json.loads(line)["lr"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([cosine_lr(s, 5e-4, 1, 6) for s in range(6)])
+    other = tiny_preset()
+    other.name = "paper"
+    with pytest.raises(ValueError, match="trained with preset 'cpu'.*--preset cpu"):
+        train_video_text(corpus, run, preset=other, max_steps=8, resume=True, seed=1)
+
+
+def test_probe_cache_key_follows_the_backbone_checkpoint(tmp_path, corpus):
+    """``trajtok probe --cache`` with ``--backbone vit3d:PATH``: a checkpoint trained further under the
+    same path gives another cache key (train and held-out features come from one backbone), and the
+    image size is the checkpoint's before any key is made."""
+    import dataclasses
+
+    from trajtok.train.probe import PRESETS, backbone_file_signature
+    run = tmp_path / "v3"
+    train_video_text(corpus, run, preset=tiny_preset("vit3d"), max_steps=2, stop_after=1)
+    spec = f"vit3d:{run / 'last.safetensors'}"
+    cfg = dataclasses.replace(PRESETS["cpu"], image_size=999)
+    before = backbone_file_signature(spec, cfg)
+    assert cfg.image_size == 32
+    train_video_text(corpus, run, preset=tiny_preset("vit3d"), max_steps=2, resume=True)
+    assert backbone_file_signature(spec, cfg) != before
+    assert backbone_file_signature("vit3d", cfg) is None
+
+
+def test_retrieval_reads_each_sample_of_a_mixture_once_and_leaves_out_uncaptioned(tmp_path, corpus):
+    import shutil
+
+    import yaml
+
+    from trajtok.retrieval import evaluate_retrieval
+    run = tmp_path / "run"
+    train_video_text(corpus, run, preset=tiny_preset(), max_steps=2, stop_after=1)
+    # a copy of the corpus with every other caption removed
+    blank = tmp_path / "blank"
+    samples = list(shards.read_dataset(corpus))
+    for i, s in enumerate(samples):
+        if i % 2:
+            s.caption = ""
+    shards.write_shard(blank / shards.shard_name("gt", 0), samples)
+    recipe = tmp_path / "mix.yaml"
+    recipe.write_text(yaml.safe_dump({"datasets": [{"path": str(corpus), "weight": 10},
+                                                   {"path": str(blank), "weight": 1}]}))
+    r = evaluate_retrieval(run / "last.safetensors", recipe, batch_size=4)
+    assert r["samples"] == len(samples) + len(samples) // 2 and r["uncaptioned"] == len(samples) // 2
+    shutil.rmtree(blank)

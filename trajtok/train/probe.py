@@ -145,14 +145,30 @@ def select(extracted: dict[str, Any], label_key: str, data: Any = "") -> dict[st
             "skipped": extracted["skipped"] + len(extracted["keys"]) - len(keep)}
 
 
+def backbone_file_signature(spec: str, cfg: ProbeConfig) -> list[Any] | None:
+    """For ``vit3d:PATH``: the checkpoint file's path, mtime and size (so a cache entry of an older
+    state of the file is not reused), and ``cfg.image_size`` set to its model's now, before any
+    cache key is made (``build_backbone`` would set it only on a cache miss)."""
+    if not spec.startswith("vit3d:"):
+        return None
+    from ..checkpoint import read_video_text_metadata
+    path = Path(spec.split(":", 1)[1])
+    config = json.loads(read_video_text_metadata(path)["config"])
+    cfg.image_size = int(config["segmenter"]["image_size"])
+    st = path.stat()
+    return [str(path.resolve()), st.st_mtime_ns, st.st_size]
+
+
 def cached_extract(data: Any, backbone_spec: str, segmenter_path: str | Path, cfg: ProbeConfig,
                    cache: str | Path | None, backbone_seed: int = 0, **kw) -> dict[str, Any]:
     """``extract_clip_inputs`` through an optional on-disk cache keyed by everything that changes the tensors."""
     from dataengine.format import shards as shard_io
     shard_sig = [(str(p), *shard_io.shard_stat(p)) for p in resolve_shards(data)]
     seg = Path(segmenter_path)
-    key = json.dumps([shard_sig, backbone_spec, backbone_seed, str(seg.resolve()), seg.stat().st_mtime_ns,
-                      cfg.frames, cfg.image_size, cfg.backbone_width, cfg.backbone_depth, cfg.backbone_heads])
+    backbone_sig = backbone_file_signature(backbone_spec, cfg)
+    key = json.dumps([shard_sig, backbone_spec, backbone_sig, backbone_seed, str(seg.resolve()),
+                      seg.stat().st_mtime_ns, cfg.frames, cfg.image_size, cfg.backbone_width, cfg.backbone_depth,
+                      cfg.backbone_heads])
     path = Path(cache) / f"probe-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt" if cache else None
     if path is not None and path.is_file():
         return torch.load(path, weights_only=True)

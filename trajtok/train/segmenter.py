@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from dataengine.errors import CheckpointError, CheckpointNotFound, OutputExists
+from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError, OutputExists
 from dataengine.format import shards as shard_io
 from ..checkpoint import (load_segmenter, matching_train_state, read_metadata, save_segmenter, save_train_state_pair,
                          settle_train_state, state_pair_done, weights_digest)
@@ -67,6 +67,33 @@ def apply_train_overrides(P: Any, *, max_steps: int | None, warmup_steps: int | 
     if batch_size is not None:
         P.data.batch_size = batch_size
     P.data.seed = seed
+
+
+def restore_train_settings(P: Any, out: Path, *, lr: float | None, warmup_steps: int | None,
+                           max_steps: int | None) -> None:
+    """On ``--resume``: the run's own preset and schedule (from its ``config.json``), not the command
+    line's defaults. A different preset is refused (its data and augmentation settings would change
+    silently); an lr / warm-up / length the command gives that differs from the run's is taken, with
+    a warning. Call before ``apply_train_overrides``."""
+    path = out / "config.json"
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text()).get("preset") or {}
+    except (OSError, ValueError):
+        return          # a torn config.json: the checks of the checkpoint itself still apply
+    name = saved.get("name")
+    if name and name != P.name:
+        raise ConfigError(f"{out} was trained with preset {name!r}, not {P.name!r}; resume it with --preset {name}")
+    train = saved.get("train") or {}
+    for key, given in (("lr", lr), ("warmup_steps", warmup_steps), ("max_steps", max_steps)):
+        if key not in train:
+            continue
+        if given is None:
+            setattr(P.train, key, train[key])
+        elif given != train[key]:
+            warnings.warn(f"{key} changed since the checkpoint ({train[key]} -> {given}): the schedule from here "
+                          "differs from the run's")
 
 
 def auto_workers() -> int:
@@ -193,12 +220,14 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
     """
     P = get_preset(preset)
     t = P.train
+    out = Path(output)
+    last, last_state = out / "last.safetensors", out / "last.optim.pt"
+    if resume and last.exists():
+        restore_train_settings(P, out, lr=lr, warmup_steps=warmup_steps, max_steps=max_steps)
     apply_train_overrides(P, max_steps=max_steps, warmup_steps=warmup_steps, lr=lr, num_workers=num_workers,
                           save_every=save_every, log_every=log_every, batch_size=batch_size, seed=seed)
     if image_batch_size is not None:
         P.data.image_batch_size = image_batch_size
-    out = Path(output)
-    last, last_state = out / "last.safetensors", out / "last.optim.pt"
     if no_object is not None:
         P.model.no_object = no_object
     elif resume and last.exists():

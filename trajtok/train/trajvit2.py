@@ -42,11 +42,11 @@ from ..models.text import build_word_vocab
 from ..models.video_text import VideoTextConfig, VideoTextModel
 from ..presets import VideoTextPreset, get_video_text_preset
 from .segmenter import (Checkpointer, _setup_distributed, _truncate_log, apply_train_overrides, bf16_autocast,
-                        data_positions, resume_position)
+                        data_positions, restore_train_settings, resume_position)
 
 # Module/parameter names kept out of weight decay: position tables, learned slots and queries,
 # the temperature and the word embedding (decay would pull them toward 0 for no regularising gain).
-NO_DECAY = {"cls", "pos", "spatial", "queries", "sub_queries", "log_scale", "embed"}
+NO_DECAY = {"cls", "pos", "spatial", "queries", "sub_queries", "no_object_query", "log_scale", "embed"}
 
 
 def cosine_lr(step: int, peak: float, warmup: int, total: int, floor: float = 0.0) -> float:
@@ -63,18 +63,33 @@ def caption_ids(captions: list[str]) -> torch.Tensor:
                          for c in captions], dtype=torch.long)
 
 
-def read_captions(data: Any) -> dict[str, str]:
-    """key -> caption of every sample in the shards (media not loaded)."""
-    return {s.key: s.caption for path in resolve_shards(data) for s in shard_io.read_shard(path, with_media=False)}
+def read_captions(data: Any) -> list[str]:
+    """The caption of every sample in the shards, in order (media not loaded). A list, not a dict by
+    key: keys repeat across the datasets of a mixture (synth's ``video_000``, img2dataset's numbers)."""
+    return [s.caption for path in resolve_shards(data) for s in shard_io.read_shard(path, with_media=False)]
 
 
-def shuffled_captions(captions: dict[str, str], seed: int) -> dict[str, str]:
-    """A fixed derangement of the captions over the keys (the shuffled-caption control)."""
-    keys = sorted(captions)
-    order = np.random.default_rng([seed, 99]).permutation(len(keys))
-    if len(keys) > 1:   # a permutation may keep some pairs; rotate those away
-        order = np.where(order == np.arange(len(keys)), np.roll(order, 1), order)
-    return {k: captions[keys[j]] for k, j in zip(keys, order)}
+def shuffled_captions(captions: list[str], seed: int) -> dict[str, str]:
+    """The shuffled-caption control: a fixed derangement of the distinct caption texts (text -> another
+    text), so every clip trains against a caption that is not its own, whatever its key."""
+    texts = sorted(set(captions))
+    order = np.random.default_rng([seed, 99]).permutation(len(texts))
+    if len(texts) > 1:   # a permutation may keep some pairs; rotate those away
+        order = np.where(order == np.arange(len(texts)), np.roll(order, 1), order)
+    return {c: texts[j] for c, j in zip(texts, order)}
+
+
+def captioned(batch: dict[str, Any]) -> tuple[dict[str, Any] | None, int]:
+    """The batch without its samples that have no caption (they have nothing to be paired with; an
+    empty text would make all of them joint positives of each other), and how many were left out."""
+    keep = [i for i, c in enumerate(batch["captions"]) if c.strip()]
+    dropped = len(batch["captions"]) - len(keep)
+    if not dropped:
+        return batch, 0
+    if not keep:
+        return None, dropped
+    pick = lambda v: v[keep] if isinstance(v, torch.Tensor) else [v[i] for i in keep]   # noqa: E731
+    return {k: pick(v) if isinstance(v, (torch.Tensor, list)) else v for k, v in batch.items()}, dropped
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -130,7 +145,7 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     if last.exists() and not resume:
         raise OutputExists(f"{out} already holds a checkpoint; continue it with --resume or choose a new --output")
     captions = read_captions(data)
-    if not captions or not any(captions.values()):
+    if not any(c.strip() for c in captions):
         raise InputError(f"{data}: no captioned samples (video-text training needs the shards' txt members)")
     if resume:
         if not last.exists():
@@ -138,13 +153,14 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         P = get_video_text_preset(preset)
         P.model = VideoTextConfig.from_dict(json.loads(read_video_text_metadata(last)["config"]))
         P.sync()
+        restore_train_settings(P, out, lr=lr, warmup_steps=warmup_steps, max_steps=max_steps)
     else:
-        P = resolve_preset(preset, video_model, text_model, list(captions.values()))
+        P = resolve_preset(preset, video_model, text_model, [c for c in captions if c.strip()])
     t = P.train
     apply_train_overrides(P, max_steps=max_steps, warmup_steps=warmup_steps, lr=lr, num_workers=num_workers,
                           save_every=save_every, log_every=log_every, batch_size=batch_size, seed=seed)
     P.sync()
-    pairing = shuffled_captions(captions, seed) if shuffle_captions else captions
+    pairing = shuffled_captions([c for c in captions if c.strip()], seed) if shuffle_captions else {}
 
     rank, world, device, created_group = _setup_distributed()
     if rank == 0:
@@ -205,6 +221,7 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
                                  "shuffle_captions": shuffle_captions, "shards": n_shards})
 
     choices = list(P.model.encoder.sub_tokens)
+    uncaptioned = 0
     losses: list[float] = []
     start_step, t0 = step, time.time()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -215,11 +232,15 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         consumed += 1
         if "frames" not in batch:       # none of its samples decoded: data consumed, no step
             continue
+        batch, dropped = captioned(batch)
+        uncaptioned += dropped
+        if batch is None:               # no sample of it has a caption: data consumed, no step
+            continue
         lr_now = cosine_lr(step, t.lr, t.warmup_steps, t.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr_now
         k = choices[int(np.random.default_rng([seed, step, 5]).integers(len(choices)))]
-        texts = [pairing.get(key, c) for key, c in zip(batch["keys"], batch["captions"])]
+        texts = [pairing.get(c, c) for c in batch["captions"]]    # the clip's own caption (or the control's)
         frames = batch["frames"].to(device, non_blocking=True)
         with bf16_autocast(device):
             res = ddp(frames, texts, k=k)
@@ -267,7 +288,7 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     return {"step": step, "steps_run": step - start_step, "checkpoint": str(last), "output": str(out),
             "losses": losses, "rank": rank, "world_size": world, "seconds": round(time.time() - t0, 3),
             "cpu_seconds": round(ru.ru_utime + ru.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 3),
-            "preset": P.name, "video_model": P.model.video_model}
+            "preset": P.name, "video_model": P.model.video_model, "uncaptioned": uncaptioned}
 
 
 def _main() -> None:
