@@ -259,7 +259,7 @@ def render(recs: dict[str, dict], started: str, quick: bool) -> str:
     import numpy
 
     versions = {"python": platform.python_version(), "numpy": numpy.__version__}
-    for mod in ("torch", "ray", "av", "decord", "cv2"):
+    for mod in ("torch", "ray", "av", "cv2"):
         try:
             versions[mod] = __import__(mod).__version__
         except Exception:

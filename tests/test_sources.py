@@ -460,3 +460,65 @@ def test_seen_keys_merges_and_stays_exact() -> None:
 def test_extension_sets() -> None:
     assert {"mp4", "webm", "mkv", "avi", "mov", "m4v"} == VIDEO_EXTS
     assert {"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"} == IMAGE_EXTS
+
+
+def test_parquet_rows_the_tar_does_not_hold_are_error_rows(tmp_path: Path) -> None:
+    """img2dataset lists 4 downloads; its tar is cut inside the second: the two it never delivered end in
+    the listing as errors (before, they were in no manifest); a shard whose tar is gone likewise."""
+    root = tmp_path / "cc3m"
+    members = []
+    for k in ("000000000", "000000001", "000000002", "000000003"):
+        members += sample_members(k, fake_media(k, 1000))
+    tar = make_tar(root / "00000.tar", members)
+    with tarfile.open(tar) as tf:
+        cut = next(m for m in tf.getmembers() if m.name == "000000001.jpg").offset_data + 300
+    tar.write_bytes(tar.read_bytes()[:cut])
+    i2d_parquet(root / "00000.parquet", [(k, "success", None) for k in ("000000000", "000000001", "000000002",
+                                                                          "000000003")])
+    i2d_parquet(root / "00001.parquet", [("000010000", "success", None)])        # its tar is missing
+    refs = assert_stable(SourceConfig(name="cc3m", format="img2dataset", path=str(root)))
+    assert [r.key for r in refs] == ["000000000", "000000001", "000000002", "000000003", "000010000"]
+    assert not refs[0].error and refs[1].error.startswith("truncated tar:")
+    for r in refs[2:]:
+        assert r.error.startswith("listed as downloaded in 0000") and r.error.endswith("but missing from its tar")
+
+
+def test_metadata_json_that_is_not_an_object_is_the_samples_error(tmp_path: Path) -> None:
+    root = tmp_path / "wds"
+    make_tar(root / "00000.tar", sample_members("a", fake_media("a"))
+             + [("b.jpg", fake_media("b")), ("b.json", '["not", "a", "dict"]')]
+             + [("c.jpg", fake_media("c")), ("c.json", "null")] + sample_members("d", fake_media("d")))
+    refs = assert_stable(SourceConfig(name="x", format="img2dataset", path=str(root)))
+    assert {r.key: r.error for r in refs} == {"a": "", "b": "metadata JSON is list, not an object",
+                                              "c": "metadata JSON is null, not an object", "d": ""}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX thing")
+def test_a_named_pipe_as_caption_or_metadata_does_not_block_the_listing(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write(folder / "a.jpg", fake_media("a"))
+    os.mkfifo(folder / "a.txt")
+    write(folder / "b.jpg", fake_media("b"))
+    refs = listing(SourceConfig(name="local", format="folder", path=str(folder)))
+    assert [(r.key, r.error) for r in refs] == [("a", "cannot read caption: a.txt is not a regular file"),
+                                                ("b", "")]
+    files = tmp_path / "wds" / "00000"
+    write(files / "000000000.jpg", fake_media("x"))
+    os.mkfifo(files / "000000000.json")
+    refs = listing(SourceConfig(name="x", format="img2dataset", path=str(tmp_path / "wds")))
+    assert len(refs) == 1 and "not a regular file" in refs[0].error
+
+
+def test_a_folder_deeper_than_the_recursion_limit_is_listed(tmp_path: Path) -> None:
+    import sys
+    deep = tmp_path / "in"
+    d = str(deep)
+    os.mkdir(d)
+    for _ in range(sys.getrecursionlimit() + 50):      # made one level at a time (makedirs recurses too)
+        d += "/d"
+        os.mkdir(d)
+    write(Path(d) / "x.jpg", fake_media("x"))
+    write(deep / "top.jpg", fake_media("t"))
+    refs = listing(SourceConfig(name="local", format="folder", path=str(deep)))
+    assert len(refs) == 2 and not any(r.error for r in refs)
+    assert [read_media(r) for r in refs] == [fake_media("x"), fake_media("t")]     # byte order: d/... < top

@@ -90,3 +90,42 @@ def test_loss_decreases_when_overfitting_one_batch(tmp_path):
         opt.step()
         losses.append(loss.item())
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+
+
+def grouped_features(labels, D=8, noise=0.0, seed=0):
+    """``[1, T, D, h, w]`` features: one orthogonal direction per label, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    directions = torch.eye(D)[:int(labels.max()) + 1]
+    f = directions[labels].permute(0, 3, 1, 2)[None]
+    return f + noise * torch.randn(f.shape, generator=g)
+
+
+def test_pixel_grouping_loss_rewards_features_that_group_by_trajectory():
+    from trajtok.losses import pixel_grouping_loss
+    lab = blocks_labels()[None]
+    grouped = pixel_grouping_loss(grouped_features(lab[0]), lab, 10.0, no_object=False)
+    scrambled = pixel_grouping_loss(torch.randn(1, 2, 8, 8, 8, generator=torch.Generator().manual_seed(1)), lab,
+                                    10.0, no_object=False)
+    assert float(grouped) < 0.01 < 1.0 < float(scrambled)
+    # label 0 is "unknown" without a no-object query: its pixels' features do not matter ...
+    f = grouped_features(lab[0])
+    g = f.clone()
+    g[0].permute(0, 2, 3, 1)[lab[0] == 0] = torch.randn(int((lab[0] == 0).sum()), 8)
+    assert torch.allclose(pixel_grouping_loss(f, lab, 10.0, False), pixel_grouping_loss(g, lab, 10.0, False))
+    # ... with one, label 0 is a group of its own and they do
+    assert float(pixel_grouping_loss(g, lab, 10.0, True)) > float(pixel_grouping_loss(f, lab, 10.0, True)) + 0.01
+    # a gradient for every labelled pixel's feature
+    x = torch.randn(1, 2, 8, 8, 8, requires_grad=True)
+    pixel_grouping_loss(x, lab, 10.0, no_object=False).backward()
+    assert (x.grad[0].permute(0, 2, 3, 1)[lab[0] != 0].abs().sum(-1) > 0).all()
+
+
+def test_grouping_term_joins_the_segmenter_loss_only_when_weighted():
+    lab = blocks_labels()[None]
+    logits = logits_for(lab[0], {1: 0, 2: 1, 3: 2}, K=4)
+    feats = torch.randn(1, 2, 8, 8, 8)
+    plain = segmenter_loss(logits, lab)
+    assert float(plain["grouping"]) == 0.0
+    weighted = segmenter_loss(logits, lab, LossConfig(grouping_weight=0.5), features=feats)
+    assert float(weighted["grouping"]) > 0
+    assert torch.isclose(weighted["loss"], plain["loss"] + 0.5 * weighted["grouping"])

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 
@@ -31,6 +32,10 @@ class LossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     ignore_unlabeled: bool = True
+    # Not in the TrajTok paper: a pixel-embedding term (``pixel_grouping_loss``) that tells the encoder
+    # directly which pixels belong together. 0 = off (the paper's loss); the CPU presets turn it on.
+    grouping_weight: float = 0.0
+    grouping_scale: float = 10.0  # inverse temperature of its cosine logits
 
 
 def _focal_terms(p: torch.Tensor, alpha: float, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,8 +83,37 @@ def _pair_terms(p: torch.Tensor, t: torch.Tensor, pos: torch.Tensor, neg: torch.
     return focal, dice
 
 
+def pixel_grouping_loss(features: torch.Tensor, labels: torch.Tensor, scale: float,
+                        no_object: bool) -> torch.Tensor:
+    """Each pixel's feature is classified among its clip's trajectory prototypes (the mean unit
+    feature of each trajectory's pixels; label 0 one more group when it means "no object", else
+    left out): cross-entropy of cosine logits x ``scale``, averaged over clips with >= 2 groups.
+
+    Why: the mask loss reaches the pixel encoder only through the queries it is matched to, which
+    from scratch takes thousands of steps to organise; this term gives every pixel a gradient from
+    the first step towards features that group by trajectory, which the queries then find. On a
+    15 CPU-minute budget it is what lets the tiny segmenter learn (bench/REPORT.md, issue 10).
+    ``features`` ``[B, T, D, h, w]``, ``labels`` ``[B, T, h, w]``."""
+    f = F.normalize(features.float(), dim=2)
+    total, clips = f.new_zeros(()), 0
+    for b in range(f.shape[0]):
+        x = f[b].permute(0, 2, 3, 1).reshape(-1, f.shape[2])
+        lab = labels[b].reshape(-1)
+        if not no_object:
+            keep = lab != 0
+            x, lab = x[keep], lab[keep]
+        ids, group = torch.unique(lab, return_inverse=True)
+        if len(ids) < 2:
+            continue
+        prototypes = F.normalize(F.one_hot(group, len(ids)).to(x.dtype).T @ x, dim=1)
+        total = total + F.cross_entropy(scale * x @ prototypes.T, group)
+        clips += 1
+    return total / max(clips, 1)
+
+
 def segmenter_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: LossConfig | None = None,
-                   no_object_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   no_object_logits: torch.Tensor | None = None,
+                   features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """``logits`` ``[B, K, T, h, w]``, ``labels`` ``[B, T, h, w]`` -> dict of scalar losses.
 
     ``no_object_logits`` ``[B, 1, T, h, w]`` (a model with a no-object query): its channel
@@ -129,8 +163,14 @@ def segmenter_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: LossConfig |
     norm = max(n_matched, 1)
     focal, dice, empty = focal_sum / norm, dice_sum / norm, empty_sum / B
     loss = cfg.focal_weight * focal + cfg.dice_weight * dice + cfg.empty_weight * empty
+    grouping = torch.zeros((), device=loss.device)
+    if cfg.grouping_weight > 0:
+        if features is None:
+            raise ValueError("grouping_weight > 0 needs the pixel features")
+        grouping = pixel_grouping_loss(features, labels, cfg.grouping_scale, no_object_logits is not None)
+        loss = loss + cfg.grouping_weight * grouping
     return {"loss": loss, "focal": focal.detach(), "dice": dice.detach(), "empty": empty.detach(),
-            "matched": torch.tensor(float(n_matched))}
+            "grouping": grouping.detach(), "matched": torch.tensor(float(n_matched))}
 
 
 def clip_loss(video: torch.Tensor, text: torch.Tensor, scale: torch.Tensor,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -70,6 +71,21 @@ def one_line(text: Any, limit: int = 300) -> str:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def read_small_file(path: str, limit: int = MAX_META_BYTES) -> bytes:
+    """Up to ``limit + 1`` bytes of a caption / metadata file that must be a regular file: a named
+    pipe or a device beside the media would block the listing (opened without blocking, then
+    checked). Anything else is an ``OSError`` whose text is the reason."""
+    import stat
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{os.path.basename(path)} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit + 1)
+    finally:
+        os.close(fd)
 
 
 def decode_caption(data: bytes) -> str | None:

@@ -5,15 +5,31 @@ import os
 from typing import Iterator
 
 from dataengine.config import SourceConfig
-from .common import MAX_META_BYTES, SampleRef, bad_ref, decode_caption, media_type_of, safe_key, utf8_ok
+from .common import (MAX_META_BYTES, SampleRef, bad_ref, decode_caption, media_type_of, read_small_file,
+                     safe_key, utf8_ok)
 
 
 def walk(root: str, rel: str = "") -> Iterator[tuple[str, frozenset[str], str]]:
     """``(relpath, file names of its directory, error)`` for every visible file.
 
     Entries are sorted with directories as ``name/``: visiting them in that
-    order is exactly the byte-wise order of full relative paths.
+    order is exactly the byte-wise order of full relative paths. Depth-first with a stack of
+    its own, so a tree deeper than Python's recursion limit is walked like any other.
     """
+    stack = [iter(_directory(root, rel))]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+        elif item[1] is None:              # a subdirectory: walk it before the next entry
+            stack.append(iter(_directory(root, item[0])))
+        else:
+            yield item
+
+
+def _directory(root: str, rel: str) -> list[tuple[str, frozenset[str] | None, str]]:
+    """One directory's entries in walk order: ``(relpath, sibling file names, "")`` for a file,
+    ``(relpath, None, "")`` for a subdirectory; one error entry if it cannot be listed."""
     entries = []
     try:
         with os.scandir(os.path.join(root, rel)) as it:
@@ -26,16 +42,10 @@ def walk(root: str, rel: str = "") -> Iterator[tuple[str, frozenset[str], str]]:
                     is_dir = False
                 entries.append((os.fsencode(e.name) + (b"/" if is_dir else b""), e.name, is_dir))
     except OSError as e:
-        yield rel, frozenset(), f"unreadable directory {rel or '.'}: {e.strerror or e}"
-        return
+        return [(rel, frozenset(), f"unreadable directory {rel or '.'}: {e.strerror or e}")]
     entries.sort()
     files = frozenset(name for _, name, is_dir in entries if not is_dir)
-    for _, name, is_dir in entries:
-        child = f"{rel}/{name}" if rel else name
-        if is_dir:
-            yield from walk(root, child)
-        else:
-            yield child, files, ""
+    return [(f"{rel}/{name}" if rel else name, None if is_dir else files, "") for _, name, is_dir in entries]
 
 
 def list_folder(src: SourceConfig) -> Iterator[tuple[SampleRef, bool]]:
@@ -67,8 +77,7 @@ def list_folder(src: SourceConfig) -> Iterator[tuple[SampleRef, bool]]:
 
 def _read_caption_file(path: str) -> tuple[str, str]:
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_META_BYTES + 1)
+        data = read_small_file(path)
     except OSError as e:
         return "", f"cannot read caption: {e.strerror or e}"
     if len(data) > MAX_META_BYTES:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from dataengine.config import SourceConfig
 from .common import (IMAGE_EXTS, MAX_META_BYTES, META_EXTS, VIDEO_EXTS, SampleRef, bad_ref, decode_caption,
-                     dumps, media_type_of, one_line, printable, safe_key, utf8_ok)
+                     dumps, media_type_of, one_line, printable, read_small_file, safe_key, utf8_ok)
 from .folder import walk
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,10 @@ def _group_ref(src: SourceConfig, g: _Group, strict: bool) -> SampleRef | None:
     if "json" in g.meta:
         try:
             parsed = json.loads(g.meta["json"])
-            info = parsed if isinstance(parsed, dict) else {}
-            meta = dumps(parsed)
+            if isinstance(parsed, dict):
+                info, meta = parsed, dumps(parsed)
+            else:       # every reader of a sample's metadata takes an object
+                error = f"metadata JSON is {type(parsed).__name__ if parsed is not None else 'null'}, not an object"
         except (ValueError, RecursionError) as e:     # RecursionError: nested deeper than Python parses
             error = f"metadata JSON is invalid: {type(e).__name__ if isinstance(e, RecursionError) else e}"
     caption = ""
@@ -212,8 +214,7 @@ def _list_files_layout(src: SourceConfig, root: str, parquets: dict[str, str]) -
             g.error = g.error or f"file name is not valid UTF-8: {rel}"
         elif ext in META_EXTS:
             try:
-                with open(path, "rb") as f:
-                    g.meta[ext] = f.read(MAX_META_BYTES + 1)
+                g.meta[ext] = read_small_file(path)
                 if len(g.meta[ext]) > MAX_META_BYTES:
                     g.error = g.error or f"{name} larger than {MAX_META_BYTES} bytes"
             except OSError as e:
@@ -231,8 +232,11 @@ def _list_files_layout(src: SourceConfig, root: str, parquets: dict[str, str]) -
         yield from _parquet_failures(src, parquets[stem])
 
 
-def _parquet_failures(src: SourceConfig, path: str) -> Iterator[tuple[SampleRef, bool]]:
-    """img2dataset's failed downloads, which appear only in the shard parquet."""
+def _parquet_failures(src: SourceConfig, path: str, delivered: set[str] | None = None
+                      ) -> Iterator[tuple[SampleRef, bool]]:
+    """img2dataset's failed downloads, which appear only in the shard parquet; with ``delivered`` (the
+    keys its tar gave), also the rows it lists as downloaded that the tar does not hold (a tar cut
+    short, or missing): they are inputs too, and end in the manifest as errors."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -243,10 +247,13 @@ def _parquet_failures(src: SourceConfig, path: str) -> Iterator[tuple[SampleRef,
             for row in batch.to_pylist():
                 n += 1
                 status = row.get("status")
-                if status == "success":
-                    continue
                 key = row.get("key")
                 key = str(key) if key not in (None, "") else f"{stem}_row{n - 1}"
+                if status == "success":
+                    if delivered is not None and safe_key(key) not in delivered:
+                        yield bad_ref(src, key, "", f"listed as downloaded in {os.path.basename(path)} but "
+                                                    f"missing from its tar", meta=dumps(row)), True
+                    continue
                 caption = row.get("caption") if isinstance(row.get("caption"), str) else ""
                 yield bad_ref(src, key, "", f"download failed: {status}: {row.get('error_message')}",
                               caption=caption if utf8_ok(caption) else "", meta=dumps(row)), True
@@ -272,7 +279,10 @@ def list_webdataset(src: SourceConfig, failures_in_parquet: bool) -> Iterator[tu
         yield from _list_files_layout(src, root, parquets)
         return
     for stem in sorted(set(tars) | set(parquets), key=os.fsencode):
+        delivered: set[str] = set()
         if stem in tars:
-            yield from _list_tar(src, tars[stem])
+            for ref, flag in _list_tar(src, tars[stem]):
+                delivered.add(ref.key)
+                yield ref, flag
         if stem in parquets:
-            yield from _parquet_failures(src, parquets[stem])
+            yield from _parquet_failures(src, parquets[stem], delivered)

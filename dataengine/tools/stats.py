@@ -94,7 +94,7 @@ def reason_kind(reason: str, key: str = "") -> str:
     """Group reasons that differ only in details: values, paths, exception text, the key itself.
 
     'coverage 0.62 < 0.80' -> 'coverage < 0.80'; 'media file not found: /a/b.mp4' ->
-    'media file not found'; 'not a decodable video (decord: ...)' -> 'not a decodable video'.
+    'media file not found'; 'not a decodable video (InvalidDataError: ...)' -> 'not a decodable video'.
     """
     r = reason.strip()
     if key and r.startswith(key + ":"):

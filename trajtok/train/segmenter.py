@@ -315,14 +315,15 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
             res = ddp(frames)
         void = res.get("no_object_logits")
         parts = segmenter_loss(res["logits"].float(), labels, P.loss,
-                               no_object_logits=None if void is None else void.float())
+                               no_object_logits=None if void is None else void.float(), features=res["features"])
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
         optimizer.step()
         step += 1
 
-        stats = torch.stack([parts[k].detach().float().cpu() for k in ("loss", "focal", "dice", "empty", "matched")])
+        stats = torch.stack([parts[k].detach().float().cpu()
+                             for k in ("loss", "focal", "dice", "empty", "grouping", "matched")])
         if world > 1:   # log the mean over ranks, not rank 0's batch alone
             stats = stats.to(device)
             dist.all_reduce(stats)
@@ -330,12 +331,12 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         losses.append(float(stats[0]))
         if rank == 0 and (step % t.log_every == 0 or step == t.max_steps):
             rec = {"step": step, "loss": float(stats[0]), "focal": float(stats[1]), "dice": float(stats[2]),
-                   "empty": float(stats[3]), "matched": float(stats[4]), "lr": lr_now,
+                   "empty": float(stats[3]), "grouping": float(stats[4]), "matched": float(stats[5]), "lr": lr_now,
                    "grad_norm": float(grad_norm), "temperature": float(1.0 / model.scale().detach()),
                    "seconds": round(time.time() - t0, 3)}
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            for k in ("loss", "focal", "dice", "empty", "lr", "grad_norm", "temperature"):
+            for k in ("loss", "focal", "dice", "empty", "grouping", "lr", "grad_norm", "temperature"):
                 writer.add_scalar(f"train/{k}", rec[k], step)
         if step % t.save_every == 0:
             save()

@@ -253,7 +253,8 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         if trajvit and P.seg_weight > 0:
             void = res.get("no_object_logits")
             seg = segmenter_loss(res["logits"].float(), batch["labels"].to(device), P.loss,
-                                 no_object_logits=None if void is None else void.float())["loss"]
+                                 no_object_logits=None if void is None else void.float(),
+                                 features=res.get("features"))["loss"]
             loss = loss + P.seg_weight * seg
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
