@@ -517,8 +517,16 @@ def test_a_folder_deeper_than_the_recursion_limit_is_listed(tmp_path: Path) -> N
     for _ in range(sys.getrecursionlimit() + 50):      # made one level at a time (makedirs recurses too)
         d += "/d"
         os.mkdir(d)
-    write(Path(d) / "x.jpg", fake_media("x"))
-    write(deep / "top.jpg", fake_media("t"))
-    refs = listing(SourceConfig(name="local", format="folder", path=str(deep)))
-    assert len(refs) == 2 and not any(r.error for r in refs)
-    assert [read_media(r) for r in refs] == [fake_media("x"), fake_media("t")]     # byte order: d/... < top
+    try:
+        write(Path(d) / "x.jpg", fake_media("x"))
+        write(deep / "top.jpg", fake_media("t"))
+        refs = listing(SourceConfig(name="local", format="folder", path=str(deep)))
+        assert len(refs) == 2 and not any(r.error for r in refs)
+        assert [read_media(r) for r in refs] == [fake_media("x"), fake_media("t")]     # byte order: d/... < top
+    finally:    # removed one level at a time: pytest's own clean-up (shutil.rmtree) recurses and would fail
+        for name in ("x.jpg",):
+            if os.path.exists(os.path.join(d, name)):
+                os.remove(os.path.join(d, name))
+        while d != str(deep):
+            os.rmdir(d)
+            d = os.path.dirname(d)

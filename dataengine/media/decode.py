@@ -235,6 +235,11 @@ def _read_frames(src: bytes | str, wanted: set[int], cfg: DecodeConfig, size: tu
             raise DecodeError("file has no video stream")
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1      # one core per labelling actor / loader worker
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width > 0 and height > 0:               # refuse a huge frame size before any frame is decoded
+            _check_size(width, height, cfg, "video")
+        else:
+            scaled = False                         # size unknown from the headers: check the first frame
         for i, frame in enumerate(container.decode(stream)):
             count = i + 1
             t = frame.time
@@ -320,16 +325,14 @@ def decode_frames(data: bytes, media_type: str, indices: Sequence[int], size: tu
             else np.zeros((0, size[1], size[0], 3), np.uint8)
     if media_type != "video":
         raise DecodeError(f"unsupported media type {media_type!r}")
-    dims = _probe_size(data, cfg)   # refuses other containers, and a huge frame size before decoding
-    if dims is not None:
-        _check_size(*dims, cfg, "video")
     if not indices:
+        _probe_size(data, cfg)      # the media is still checked: refuses other containers and huge frames
         return np.zeros((0, size[1], size[0], 3), np.uint8)
     if min(indices) < 0:
         raise DecodeError(f"negative frame index {min(indices)}")
     try:
-        frames, _, decoded = _read_frames(data, set(indices), cfg, size,
-                                          scaled=scaler == "decoder" and dims is not None)
+        # opened with the demuxer allow-list; the frame size is checked from the headers before decoding
+        frames, _, decoded = _read_frames(data, set(indices), cfg, size, scaled=scaler == "decoder")
     except DecodeError:
         raise
     except Exception as e:
