@@ -389,6 +389,9 @@ def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: d
                                  "gt/): learn a no-object query and leave those pixels unlabelled. Default: every "
                                  "pixel goes to a trajectory, label 0 is ignored as unknown (the engine's labels); "
                                  "on --resume, the checkpoint's choice."),
+                        grouping_weight: Optional[float] = typer.Option(
+                            None, min=0.0, help="Weight of the pixel-grouping loss term (not in the paper; "
+                                                "default: the preset's, 1 for tiny, 0 for paper and cpu)."),
                         seed: int = typer.Option(0, min=0, help="Random seed.")):
     """Train the TrajTok segmenter on trajectory shards (CPU, or GPUs under torchrun)."""
     from trajtok.train import train_segmenter
@@ -396,7 +399,8 @@ def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: d
     summary = train_segmenter(data, output, preset=preset, resume=resume, max_steps=max_steps,
                               batch_size=batch_size, image_batch_size=image_batch_size, lr=lr,
                               num_workers=workers, seed=seed,
-                              backbone_checkpoint=backbone_checkpoint, no_object=no_object)
+                              backbone_checkpoint=backbone_checkpoint, no_object=no_object,
+                              grouping_weight=grouping_weight)
     if summary.get("rank", 0) == 0:
         console.print(f"trained to step {summary['step']} -> {summary['checkpoint']}")
 

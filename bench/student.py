@@ -17,10 +17,12 @@ whether it beats its teacher (the CPU default labeller). This script does it end
 Printed: strict recall@0.5, mean best IoU, ids per GT trajectory, length ratio, and the share of
 predicted pixels on GT void, per model, with each training's CPU seconds (user + system of its
 process). ``--every-pixel-gt`` adds (a0): ground truth without the no-object query (the
-segmenter before it existed). One full run (defaults) takes ~15 minutes of wall time on 2 cores.
+segmenter before it existed); ``--paper-loss`` adds (a) trained without the tiny preset's
+pixel-grouping term (the paper's Dice + Focal alone). One full run (defaults) takes ~15 minutes of wall time on 2 cores.
 
 Usage: python bench/student.py [--work DIR] [--steps 2400] [--videos 30] [--images 20]
-                               [--held-videos 12] [--photos-train all|a] [--photos-held all|b] [--json F]
+                               [--held-videos 12] [--photos-train all|a] [--photos-held all|b]
+                               [--paper-loss] [--every-pixel-gt] [--json F]
 """
 from __future__ import annotations
 
@@ -112,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos-train", default="all", help="photo pool of the training corpus: all | a")
     ap.add_argument("--photos-held", default="all", help="photo pool of the held-out corpus: all | b")
     ap.add_argument("--steps", type=int, default=2400, help="training steps of each student (tiny preset)")
-    ap.add_argument("--every-pixel-gt", action="store_true", help="also (a0): ground truth, no no-object query")
+    ap.add_argument("--every-pixel-gt", action="store_true",
+                    help="also (a0): ground truth, no no-object query (and no grouping term)")
+    ap.add_argument("--paper-loss", action="store_true",
+                    help="also (a) trained with the paper's loss alone (--grouping-weight 0): the tiny preset's "
+                         "grouping term against none, same run")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                     "b": ("(b) engine labels", train / "engine", "--every-pixel")}
         if args.every_pixel_gt:
             students["a0"] = ("(a0) ground truth, every pixel", train / "gt", "--every-pixel")
+        if args.paper_loss:
+            students["ap"] = ("(a) ground truth, paper loss", train / "gt", "--no-object")
         jobs = {name: ["--data", str(data), "--output", str(work / f"run_{key}"), flag, "--preset", "tiny",
-                       "--max-steps", str(args.steps)] for key, (name, data, flag) in students.items()}
+                       "--max-steps", str(args.steps)] + (["--grouping-weight", "0"] if key in ("ap", "a0") else [])
+                for key, (name, data, flag) in students.items()}
         logs = {name: f"train_{key}.log" for key, (name, _, _) in students.items()}
         cpu = train_all(jobs, work, logs)
         checkpoints = {name: work / f"run_{key}" / "last.safetensors" for key, (name, _, _) in students.items()}

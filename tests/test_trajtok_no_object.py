@@ -228,11 +228,14 @@ def test_student_bench_smoke(tmp_path):
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "r.json"
     subprocess.run([sys.executable, str(root / "bench" / "student.py"), "--work", str(tmp_path / "w"), "--videos", "1",
-                    "--images", "1", "--held-videos", "1", "--steps", "2", "--every-pixel-gt", "--json", str(out)],
-                   check=True, capture_output=True, cwd=str(root))
+                    "--images", "1", "--held-videos", "1", "--steps", "2", "--every-pixel-gt", "--paper-loss",
+                    "--json", str(out)], check=True, capture_output=True, cwd=str(root))
     result = json.loads(out.read_text())
     assert set(result["scores"]) == {"teacher", "(a) ground truth, --no-object", "(b) engine labels",
-                                     "(a0) ground truth, every pixel"}
+                                     "(a0) ground truth, every pixel", "(a) ground truth, paper loss"}
+    configs = {key: json.loads((tmp_path / "w" / f"run_{key}" / "config.json").read_text())["preset"]["loss"]
+               for key in ("a", "ap")}
+    assert configs["ap"]["grouping_weight"] == 0 < configs["a"]["grouping_weight"]
     assert all(row["gt_trajectories"] > 0 for row in result["scores"].values())
     assert set(result["cpu_seconds"]) == set(result["scores"]) - {"teacher"}
     assert result["scores"]["teacher"]["recall_at_0.5"] > 0      # the engine's labels, scored on the same frames

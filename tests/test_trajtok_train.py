@@ -230,3 +230,19 @@ def test_a_short_video_is_scored_on_each_of_its_frames_once(tmp_path):
         T = 2 if s.key.startswith("vid") else 1
         assert g.shape[0] == p.shape[0] == T
         assert np.array_equal(g, decode_sample(s, T)[1])     # the labels of those frames, once each
+
+
+def test_resume_keeps_the_runs_grouping_weight_and_schedule(data, tmp_path):
+    """A run trained with --grouping-weight 0 and --lr 5e-4, resumed without either flag, keeps both
+    (before, the preset's defaults came back silently); the resumed run equals one that never stopped."""
+    straight = train_segmenter(data, tmp_path / "a", preset=toy_preset(), max_steps=4, grouping_weight=0.0, lr=5e-4)
+    train_segmenter(data, tmp_path / "b", preset=toy_preset(), max_steps=4, stop_after=2, grouping_weight=0.0,
+                    lr=5e-4)
+    resumed = train_segmenter(data, tmp_path / "b", preset=toy_preset(), max_steps=4, resume=True)
+    config = json.loads((tmp_path / "b" / "config.json").read_text())["preset"]
+    assert config["loss"]["grouping_weight"] == 0.0 and config["train"]["lr"] == 5e-4
+    assert resumed["weights_sha256"] == straight["weights_sha256"]
+    other = toy_preset()
+    other.name = "paper"
+    with pytest.raises(ValueError, match="--preset"):
+        train_segmenter(data, tmp_path / "b", preset=other, max_steps=6, resume=True)

@@ -81,6 +81,10 @@ def _tiny() -> Preset:
         data=DataConfig(batch_size=2, image_batch_size=2, shuffle_buffer=32,
                         augment=AugmentConfig(crop_scale=(0.5, 1.0))),
         train=TrainConfig(warmup_steps=20, max_steps=1200, save_every=200, num_workers=0),
+        # The pixel-grouping term (not in the paper): from scratch on a CPU budget the encoder learns what
+        # belongs together far sooner with it (held-out strict recall 0.09 -> 0.27 after 2400 steps on
+        # photo-style ground truth; bench/REPORT.md, issue 10, ninth pass).
+        loss=LossConfig(grouping_weight=1.0, grouping_scale=5.0),
     )
 
 
@@ -89,6 +93,7 @@ def _cpu() -> Preset:
     checkpoint that ``train-trajvit2 --preset cpu --segmenter`` can warm-start from."""
     P = _tiny()
     P.name = "cpu"
+    P.loss = LossConfig()     # train-trajvit2's cpu preset trains this segmenter with the paper's loss
     P.model = _cpu_segmenter()
     P.encoder = TrajectoryEncoderConfig(in_dim=64, dim=64, out_dim=128, depth=2, heads=4)
     return P.sync()

@@ -70,11 +70,11 @@ def apply_train_overrides(P: Any, *, max_steps: int | None, warmup_steps: int | 
 
 
 def restore_train_settings(P: Any, out: Path, *, lr: float | None, warmup_steps: int | None,
-                           max_steps: int | None) -> None:
-    """On ``--resume``: the run's own preset and schedule (from its ``config.json``), not the command
-    line's defaults. A different preset is refused (its data and augmentation settings would change
-    silently); an lr / warm-up / length the command gives that differs from the run's is taken, with
-    a warning. Call before ``apply_train_overrides``."""
+                           max_steps: int | None, grouping_weight: float | None = None) -> None:
+    """On ``--resume``: the run's own preset, schedule and grouping-term weight (from its
+    ``config.json``), not the command line's defaults. A different preset is refused (its data and
+    augmentation settings would change silently); an lr / warm-up / length / weight the command gives
+    that differs from the run's is taken, with a warning. Call before ``apply_train_overrides``."""
     path = out / "config.json"
     if not path.is_file():
         return
@@ -85,14 +85,16 @@ def restore_train_settings(P: Any, out: Path, *, lr: float | None, warmup_steps:
     name = saved.get("name")
     if name and name != P.name:
         raise ConfigError(f"{out} was trained with preset {name!r}, not {P.name!r}; resume it with --preset {name}")
-    train = saved.get("train") or {}
-    for key, given in (("lr", lr), ("warmup_steps", warmup_steps), ("max_steps", max_steps)):
-        if key not in train:
+    train, loss = saved.get("train") or {}, saved.get("loss") or {}
+    for section, part, key, given in ((P.train, train, "lr", lr), (P.train, train, "warmup_steps", warmup_steps),
+                                      (P.train, train, "max_steps", max_steps),
+                                      (P.loss, loss, "grouping_weight", grouping_weight)):
+        if key not in part:
             continue
         if given is None:
-            setattr(P.train, key, train[key])
-        elif given != train[key]:
-            warnings.warn(f"{key} changed since the checkpoint ({train[key]} -> {given}): the schedule from here "
+            setattr(section, key, part[key])
+        elif given != part[key]:
+            warnings.warn(f"{key} changed since the checkpoint ({part[key]} -> {given}): the training from here "
                           "differs from the run's")
 
 
@@ -207,7 +209,7 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
                     warmup_steps: int | None = None, num_workers: int | None = None,
                     save_every: int | None = None, log_every: int | None = None, seed: int = 0,
                     backbone_checkpoint: str | Path | None = None, stop_after: int | None = None,
-                    no_object: bool | None = None) -> dict[str, Any]:
+                    no_object: bool | None = None, grouping_weight: float | None = None) -> dict[str, Any]:
     """Train the TrajTok segmenter on trajectory shards; returns a summary dict.
 
     ``data``: dataset dir, tar, glob or list. ``max_steps`` sets the schedule
@@ -217,17 +219,22 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
     timm ConvNeXt weights to start from. ``no_object``: give the model a no-object query
     (``SegmenterConfig.no_object``; None: the preset's, or on ``resume`` the checkpoint's), for
     labels whose 0 means "no object here" (ground truth of objects only), not "unknown".
+    ``grouping_weight``: weight of the pixel-grouping term (``LossConfig.grouping_weight``; None: the
+    preset's, 0: the paper's loss alone).
     """
     P = get_preset(preset)
     t = P.train
     out = Path(output)
     last, last_state = out / "last.safetensors", out / "last.optim.pt"
     if resume and last.exists():
-        restore_train_settings(P, out, lr=lr, warmup_steps=warmup_steps, max_steps=max_steps)
+        restore_train_settings(P, out, lr=lr, warmup_steps=warmup_steps, max_steps=max_steps,
+                               grouping_weight=grouping_weight)
     apply_train_overrides(P, max_steps=max_steps, warmup_steps=warmup_steps, lr=lr, num_workers=num_workers,
                           save_every=save_every, log_every=log_every, batch_size=batch_size, seed=seed)
     if image_batch_size is not None:
         P.data.image_batch_size = image_batch_size
+    if grouping_weight is not None:
+        P.loss.grouping_weight = grouping_weight
     if no_object is not None:
         P.model.no_object = no_object
     elif resume and last.exists():
