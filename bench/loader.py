@@ -58,8 +58,8 @@ def measure(data: Path, preset: str, batches: int, steps: int, batch_size: int |
     frames, labels = batch["frames"], batch["labels"]
 
     def step() -> None:
-        logits = model(frames)["logits"]
-        loss = segmenter_loss(logits.float(), labels, P.loss)["loss"]
+        out = model(frames)
+        loss = segmenter_loss(out["logits"].float(), labels, P.loss, features=out["features"])["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

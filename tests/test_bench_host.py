@@ -29,3 +29,18 @@ def test_host_benchmark_compares_two_trees_and_their_outputs(tmp_path):
         assert seconds["random weights (the H200 runs)"] > seconds["flows"]
         assert tree["stable_hash"]
     assert "outputs identical: post random yes" in proc.stdout
+
+
+def test_loader_benchmark_runs_with_the_tiny_presets_loss(tmp_path):
+    """bench/loader.py times a train step with the preset's own loss (the tiny preset's grouping term needs the
+    pixel features: the benchmark failed once it was on), so it runs here at its smallest."""
+    out = tmp_path / "loader.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "loader.py"), "--presets", "tiny", "--batches", "1",
+                           "--steps", "1", "--decode-reps", "1", "--json", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (row,) = result["presets"]
+    assert row["preset"] == "tiny" and row["loader_samples_per_s"] > 0 and row["step_seconds"] > 0
+    assert result["decode"]["area_cpu_s"] > 0 and result["decode"]["decoder_cpu_s"] > 0
