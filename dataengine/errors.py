@@ -9,6 +9,13 @@ plain ``ValueError`` instead, and the command line shows its traceback.
 from __future__ import annotations
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none): what a one-line error,
+    a manifest reason or a skipped-sample note quotes of it."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class UserError(Exception):
     """A mistake in the command, its options or its input, explained in one line."""
 

@@ -214,7 +214,7 @@ def test_ties_count_against_the_query():
 
 
 def test_samples_without_caption_are_left_out_of_a_batch():
-    from trajtok.train.trajvit2 import captioned
+    from trajtok.data import captioned
     batch = {"frames": torch.arange(4.0).view(4, 1), "labels": torch.arange(4).view(4, 1), "keys": list("abcd"),
              "captions": ["one", "", "  ", "four"]}
     kept, dropped = captioned(batch)

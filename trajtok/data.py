@@ -45,7 +45,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from dataengine.errors import ConfigError, InputError, InputNotFound
+from dataengine.errors import ConfigError, InputError, InputNotFound, first_line
 from dataengine.format import manifest
 from dataengine.format import shards as shard_io
 from dataengine.format import trajformat
@@ -107,7 +107,7 @@ def read_mixture(path: str | Path) -> list[MixturePart]:
     try:
         recipe = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"mixture {path} is not valid YAML: {one_line(e)}") from None
+        raise ConfigError(f"mixture {path} is not valid YAML: {first_line(e)}") from None
     datasets = recipe.get("datasets") if isinstance(recipe, dict) else None
     if not isinstance(datasets, list) or not datasets:
         raise ConfigError(f"mixture {path} needs a non-empty list 'datasets' of {{path, weight}}")
@@ -160,6 +160,19 @@ def resolve_shards(data: str | Path | Sequence[str | Path]) -> list[Path]:
 
 def is_video(sample: Any) -> bool:
     return (sample.media_ext or "").lower() in shard_io.VIDEO_EXTS
+
+
+def captioned(batch: dict[str, Any]) -> tuple[dict[str, Any] | None, int]:
+    """The batch without its samples that have no caption (they have nothing to be paired with; an
+    empty text would make all of them joint positives of each other), and how many were left out."""
+    keep = [i for i, c in enumerate(batch["captions"]) if c.strip()]
+    dropped = len(batch["captions"]) - len(keep)
+    if not dropped:
+        return batch, 0
+    if not keep:
+        return None, dropped
+    pick = lambda v: v[keep] if isinstance(v, torch.Tensor) else [v[i] for i in keep]   # noqa: E731
+    return {k: pick(v) if isinstance(v, (torch.Tensor, list)) else v for k, v in batch.items()}, dropped
 
 
 @dataclass
@@ -222,12 +235,6 @@ def decode_sample(sample: shard_io.ShardSample, frames: int,
     return rgb, labels
 
 
-def one_line(e: BaseException) -> str:
-    """The first line of an exception's message (its type when it has none)."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def batches_for_worker(batches: int, worker: int, num_workers: int) -> int:
     """Batches stream ``worker`` delivered when a rank has consumed ``batches``.
 
@@ -284,7 +291,7 @@ class ShardDataset(IterableDataset):
                 yield RawSample(key, group)
         except (tarfile.TarError, EOFError, zlib.error) as e:  # a broken shard costs its own samples
             # (an OSError, e.g. a storage service failing, ends the run loudly instead: --resume continues)
-            self.last_error = f"{path}: {one_line(e)}"
+            self.last_error = f"{path}: {first_line(e)}"
             log.warning("skipping the rest of shard %s", self.last_error)
 
     def _raw(self, epoch: int, consumer: int, n_consumers: int) -> Iterator[RawSample]:
@@ -363,7 +370,7 @@ class ShardDataset(IterableDataset):
                 s = raw.parse() if isinstance(raw, RawSample) else raw
                 rgb, lab = decode_sample(s, T, rng if aug.enabled else None)
             except Exception as e:  # a bad sample (media, JSON, traj.json) costs one sample, never the run
-                self.last_error = f"{raw.key}: {one_line(e)}"
+                self.last_error = f"{raw.key}: {first_line(e)}"
                 log.warning("skipping sample %s", self.last_error)
                 continue
             f, l = augment_clip(torch.from_numpy(rgb).permute(0, 3, 1, 2), torch.from_numpy(lab),

@@ -19,7 +19,7 @@ import torch
 
 from dataengine.errors import InputError
 from .augment import AugmentConfig
-from .data import DataConfig, ShardDataset, resolve_shards
+from .data import DataConfig, ShardDataset, captioned, resolve_shards
 
 RANKS = (1, 5, 10)
 
@@ -41,13 +41,12 @@ def embed_dataset(model: torch.nn.Module, data: Any, batch_size: int = 16, k: in
     for batch in ShardDataset(resolve_shards(data), cfg).iter_batches(0, 1):
         if "frames" not in batch:          # none of its samples decoded (each said in a warning)
             continue
-        keep = [i for i, c in enumerate(batch["captions"]) if c.strip()]
-        uncaptioned += len(batch["captions"]) - len(keep)
-        if keep:
-            frames = batch["frames"][keep].to(device)
-            videos.append(model.encode_video(frames, k=k)["video"].float().cpu())
-            keys += [batch["keys"][i] for i in keep]
-            captions += [batch["captions"][i] for i in keep]
+        kept, dropped = captioned(batch)
+        uncaptioned += dropped
+        if kept is not None:
+            videos.append(model.encode_video(kept["frames"].to(device), k=k)["video"].float().cpu())
+            keys += kept["keys"]
+            captions += kept["captions"]
         if on_batch:
             on_batch(len(batch["keys"]))
         if limit is not None and len(keys) >= limit:

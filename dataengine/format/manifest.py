@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataengine.errors import InputError
+from dataengine.errors import InputError, first_line
 from dataengine.format import atomic
 from dataengine.format.outputfs import Output
 
@@ -98,8 +98,7 @@ def readable_part(name: str) -> Iterator[None]:
     except (pa.ArrowException, OSError, ValueError) as e:
         if isinstance(e, InputError):
             raise
-        text = str(e).strip().splitlines()
-        raise InputError(f"{name}: unreadable manifest part ({text[0] if text else type(e).__name__})") from e
+        raise InputError(f"{name}: unreadable manifest part ({first_line(e)})") from e
 
 
 def read_manifest(directory: str | Path | Output, problems: list[str] | None = None) -> pa.Table:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
-from dataengine.errors import InputError
+from dataengine.errors import InputError, first_line
 from dataengine.format import trajformat
 from dataengine.format.atomic import replaced_when_done
 from dataengine.format.outputfs import Output, is_url
@@ -251,15 +251,10 @@ def read_shard(path: str | Path | BinaryIO, with_media: bool = True) -> Iterator
             try:
                 sample = sample_from_group(key, group, with_media)
             except (ValueError, KeyError, TypeError) as e:   # JSON / UTF-8 / traj member errors
-                raise ShardError(f"{name}: sample {key}: {_first_line(e)}") from e
+                raise ShardError(f"{name}: sample {key}: {first_line(e)}") from e
             yield sample
     except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise ShardError(f"{name}: unreadable tar ({_first_line(e)})") from e
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+        raise ShardError(f"{name}: unreadable tar ({first_line(e)})") from e
 
 
 def shard_file_name(p: Path | str) -> str:

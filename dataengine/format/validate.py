@@ -49,10 +49,10 @@ def check_traj(traj: dict, where: str) -> list[str]:
         p.append(f"{where}: frame_indices/timestamps/masklet lengths differ")
     if sorted(t["id"] for t in traj["trajectories"]) != sorted(ids) or len(set(ids)) != len(ids):
         p.append(f"{where}: trajectories and masklet_id disagree or repeat ids")
-    if any(not isinstance(i, int) or isinstance(i, bool) or i < 1 for i in ids):
-        # id 0 is "no trajectory" in every id map the readers make (eval, show, export, training)
-        p.append(f"{where}: trajectory ids must be integers >= 1 (0 means no trajectory), got "
-                 f"{sorted({i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i < 1}, key=str)}")
+    # id 0 is "no trajectory" in every id map the readers make (eval, show, export, training)
+    bad_ids = sorted({i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i < 1}, key=str)
+    if bad_ids:
+        p.append(f"{where}: trajectory ids must be integers >= 1 (0 means no trajectory), got {bad_ids}")
     if any(not (0 <= k < T) for k in traj["keyframes"]):
         p.append(f"{where}: keyframe position out of range")
     areas = np.zeros((len(ids), T), dtype=np.int64)

@@ -163,10 +163,7 @@ def decode_video(src: bytes | str, n_samples: int, cfg: DecodeConfig) -> Decoded
     """``src``: the media bytes, or the path of a plain file (decoded without loading it)."""
     if _nbytes(src) == 0:
         raise DecodeError("empty file")
-    size = _probe_size(src, cfg)
-    if size is not None:   # refuse a huge frame size before any frame is decoded
-        _check_size(*size, cfg, "video")
-    try:
+    try:   # opened with the demuxer allow-list; the frame size is checked from the headers before decoding
         return _decode_pyav(src, n_samples, cfg)
     except DecodeError:
         raise

@@ -36,7 +36,7 @@ from dataengine.format import shards as shard_io
 
 from ..checkpoint import (load_segmenter, matching_train_state, read_video_text_metadata, save_video_text,
                           settle_train_state)
-from ..data import make_loader, resolve_shards
+from ..data import captioned, make_loader, resolve_shards
 from ..losses import clip_loss, segmenter_loss
 from ..models.text import build_word_vocab
 from ..models.video_text import VideoTextConfig, VideoTextModel
@@ -64,9 +64,11 @@ def caption_ids(captions: list[str]) -> torch.Tensor:
 
 
 def read_captions(data: Any) -> list[str]:
-    """The caption of every sample in the shards, in order (media not loaded). A list, not a dict by
-    key: keys repeat across the datasets of a mixture (synth's ``video_000``, img2dataset's numbers)."""
-    return [s.caption for path in resolve_shards(data) for s in shard_io.read_shard(path, with_media=False)]
+    """The captions of the shards' captioned samples, in order (media not loaded; samples without one
+    train on nothing, see ``captioned``). A list, not a dict by key: keys repeat across the datasets
+    of a mixture (synth's ``video_000``, img2dataset's numbers)."""
+    return [s.caption for path in resolve_shards(data) for s in shard_io.read_shard(path, with_media=False)
+            if s.caption.strip()]
 
 
 def shuffled_captions(captions: list[str], seed: int) -> dict[str, str]:
@@ -78,18 +80,6 @@ def shuffled_captions(captions: list[str], seed: int) -> dict[str, str]:
         order = np.where(order == np.arange(len(texts)), np.roll(order, 1), order)
     return {c: texts[j] for c, j in zip(texts, order)}
 
-
-def captioned(batch: dict[str, Any]) -> tuple[dict[str, Any] | None, int]:
-    """The batch without its samples that have no caption (they have nothing to be paired with; an
-    empty text would make all of them joint positives of each other), and how many were left out."""
-    keep = [i for i, c in enumerate(batch["captions"]) if c.strip()]
-    dropped = len(batch["captions"]) - len(keep)
-    if not dropped:
-        return batch, 0
-    if not keep:
-        return None, dropped
-    pick = lambda v: v[keep] if isinstance(v, torch.Tensor) else [v[i] for i in keep]   # noqa: E731
-    return {k: pick(v) if isinstance(v, (torch.Tensor, list)) else v for k, v in batch.items()}, dropped
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -145,7 +135,7 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     if last.exists() and not resume:
         raise OutputExists(f"{out} already holds a checkpoint; continue it with --resume or choose a new --output")
     captions = read_captions(data)
-    if not any(c.strip() for c in captions):
+    if not captions:
         raise InputError(f"{data}: no captioned samples (video-text training needs the shards' txt members)")
     if resume:
         if not last.exists():
@@ -155,12 +145,12 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         P.sync()
         restore_train_settings(P, out, lr=lr, warmup_steps=warmup_steps, max_steps=max_steps)
     else:
-        P = resolve_preset(preset, video_model, text_model, [c for c in captions if c.strip()])
+        P = resolve_preset(preset, video_model, text_model, captions)
     t = P.train
     apply_train_overrides(P, max_steps=max_steps, warmup_steps=warmup_steps, lr=lr, num_workers=num_workers,
                           save_every=save_every, log_every=log_every, batch_size=batch_size, seed=seed)
     P.sync()
-    pairing = shuffled_captions([c for c in captions if c.strip()], seed) if shuffle_captions else {}
+    pairing = shuffled_captions(captions, seed) if shuffle_captions else {}
 
     rank, world, device, created_group = _setup_distributed()
     if rank == 0:
