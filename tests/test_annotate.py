@@ -170,6 +170,66 @@ def test_a_retried_chunk_written_twice_holds_each_sample_once(corpus, tmp_path):
     assert validate_dataset(fresh) == [], validate_dataset(fresh)
 
 
+def test_the_writer_streams_media_into_the_shard_not_the_whole_chunk(corpus, tmp_path, monkeypatch):
+    """Media are read while the shard is written: a chunk of large local videos never sits in memory whole
+    (it did: every sample's media were read before the first was written)."""
+    from dataengine.stages import writer
+
+    media = tmp_path / "media"
+    media.mkdir()
+    jpgs = sorted((corpus / "media").glob("*.jpg"))
+    for i in range(8):
+        shutil.copy(jpgs[i % len(jpgs)], media / f"img_{i}.jpg")
+    live: set[int] = set()
+    peak = [0]
+
+    class Tracked(bytes):
+        def __del__(self):
+            live.discard(id(self))
+
+    def tracking(ref, limit):
+        return tracking_bytes(real(ref, limit))
+
+    def tracked_shard(f, with_media=True):
+        for sample in real_shard(f, with_media):
+            if sample.media is not None:
+                sample.media = tracking_bytes(sample.media)
+            yield sample
+
+    def tracking_bytes(data):
+        data = Tracked(data)
+        live.add(id(data))
+        peak[0] = max(peak[0], len(live))
+        return data
+
+    real, real_shard = writer.read_media, writer.read_shard
+    monkeypatch.setattr(writer, "read_media", tracking)
+    monkeypatch.setattr(writer, "read_shard", tracked_shard)
+    good = (media / "img_3.jpg").read_bytes()
+    (media / "img_3.jpg").write_bytes(good[:100])
+    cfg = build_annotate_config(source=vars(load_source("local", str(media))), output={"samples_per_shard": 8})
+    annotate(cfg, str(tmp_path / "out"), use_ray=False)
+    rows = manifest.read_manifest(tmp_path / "out").to_pylist()
+    assert [r["status"] for r in rows] == ["ok"] * 3 + ["error"] + ["ok"] * 4
+    assert 1 <= peak[0] <= 2, peak[0]
+    # the retry of the error row: the chunk's seven kept samples stream from its old shard
+    (media / "img_3.jpg").write_bytes(good)
+    peak[0] = 0
+    annotate(cfg, str(tmp_path / "out"), use_ray=False, resume=True)
+    rows = manifest.read_manifest(tmp_path / "out").to_pylist()
+    assert [r["status"] for r in rows] == ["ok"] * 8 and len({r["shard"] for r in rows}) == 1
+    assert [s.media for s in read_dataset(tmp_path / "out")] == [(media / f"img_{i}.jpg").read_bytes()
+                                                                  for i in range(8)]
+    assert 1 <= peak[0] <= 3, peak[0]
+    # trajdata filter copies kept samples the same way
+    from dataengine.tools import filtering
+    monkeypatch.setattr(filtering, "read_shard", tracked_shard)
+    peak[0] = 0
+    totals = filter_dataset(tmp_path / "out", tmp_path / "kept", FilterConfig(min_coverage=0.0, min_objects=0))
+    assert totals["by_status"]["ok"] == 8 and digests(tmp_path / "kept") == digests(tmp_path / "out")
+    assert 1 <= peak[0] <= 2, peak[0]
+
+
 def test_shards_of_chunk_one_million_and_above_are_found(tmp_path):
     from dataengine.format.shards import ShardSample, chunk_shard_names, series_shard_name, write_series
     from dataengine.format import trajformat

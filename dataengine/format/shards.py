@@ -90,8 +90,9 @@ def write_shard(path: str | Path, samples: list[ShardSample]) -> int:
         return write_shard_to(f, samples)
 
 
-def write_shard_to(f: BinaryIO, samples: list[ShardSample]) -> int:
-    """Write ``samples`` as one tar into the open file ``f``; returns bytes written.
+def write_shard_to(f: BinaryIO, samples: Iterable[ShardSample]) -> int:
+    """Write ``samples`` as one tar into the open file ``f``; returns bytes written. ``samples`` may be a
+    generator: each is taken when it is written, so only one sample's media need be in memory.
 
     The bytes are those of ``webdataset.TarWriter(f, encoder=False, mtime=0, user="trajtok",
     group="trajtok", mode=0o644)`` (a sample's members sorted by name; tests check it), written
@@ -134,15 +135,25 @@ def write_series(directory: str | Path | Output, prefix: str, index: int, sample
     (another series, the pre-series name) are removed after the new ones are in place: the
     names in ``replaces`` when the caller knows them, else those listed in the directory.
     """
-    out = directory if isinstance(directory, Output) else Output(str(directory))
     by_series: dict[str, list[ShardSample]] = {}
     for s in samples:
         by_series.setdefault(series_of(s.media_ext), []).append(s)
+    return write_series_streams(directory, prefix, index, by_series, replaces)
+
+
+def write_series_streams(directory: str | Path | Output, prefix: str, index: int,
+                         streams: dict[str, Iterable[ShardSample]],
+                         replaces: Iterable[str] | None = None) -> dict[str, int]:
+    """``write_series`` with the samples given series by series as iterables (``{series: samples}``),
+    taken one at a time while each shard is written: a chunk of large videos is never in memory
+    whole. A series whose iterable gives nothing gets no shard (and its old shard, if any, goes)."""
+    out = directory if isinstance(directory, Output) else Output(str(directory))
     written = {}
-    for series in sorted(by_series):
+    for series in sorted(streams):
         name = series_shard_name(prefix, series, index)
-        with out.replaced_when_done(name) as f:
-            written[name] = write_shard_to(f, by_series[series])
+        size = write_shard_stream(out, name, streams[series])
+        if size is not None:
+            written[name] = size
     stale = chunk_shard_names(out.names(), prefix, index) if replaces is None else replaces
     for name in stale:
         if name not in written:
@@ -150,6 +161,22 @@ def write_series(directory: str | Path | Output, prefix: str, index: int, sample
     return written
 
 
+def write_shard_stream(out: Output, name: str, samples: Iterable[ShardSample]) -> int | None:
+    """Write the samples, taken one at a time, as shard ``name`` of ``out`` (complete or not at all); returns
+    its bytes, or None (and no shard) when ``samples`` gives nothing."""
+    samples = iter(samples)
+    first = next(samples, None)
+    if first is None:
+        return None
+    samples, first = _after(first, samples), None     # no reference here keeps the first sample alive
+    with out.replaced_when_done(name) as f:
+        return write_shard_to(f, samples)
+
+
+def _after(first: ShardSample, rest: Iterator[ShardSample]) -> Iterator[ShardSample]:
+    yield first
+    del first
+    yield from rest
 
 
 @functools.lru_cache(maxsize=64)

@@ -19,6 +19,7 @@ on every node open the same one.
 """
 from __future__ import annotations
 
+import heapq
 import io
 import itertools
 import json
@@ -37,8 +38,8 @@ from dataengine.config import AnnotateConfig, labelling_part, setting_difference
 from dataengine.errors import OutputExists, UserError
 from dataengine.format import manifest
 from dataengine.format.outputfs import Output
-from dataengine.format.shards import (CARD, ShardSample, chunk_shard_names, dataset_card, read_shard,
-                                      series_shard_name, write_series)
+from dataengine.format.shards import (CARD, ShardSample, chunk_shard_names, dataset_card, read_shard, series_of,
+                                      series_shard_name, write_series_streams)
 from dataengine.sources import MediaError, SampleRef, read_media
 from dataengine.stages.annotate import encode_row, label_row, read_and_decode, ref_to_row, sample_meta
 from dataengine.stages.labeller import Labeller
@@ -295,46 +296,77 @@ def finished_chunk(out: Output, task: ChunkTask) -> dict[str, Any] | None:
 
 
 def write_chunk(out: Output, cfg: AnnotateConfig, c: int, rows: list[dict[str, Any]], retry: bool) -> dict[str, Any]:
-    """Write chunk ``c``'s shards (one per media series) and then its manifest part; returns a summary."""
+    """Write chunk ``c``'s shards (one per media series) and then its manifest part; returns a summary.
+
+    Media are read from the source while the shards are written, one sample at a time (a chunk of 64
+    local videos of a few GB each never sits in memory whole); a retried chunk's kept samples stream from
+    its old shards the same way. A medium that cannot be read any more is that sample's error row."""
     prefix = cfg.output.prefix
-    samples: list[tuple[int, ShardSample]] = []
     manifest_rows: list[dict[str, Any]] = []
     old_shards: list[str] = []
+    retried = {r["index"] for r in rows}
+    old_sources: dict[str, list[str]] = {}      # series -> the old shards holding kept samples of it
     if retry:  # keep what was already fine
-        retried = {r["index"] for r in rows}
         manifest_rows = [r for r in read_part(out, c).to_pylist() if r["input_index"] not in retried]
         old_shards = chunk_shard_names(out.names(), prefix, c)
-        for name in old_shards:
+        moved: dict[str, str] = {}              # kept key -> the shard it lives in now
+        for name in old_shards:                 # a pass over the members without keeping media
             with out.open_read(name) as f:
-                # a retried input already in a shard (an attempt killed before its part was written, or a
-                # block Ray ran again) is replaced by this attempt's result, never kept beside it
-                samples += [(s.meta["input_index"], s) for s in read_shard(f)
-                            if s.meta["input_index"] not in retried]
+                for s in read_shard(f, with_media=False):
+                    if s.meta["input_index"] not in retried:
+                        sources = old_sources.setdefault(series_of(s.media_ext), [])
+                        if name not in sources:
+                            sources.append(name)
+                        moved[s.key] = series_shard_name(prefix, s.media_ext, c)
         # the manifest names the shard a kept sample now lives in (a pre-series name moves)
-        series = {s.key: series_shard_name(prefix, s.media_ext, c) for _, s in samples}
         for r in manifest_rows:
-            if r["status"] == "ok" and r["key"] in series:
-                r["shard"] = series[r["key"]]
+            if r["status"] == "ok" and r["key"] in moved:
+                r["shard"] = moved[r["key"]]
+    rows = sorted(rows, key=lambda r: r["index"])
+    new_rows: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        name = series_shard_name(prefix, row["ext"], c)
         if not row["error"]:
-            try:
-                ref = SampleRef(**{k: row[k] for k in SampleRef.__dataclass_fields__})
-                media = read_media(ref, cfg.decode.max_media_bytes)
-                samples.append((row["index"], ShardSample(
-                    key=row["key"], media_ext=row["ext"], media=media, caption=row["caption"],
-                    meta=sample_meta(row, cfg), traj=json.loads(row["traj"]))))
-            except (MediaError, OSError) as e:
-                row["error"] = f"media unreadable when writing the shard: {e}"
-        manifest_rows.append(manifest_row(row, name))
-    samples.sort(key=lambda p: p[0])
-    manifest_rows.sort(key=lambda r: r["input_index"])
+            new_rows.setdefault(series_of(row["ext"]), []).append(row)
+
+    def kept(series: str, name: str) -> Iterator[tuple[int, ShardSample | dict[str, Any]]]:
+        # a retried input already in a shard (an attempt killed before its part was written, or a block Ray
+        # ran again) is replaced by this attempt's result, never kept beside it
+        with out.open_read(name) as f:
+            for s in read_shard(f):
+                if series_of(s.media_ext) == series and s.meta["input_index"] not in retried:
+                    yield s.meta["input_index"], s
+
+    def labelled(row: dict[str, Any]) -> ShardSample | None:
+        try:
+            ref = SampleRef(**{k: row[k] for k in SampleRef.__dataclass_fields__})
+            media = read_media(ref, cfg.decode.max_media_bytes)
+        except (MediaError, OSError) as e:
+            row["error"] = f"media unreadable when writing the shard: {e}"
+            return None
+        return ShardSample(key=row["key"], media_ext=row["ext"], media=media, caption=row["caption"],
+                           meta=sample_meta(row, cfg), traj=json.loads(row["traj"]))
+
+    def stream(series: str) -> Iterator[ShardSample]:
+        # merged by input index; a new sample's media are read only when its turn comes
+        parts = [kept(series, name) for name in old_sources.get(series, [])]
+        parts.append((row["index"], row) for row in new_rows.get(series, []))
+        # (heapq.merge keeps the first value of its last iterable alive to the end: not for the usual one part)
+        merged = parts[0] if len(parts) == 1 else heapq.merge(*parts, key=lambda p: p[0])
+        for _, item in merged:
+            sample = item if isinstance(item, ShardSample) else labelled(item)
+            if sample is not None:
+                yield sample
+
     # old_shards: series the chunk no longer fills, a pre-series name (known; no listing per chunk). A new
     # chunk may have been written before by an attempt killed before its part: the series its inputs can
     # fill are the only names that attempt could have left, so those the samples do not fill now go.
     if not retry:
         old_shards = sorted({series_shard_name(prefix, r["ext"], c) for r in rows})
-    written = write_series(out, prefix, c, [s for _, s in samples], replaces=old_shards)
+    streams = {series: stream(series) for series in set(new_rows) | set(old_sources)}
+    written = write_series_streams(out, prefix, c, streams, replaces=old_shards)
+    # after the shards: a row whose media could not be read while writing is an error row now
+    manifest_rows += [manifest_row(row, series_shard_name(prefix, row["ext"], c)) for row in rows]
+    manifest_rows.sort(key=lambda r: r["input_index"])
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist([manifest.normalise_row(r) for r in manifest_rows],
                                         schema=manifest.SCHEMA), buf)

@@ -14,17 +14,17 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataengine import ENGINE_VERSION
 from dataengine.config import FilterConfig, to_dict
-from dataengine.errors import ConfigError, InputError
+from dataengine.errors import ConfigError, InputError, first_line
 from dataengine.format import manifest
 from dataengine.format.outputfs import Output
-from dataengine.format.shards import CARD, dataset_card, read_shard, write_shard_to
+from dataengine.format.shards import CARD, ShardSample, dataset_card, read_shard, write_shard_stream
 
 
 def filter_reason(row: dict[str, Any], cfg: FilterConfig) -> str:
@@ -89,22 +89,21 @@ def _filter_part(src: Output, out: Output, c: int, cfg: FilterConfig) -> dict[st
             else:
                 keep[r["key"]] = r["shard"]
     for shard in sorted(set(keep.values())):
-        try:
-            with src.open_read(shard) as f:
-                kept = [s for s in read_shard(f) if s.key in keep]
-        except Exception as e:  # a broken shard costs its own samples: error rows, the run goes on
-            message = f"shard {shard} unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        wanted = {k for k, sh in keep.items() if sh == shard}
+        found: set[str] = set()
+        try:   # copied a sample at a time: a shard of large videos is never in memory whole
+            write_shard_stream(out, shard, _kept_samples(src, shard, wanted, found))
+        except _Unreadable as e:  # a broken shard costs its own samples: error rows, the run goes on
+            cause = e.__cause__
+            said = f": {first_line(cause)}" if str(cause).strip() else ""
+            message = f"shard {shard} unreadable: {type(cause).__name__}{said}"
             for r in rows:
                 if keep.get(r["key"]) == shard:
                     r.update(status="error", reason=message, shard="")
             continue
-        missing = {k for k, sh in keep.items() if sh == shard} - {s.key for s in kept}
         for r in rows:
-            if r["key"] in missing:
+            if r["key"] in wanted - found:
                 r.update(status="error", reason=f"sample not found in shard {shard}", shard="")
-        if kept:
-            with out.replaced_when_done(shard) as f:
-                write_shard_to(f, kept)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -112,3 +111,18 @@ def _filter_part(src: Output, out: Output, c: int, cfg: FilterConfig) -> dict[st
     pq.write_table(pa.Table.from_pylist([manifest.normalise_row(r) for r in rows], schema=manifest.SCHEMA), buf)
     out.write_bytes(part, buf.getvalue())
     return counts
+
+
+class _Unreadable(Exception):
+    """The input shard failed while its kept samples were copied (the cause is chained)."""
+
+
+def _kept_samples(src: Output, shard: str, wanted: set[str], found: set[str]) -> Iterator[ShardSample]:
+    try:
+        with src.open_read(shard) as f:
+            for s in read_shard(f):
+                if s.key in wanted:
+                    found.add(s.key)
+                    yield s
+    except Exception as e:    # reading only: a failure writing the output is not the input's and ends the run
+        raise _Unreadable() from e
