@@ -269,7 +269,26 @@ def build_annotate_config(preset: str = "cpu", config_file: str | Path | None = 
         _update(cfg, data, "")
     _update(cfg, _prune_none(overrides), "")
     check_output(cfg.output)
+    check_counts(cfg)
     return cfg
+
+
+# Counts that mean nothing below 1: at 0 a step or a batch never advances (min_keyframe_gap 0 re-segmented the
+# same keyframe forever once a keyframe had no regions; batch 0 failed every sample).
+AT_LEAST_ONE: dict[str, tuple[str, ...]] = {
+    "decode": ("max_side", "min_side"),
+    "keyframes": ("min_keyframe_gap",),
+    "segmenter": ("batch", "max_regions", "superpixels", "still_superpixels", "resolution", "points_per_side"),
+    "tracker": ("object_batch", "image_size"),
+}
+
+
+def check_counts(cfg: AnnotateConfig) -> None:
+    for section, keys in AT_LEAST_ONE.items():
+        for key in keys:
+            value = getattr(getattr(cfg, section), key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{section}.{key} must be an integer >= 1, got {value!r}")
 
 
 def check_output(out: OutputConfig) -> None:

@@ -337,6 +337,42 @@ def test_missing_and_mismatched_checkpoints_are_one_line_errors(checkpoints, tmp
         assert text in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
+def test_directsam_checkpoints_load_strictly_in_fp32_or_fail_in_one_line(checkpoints, tmp_path):
+    """transformers fills weights a folder lacks with random ones and only logs it (an encoder-only folder labelled
+    with a random head), loads a half-precision save as half (every sample failed on CPU), and raises multi-line
+    errors of its own for damaged or foreign folders."""
+    import json
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerModel
+
+    good = SegformerForSemanticSegmentation.from_pretrained(checkpoints["directsam"])
+    half = tmp_path / "half"
+    good.to(torch.float16).save_pretrained(half)
+    seg = build_segmenter(SegmenterConfig(name="directsam", checkpoint=str(half), resolution=64), "cpu")
+    assert next(seg.model.parameters()).dtype == torch.float32
+    [labels] = seg.segment(np.zeros((1, 48, 64, 3), np.uint8))
+    assert labels.shape == (48, 64)
+
+    encoder_only = tmp_path / "encoder_only"
+    SegformerModel(SegformerConfig.from_pretrained(checkpoints["directsam"])).save_pretrained(encoder_only)
+    config = json.loads((encoder_only / "config.json").read_text())
+    (encoder_only / "config.json").write_text(json.dumps({**config, "num_labels": 1, "id2label": {"0": "boundary"},
+                                                          "label2id": {"boundary": 0}}))
+    damaged = tmp_path / "damaged"
+    shutil.copytree(checkpoints["directsam"], damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    reshaped = tmp_path / "reshaped"
+    shutil.copytree(checkpoints["directsam"], reshaped)
+    config = json.loads((reshaped / "config.json").read_text())
+    (reshaped / "config.json").write_text(json.dumps({**config, "decoder_hidden_size": 24}))
+    for folder, text in ((encoder_only, "missing keys"), (damaged, "cannot be loaded"), (reshaped, "cannot be loaded")):
+        with pytest.raises(ValueError) as e:
+            build_segmenter(SegmenterConfig(name="directsam", checkpoint=str(folder), resolution=64), "cpu")
+        assert text in str(e.value) and "\n" not in str(e.value), str(e.value)
+    with pytest.raises(ValueError, match="batch must be at least 1"):
+        build_segmenter(directsam_cfg(checkpoints, batch=0), "cpu")
+
+
 def test_missing_checkpoint_fails_before_any_output(tmp_path):
     from typer.testing import CliRunner
 

@@ -137,6 +137,14 @@ def test_merge_reconciles_fresh_regions_with_carried_tracks():
     # No carried tracks (first frame, after a cut): every region is new, in ascending region order.
     res3, nxt3 = merge_keyframe(None, seg, next_id=1)
     assert sorted(np.unique(res3.labels)) == [1, 2, 3, 4, 5] and nxt3 == 6 and (res3.labels[:3, :5] == 1).all()
+    # Pixels the segmenter leaves at 0 (SAM covers only the left half; an empty keyframe) keep the carried ids:
+    # the tracker still holds track 9 there (it was erased and ended).
+    half = np.zeros((10, 10), np.int32)
+    half[:, :5] = 1
+    res4, _ = merge_keyframe(c2, half, next_id=20)
+    assert (res4.labels[:, :4] == 7).all() and (res4.labels[:, 5:7] == 9).all() and res4.ended_ids == []
+    res5, _ = merge_keyframe(c2, np.zeros((10, 10), np.int32), next_id=20)
+    assert (res5.labels == c2).all() and res5.ended_ids == [] and res5.new_ids == []
 
 
 def test_labeller_keeps_ids_through_clips_and_never_across_cut():
@@ -413,3 +421,22 @@ def test_stills_are_segmented_with_the_still_settings(tmp_path):
     # the same frame twice is a video: its keyframe is cut with the video settings (and its flow)
     two = labeller.label(np.concatenate([image, image]), [0], []).labels[0]
     assert len(np.unique(two)) > still.max()
+
+
+def test_thin_and_tiny_videos_label_with_the_cpu_default():
+    """OpenCV's DIS flow raised on frames with a side under ~12 px and killed the process (SIGSEGV) at 12-15 px
+    (a 1000 x 30 video works at 384 x 12): the flow pads such frames; they label like any other."""
+    from dataengine.backends.trackers.flow import dis_flow
+    import cv2
+
+    rng = np.random.default_rng(0)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    base = (rng.random((12, 80)) * 255).astype(np.uint8)
+    shifted = np.roll(base, 2, axis=1)
+    flow = dis_flow(dis, base, shifted)
+    assert flow.shape == (12, 80, 2) and np.median(flow[..., 0][:, 8:-8]) > 1.0   # it sees the shift right
+    labeller = Labeller(AnnotateConfig())
+    for h, w in ((12, 384), (14, 200), (8, 384), (384, 9), (1, 384), (3, 2)):
+        frames = np.stack([np.roll((rng.random((h, w, 3)) * 255).astype(np.uint8), t, axis=1) for t in range(6)])
+        result = labeller.label(frames, [0], [])
+        assert result.labels.shape == (6, h, w) and (result.labels[0] > 0).all()

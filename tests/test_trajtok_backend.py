@@ -65,3 +65,48 @@ def test_joint_linking_keeps_ids_of_overlapping_regions():
     assert res.keyframes == [0, 2, 4]
     assert (res.labels[:4, :, :5] == 1).all() and (res.labels[:4, :, 5:] == 2).all()  # linked across clip 0 -> 1
     assert set(np.unique(res.labels[4:])) == {3, 4}                                   # new ids after the cut
+
+
+def test_joint_linking_after_a_cut_off_the_clip_grid():
+    """The model's clips start at each shot's start: after a cut at 5 with 4-frame clips, the clips
+    starting at 8 and 12 (counted from frame 0) were never merged, so every object took a new id there."""
+    class Fake:
+        name, clip_frames = "fake", 4
+
+        def segment_video(self, frames):  # two regions, renumbered in every clip of the frames it is given
+            out = np.zeros(frames.shape[:3], np.int32)
+            for s in range(0, len(frames), 4):
+                out[s:s + 4, :, :5] = 10 + s
+                out[s:s + 4, :, 5:] = 11 + s
+            return out
+
+    lab = Labeller.__new__(Labeller)
+    lab.cfg, lab.segmenter, lab.joint, lab.tracker = AnnotateConfig(), Fake(), True, None
+    res = lab.label(np.zeros((14, 4, 10, 3), np.uint8), [0], [5])
+    assert res.keyframes == [0, 4, 5, 9, 13]
+    assert (res.labels[:5, :, :5] == 1).all() and (res.labels[:5, :, 5:] == 2).all()
+    assert (res.labels[5:, :, :5] == 3).all() and (res.labels[5:, :, 5:] == 4).all()   # one id each to the end
+
+
+def test_joint_linking_writes_one_id_per_clip_region_and_records_what_it_wrote():
+    """A clip region the merge keeps under two carried ids (two tracks one region joins) gets one id in every
+    frame of the clip, and the merge record says that id continues and the other ends (it wrote the id of the
+    region's last pixel and recorded both as continued)."""
+    class Fake:
+        name, clip_frames = "fake", 2
+
+        def segment_video(self, frames):  # two regions in the first clip, one in the second
+            out = np.zeros(frames.shape[:3], np.int32)
+            out[:2, :, :5], out[:2, :, 5:], out[2:] = 1, 2, 7
+            return out
+
+    lab = Labeller.__new__(Labeller)
+    lab.cfg, lab.segmenter, lab.joint, lab.tracker = AnnotateConfig(), Fake(), True, None
+    lab.cfg.merge.fate_tolerance, lab.cfg.merge.min_track_frames = 0.0, 1     # no grouping after the merge
+    res = lab.label(np.zeros((4, 4, 10, 3), np.uint8), [0], [])
+    assert (res.labels[:2, :, :5] == 1).all() and (res.labels[:2, :, 5:] == 2).all()
+    assert len(np.unique(res.labels[2:])) == 1
+    kept = int(res.labels[2, 0, 0])
+    [record] = res.merges
+    assert record["position"] == 2 and [i for i, _ in record["matched"]] == [kept]
+    assert record["ended"] == [3 - kept] and record["new"] == []

@@ -205,11 +205,14 @@ class Labeller:
     def label_jointly(self, frames: np.ndarray, cuts: list[int]) -> ClipLabels:
         """Video segmenter: one pass per clip; clips of a shot linked by IoU, never across a cut."""
         T = len(frames)
+        shots = [0] + sorted({c for c in cuts if 0 < c < T}) + [T]
         t0 = time.perf_counter()
-        raw = self.segmenter.segment_video(frames)
+        # Shot by shot: the model's clips start at each shot's start, where the merges below link them (one
+        # pass over the video cut clips every clip_frames from frame 0, and after a cut elsewhere than on that
+        # grid no merge linked them: every object took a new id at those clip starts).
+        raw = np.concatenate([self.segmenter.segment_video(frames[a:b]) for a, b in zip(shots, shots[1:])])
         t_segment = time.perf_counter() - t0
         step = self.segmenter.clip_frames
-        shots = [0] + [c for c in cuts if 0 < c < T] + [T]
         starts = sorted({s for a, b in zip(shots, shots[1:]) for s in range(a, b, step)})
         labels = np.zeros_like(raw)
         merges: list[dict] = []
@@ -217,16 +220,41 @@ class Labeller:
         for s, end in zip(starts, starts[1:] + [T]):
             carried = None if (s == 0 or s in cuts) else labels[s - 1]
             result, next_id = self.merge(carried, raw[s], next_id)
-            # The clip's own ids -> trajectory ids, read off the merged first frame.
-            lut = np.zeros(int(raw[s:end].max()) + 1, dtype=np.int32)
-            lut[raw[s].ravel()] = result.labels.ravel()
+            lut = clip_ids(raw[s], result.labels, int(raw[s:end].max()) + 1)
             unseen = [int(i) for i in np.unique(raw[s:end]) if i and not lut[i]]
             for i in unseen:  # objects that appear later in the clip
                 lut[i], next_id = next_id, next_id + 1
             labels[s:end] = lut[raw[s:end]]
             if carried is not None:
-                merges.append({"position": s, "matched": [[i, iou] for i, iou in result.matched],
-                               "new": result.new_ids, "ended": result.ended_ids})
+                merges.append({"position": s, **written_merge(carried, labels[s], result.new_ids)})
         t1 = time.perf_counter()
         labels = self.join_common_fate(frames, labels, list(cuts))
         return ClipLabels(labels, starts, list(cuts), merges, t_segment, time.perf_counter() - t1)
+
+
+def clip_ids(first: np.ndarray, merged: np.ndarray, size: int) -> np.ndarray:
+    """A video segmenter's clip ids -> trajectory ids, read off the merge of the clip's first frame: each clip
+    id takes the id that holds most of its pixels there (ties: the smaller). One id per clip id, because the
+    later frames of the clip know only the clip's ids (where the merge kept two carried ids in one region,
+    the clip's frames cannot say which pixel is whose); 0 (no object) stays 0."""
+    lut = np.zeros(size, dtype=np.int32)
+    width = int(merged.max()) + 1
+    codes, counts = np.unique(first.astype(np.int64).ravel() * width + merged.ravel(), return_counts=True)
+    clip, ids = codes // width, codes % width
+    order = np.lexsort((ids, -counts, clip))
+    head = np.r_[True, clip[order][1:] != clip[order][:-1]]
+    lut[clip[order][head]] = ids[order][head]
+    lut[0] = 0
+    return lut
+
+
+def written_merge(carried: np.ndarray, written: np.ndarray, new_ids: list[int]) -> dict:
+    """The merge record (``matched``: carried id and the share of its carried pixels it keeps; ``new``;
+    ``ended``) of what was written at a keyframe."""
+    present = set(np.unique(written).tolist()) - {0}
+    ids, inverse = np.unique(carried, return_inverse=True)
+    kept = np.bincount(inverse.ravel(), weights=(written == carried).ravel(), minlength=len(ids))
+    area = np.bincount(inverse.ravel(), minlength=len(ids))
+    matched = [[int(t), round(float(kept[j] / area[j]), 4)] for j, t in enumerate(ids) if t and int(t) in present]
+    return {"matched": matched, "new": [i for i in new_ids if i in present],
+            "ended": [int(t) for t in ids if t and int(t) not in present]}

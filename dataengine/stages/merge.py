@@ -25,7 +25,8 @@ cover:
   tracker's account: its carried pixels keep its id rather than being
   merged into a neighbour.
 
-Tracks end only where the tracker lost them. The same function serves every
+Pixels the segmenter leaves at 0 (no region) keep the carried ids. Tracks end
+only where the tracker lost them. The same function serves every
 labeller (segmenter + tracker, and video segmenters linking their clips).
 """
 from __future__ import annotations
@@ -112,6 +113,11 @@ def merge_keyframe(propagated: np.ndarray | None, segmentation: np.ndarray, next
         out[in_mixed] = carried[in_mixed]
         holes = in_mixed & (carried == 0)
         out[holes] = track_ids[dominant][s_inv[holes]]
+    # Pixels the segmenter leaves at 0 (SAM's masks need not cover the frame) are no evidence either way: the
+    # tracker's ids stay there.
+    unsegmented = segmentation == 0
+    if unsegmented.any():
+        out[unsegmented] = carried[unsegmented]
     # A track the fresh partition would swallow keeps its carried pixels (no evidence it is gone).
     kept = np.bincount(c_inv.ravel(), weights=(out == carried).ravel(), minlength=C)
     restore = (kept < keep_share * c_area) & (c_area > 0)

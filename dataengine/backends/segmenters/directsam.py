@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from dataengine.config import SegmenterConfig
-from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError
+from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError, first_line
 from dataengine.backends.models import autocast, directsam_checkpoint, torch_device
 from dataengine.ops.regions import fill_unlabelled, kept_regions
 
@@ -49,14 +49,28 @@ class DirectSamSegmenter:
 
         if cfg.resolution < 32:
             raise ConfigError(f"DirectSAM resolution must be at least 32, got {cfg.resolution}")
+        if cfg.batch < 1:
+            raise ConfigError(f"DirectSAM batch must be at least 1, got {cfg.batch}")
         self.cfg = cfg
         self.device = torch_device(device)
         found = directsam_checkpoint(cfg)
         try:
-            model = SegformerForSemanticSegmentation.from_pretrained(found.path, local_files_only=True)
+            # fp32 weights whatever the checkpoint stores (transformers loads a half-precision save as half by
+            # default, and fp32 inputs then fail on CPU; CUDA runs under bf16 autocast); loaded strictly below
+            model, info = SegformerForSemanticSegmentation.from_pretrained(
+                found.path, local_files_only=True, dtype=torch.float32, output_loading_info=True)
         except (OSError, ValueError) as e:
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise CheckpointNotFound(f"DirectSAM checkpoint {found.path} cannot be loaded: {first}") from None
+            raise CheckpointNotFound(f"DirectSAM checkpoint {found.path} cannot be loaded: {first_line(e)}") from None
+        except Exception as e:     # damaged weights, another model's folder, shapes that do not fit
+            raise CheckpointError(f"DirectSAM checkpoint {found.path} cannot be loaded: "
+                                  f"{type(e).__name__}: {first_line(e)}") from None
+        # transformers only logs keys it could not fill and leaves those weights random: refused here
+        problems = [f"{len(keys)} {label} (e.g. {sorted(map(str, keys))[0]})" for keys, label in
+                    ((info.get("missing_keys"), "missing keys"), (info.get("unexpected_keys"), "unexpected keys"),
+                     (info.get("mismatched_keys"), "keys of another shape")) if keys]
+        if problems:
+            raise CheckpointError(f"DirectSAM checkpoint {found.path} does not fit a Segformer boundary model: "
+                                  f"{', '.join(problems)}")
         if model.config.num_labels != 1:
             raise CheckpointError(f"DirectSAM checkpoint {found.path} has {model.config.num_labels} output channels; "
                              "a boundary model has 1")
@@ -75,7 +89,7 @@ class DirectSamSegmenter:
         h, w = frames.shape[1:3]
         r = self.cfg.resolution
         with torch.inference_mode():
-            for start in range(0, len(frames), max(1, self.cfg.batch)):
+            for start in range(0, len(frames), self.cfg.batch):
                 x = torch.from_numpy(np.ascontiguousarray(frames[start:start + self.cfg.batch])).to(self.device)
                 x = x.permute(0, 3, 1, 2).float().div_(255)
                 x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=True)

@@ -18,24 +18,38 @@ from dataengine.config import TrackerConfig
 from dataengine.ops.regions import drop_small, nearest_label
 
 
+# OpenCV's DIS flow raises, or kills the process (SIGSEGV), on images with a side under 16 px (found for heights
+# 1-15 at widths 16-1024): such frames are edge-padded to 16 px for the flow and the flow is cropped back.
+DIS_MIN_SIDE = 16
+
+
+def dis_flow(dis, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """DIS flow ``[H, W, 2]`` from grey image ``a`` to ``b``, for any size (small ones padded)."""
+    h, w = a.shape[:2]
+    if min(h, w) >= DIS_MIN_SIDE:
+        return dis.calc(a, b, None)
+    pad_h, pad_w = max(0, DIS_MIN_SIDE - h), max(0, DIS_MIN_SIDE - w)
+    a, b = (cv2.copyMakeBorder(g, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE) for g in (a, b))
+    return np.ascontiguousarray(dis.calc(a, b, None)[:h, :w])
+
+
 def frame_motion(frames: np.ndarray, t: int, dis=None, reliability: float = 0.0,
                  steps: dict | None = None) -> np.ndarray | None:
     """Dense flow ``[H, W, 2]`` (px/frame) of frame ``t`` towards the next frame (the previous one, reversed,
-    for the last frame); None for a single frame or frames too small for DIS (no evidence either way).
+    for the last frame); None for a single frame.
     With ``reliability`` > 0 a third channel is 1 where the forward-backward check passes within that many
     px (the backward flow costs a second DIS call); the (forward, backward) pair of the step t -> t+1 is
     then left in ``steps[t]`` for the tracker to reuse."""
-    h, w = frames.shape[1:3]
-    if len(frames) < 2 or min(h, w) < 12:
+    if len(frames) < 2:
         return None
     dis = dis or cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     other, sign = (t + 1, 1.0) if t + 1 < len(frames) else (t - 1, -1.0)
     a, b = (cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY) for i in (t, other))
-    forward = dis.calc(a, b, None)
+    forward = dis_flow(dis, a, b)
     if reliability <= 0:
         return sign * forward
     from dataengine.ops.motionlayers import consistent
-    backward = dis.calc(b, a, None)
+    backward = dis_flow(dis, b, a)
     if steps is not None and sign > 0:
         steps[t] = (forward, backward)
     ok = consistent(forward, backward, reliability)
@@ -71,8 +85,8 @@ class FlowTracker:
             if t == 0 and first_step is not None:
                 forward, backward = first_step
             else:
-                backward = self.dis.calc(grey[t + 1], grey[t], None)
-                forward = self.dis.calc(grey[t], grey[t + 1], None)
+                backward = dis_flow(self.dis, grey[t + 1], grey[t])
+                forward = dis_flow(self.dis, grey[t], grey[t + 1])
             self.flows.append(forward)
             src = grid + backward
             # float32 carries ids exactly up to 2**24; INTER_NEAREST never blends two ids.
