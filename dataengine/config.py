@@ -51,6 +51,7 @@ class KeyframeConfig:
 class SegmenterConfig:
     name: str = "classical"       # a segmenter of dataengine.backends.table
     checkpoint: str | None = None
+    # classical, directsam, sam (a trained trajtok segmenter's regions are its queries' masks; it reads neither)
     min_area: float = 0.0015      # regions smaller than this share of the frame are absorbed
     max_regions: int = 128
     # classical: superpixels merged by colour similarity
@@ -76,7 +77,7 @@ class SegmenterConfig:
     boundary_refine: int = 3      # passes moving outline pixels to the neighbour region whose local colour they match
     boundary_radius: int = 3      # ... within a window of this radius (px); 0 passes: off
     # model segmenters (directsam, sam)
-    resolution: int = 1024        # model input side: DirectSAM square input, SAM 2 image_size
+    resolution: int = 1024        # model input side: DirectSAM square input, SAM 2 image_size (trajtok: its own)
     batch: int = 4                # keyframes per forward pass (DirectSAM)
     boundary_threshold: float = 0.5   # DirectSAM: boundary probability that separates regions
     sam_type: str = "auto"        # sam: auto (read from the checkpoint) | vit_b | vit_l | vit_h | sam2
