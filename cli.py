@@ -412,6 +412,7 @@ def eval_segmenter_cmd(checkpoint: Path = typer.Option(..., help="A segmenter .s
                        limit: Optional[int] = typer.Option(None, min=1, help="Evaluate at most this many samples."),
                        json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON.")):
     """Score a trained segmenter against the shards' masks (same metrics as `trajdata eval`)."""
+    from dataengine.tools.evaluate import json_safe
     from trajtok.evaluate import score_segmenter
 
     with progress() as bar:
@@ -420,7 +421,7 @@ def eval_segmenter_cmd(checkpoint: Path = typer.Option(..., help="A segmenter .s
     Console().print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                               for k, v in result["summary"].items()))
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2, default=float))
+        json_out.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))   # NaN -> null: strict JSON
     return result
 
 

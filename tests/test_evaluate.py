@@ -206,3 +206,32 @@ def test_json_of_a_sample_without_objects_is_strict_json(tmp_path):
     assert any(isinstance(v, float) and np.isnan(v) for v in r["per_sample"][1].values())
     text = json.dumps(json_safe(r), allow_nan=False)
     assert json.loads(text)["per_sample"][1]["recall_at_0.5"] is None
+
+
+def test_a_cropped_prediction_a_repeated_frame_and_a_prediction_cut_short(tmp_path):
+    """A prediction of another aspect ratio (here the left half) was squeezed onto the GT and scored 1.0; a
+    repeated frame index was scored twice; GT trajectories only in frames the prediction lacks vanished from
+    the scores without a count."""
+    gt = np.zeros((8, 4, 8), np.int32)
+    gt[:, :, :4], gt[:, :, 4:] = 1, 2                      # two halves, both in every frame
+    gt[4:, :, 4:] = 3                                      # trajectory 3 replaces 2 from frame 4 on
+    gt[4:, 0, 0] = 2                                       # ... 2 stays as one pixel (not only in frames 0-3)
+    gt_dir = write_dataset(tmp_path / "gt", [sample("crop", gt), sample("twice", gt), sample("short", gt)])
+    repeated = np.concatenate([gt[:1] * 0, gt])            # frame 0 twice: first an empty map, then the true one
+    pred_dir = write_dataset(tmp_path / "pred", [sample("crop", gt[:, :, :4]),
+                                                 sample("twice", repeated, frame_indices=[0] + list(range(8))),
+                                                 sample("short", gt[:4] * (gt[:4] != 2), frame_indices=range(4))])
+    rows = {r["key"]: r for r in evaluate_dirs(pred_dir, gt_dir)["per_sample"]}
+    assert not rows["crop"]["scored"] and rows["crop"]["problem"].startswith("other aspect ratio (4x4 vs GT 4x8)")
+    assert rows["crop"]["recall_at_0.5"] == 0.0
+    assert rows["twice"]["scored"] and rows["twice"]["frames"] == 8       # 9 before: frame 0 scored twice
+    r = evaluate_dirs(pred_dir, gt_dir)
+    assert rows["short"]["gt_outside_pred_frames"] == 1 and r["gt_outside_pred_frames"] == 1
+    text = _render(format_table(r))
+    assert "other aspect ratio" in text and "1 GT trajectories only in frames no prediction annotates" in text
+
+
+def _render(table) -> str:
+    console = Console(width=400, record=True)
+    console.print(table)
+    return console.export_text()

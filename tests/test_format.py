@@ -107,12 +107,16 @@ def test_validate_refuses_trajectory_id_0_and_negative_ids():
     would vanish from eval, show, export and training, a negative one breaks them."""
     from dataengine.format.validate import check_traj
     lab = labels()
-    for bad_id in (0, -1):
+    for bad_id in (0, -1, 2 ** 31):        # and readers hold ids as int32
         traj = trajformat.labels_to_traj(lab, [0, 1, 2], [0, 1, 2], [0])
         traj["masklet_id"] = [bad_id, 9]
         traj["trajectories"][0]["id"] = bad_id
-        assert check_traj(traj, "x") == [f"x: trajectory ids must be integers >= 1 (0 means no trajectory), "
-                                          f"got [{bad_id}]"]
+        assert check_traj(traj, "x") == [f"x: trajectory ids must be integers from 1 to 2**31 - 1 (0 means no "
+                                          f"trajectory), got [{bad_id}]"]
+    # frame indices that repeat or go back (eval would score a frame twice)
+    for indices in ([0, 0, 1], [0, 2, 1], [-1, 0, 1]):
+        traj = trajformat.labels_to_traj(lab, indices, [0, 1, 2], [0])
+        assert check_traj(traj, "x") == ["x: frame_indices must be increasing source frame numbers >= 0"]
 
 
 def test_validate_lists_a_torn_manifest_part_and_reads_the_others(tmp_path):

@@ -379,3 +379,18 @@ def test_the_two_recalls_differ_where_one_prediction_covers_two_trajectories():
     # ``where`` restricts the pixels that count: off GT void, prediction 5 equals trajectory 1
     _, _, iou = iou_matrix(gt, np.array([[[5, 5, 0, 0]]]), where=gt == 1)
     assert iou.tolist() == [[1.0]]
+
+
+def test_matched_ious_never_match_what_a_no_object_model_left_at_0():
+    """trajtok's matched recall: predicted 0 is "no object"; it was matched as a region (an all-0 prediction
+    scored IoU 1.0)."""
+    from dataengine.metrics.matching import matched_ious
+    assert matched_ious(np.array([[[0, 0, 0, 0]]]), np.array([[[0, 1, 1, 0]]])).tolist() == [0.0]
+    assert matched_ious(np.array([[[0, 0, 5, 5, 0, 0]]]), np.array([[[1, 1, 2, 2, 0, 0]]])).tolist() == [0.0, 1.0]
+
+
+def test_aq_is_nan_without_a_ground_truth_trajectory():
+    gt = np.zeros((2, 4, 4), np.int32)
+    pred = np.ones_like(gt)
+    r = M.evaluate_sequences([(gt, pred)])
+    assert math.isnan(r["AQ"]) and math.isnan(r["per_sequence"][0]["AQ"]) and math.isnan(r["STQ"])

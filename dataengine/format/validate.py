@@ -50,9 +50,15 @@ def check_traj(traj: dict, where: str) -> list[str]:
     if sorted(t["id"] for t in traj["trajectories"]) != sorted(ids) or len(set(ids)) != len(ids):
         p.append(f"{where}: trajectories and masklet_id disagree or repeat ids")
     # id 0 is "no trajectory" in every id map the readers make (eval, show, export, training)
-    bad_ids = sorted({i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i < 1}, key=str)
+    # ... and readers hold ids as int32
+    bad_ids = sorted({i for i in ids if not isinstance(i, int) or isinstance(i, bool) or not 1 <= i < 2 ** 31},
+                     key=str)
     if bad_ids:
-        p.append(f"{where}: trajectory ids must be integers >= 1 (0 means no trajectory), got {bad_ids}")
+        p.append(f"{where}: trajectory ids must be integers from 1 to 2**31 - 1 (0 means no trajectory), "
+                 f"got {bad_ids[:5]}")
+    indices = traj["frame_indices"]
+    if any(not isinstance(f, int) or f < 0 for f in indices) or any(b <= a for a, b in zip(indices, indices[1:])):
+        p.append(f"{where}: frame_indices must be increasing source frame numbers >= 0")
     if any(not (0 <= k < T) for k in traj["keyframes"]):
         p.append(f"{where}: keyframe position out of range")
     areas = np.zeros((len(ids), T), dtype=np.int64)

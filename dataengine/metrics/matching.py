@@ -56,11 +56,11 @@ def matched_ious(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """IoU of every GT id (sorted) with the prediction matched to it one-to-one, 0 if none; ``[n_gt]``.
 
     Only pixels some GT trajectory covers count (pseudo-labels leave pixels unlabelled;
-    nothing is known there), and there predicted id 0 is a region like any other.
+    nothing is known there). Predicted id 0 is "nothing predicted" (a no-object model's
+    unclaimed pixels): it is never matched, but its pixels are in each GT trajectory's area.
     """
     keep = np.asarray(gt) != 0
-    # +1: predicted id 0 becomes a nonzero id, so it can be matched like the others.
-    g_ids, _, iou = iou_matrix(gt, np.asarray(pred).astype(np.int64) + 1, where=keep)
+    g_ids, _, iou = iou_matrix(gt, pred, where=keep)
     out = np.zeros(len(g_ids))
     rows, cols = match_one_to_one(iou)
     out[rows] = iou[rows, cols]

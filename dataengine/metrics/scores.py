@@ -47,7 +47,8 @@ Departures from the reference scripts, all in degenerate cases only:
 ``trajectory_recall`` and ``evaluate_sequences`` are this project's own:
 class-agnostic trajectory id maps where 0 means "no trajectory" (void in GT).
 Their trajectory IoU is strict: a predicted trajectory's pixels on GT void
-count in its union (STQ / VEQ / VPQ keep their published void rules). Their
+count in its union (STQ / VEQ / VPQ keep their published void rules). AQ is NaN, not deeplab2's 0, where a
+sequence has no GT trajectory. Their
 ``recall_at_0.5`` is best-IoU recall (each GT trajectory scored with its best
 prediction, shared or not); the one-to-one matcher is ``matching``.
 """
@@ -484,8 +485,9 @@ def _recall_video(g: np.ndarray, p: np.ndarray | None) -> tuple[np.ndarray, np.n
     IoU of the two space-time volumes.  The rule is *strict*: every predicted
     pixel of the trajectory is in the union, including pixels where the
     reference is 0 (void), so a trajectory that bleeds into unlabelled
-    background loses IoU; STQ / VEQ / VPQ instead keep their published rules,
-    which leave a prediction's void pixels out of the union.
+    background loses IoU; STQ / VEQ / VPQ instead keep their published rules
+    (VEQ / VPQ leave a prediction's void pixels out of the union; STQ's SQ
+    ignores void pixels, its AQ counts them in the predicted id's size).
     ``best_pred_id`` is 0 when nothing overlaps.  ``n_covering`` counts, per GT
     trajectory, the predicted ids whose overlap is at least ``COVER_SHARE`` of
     the GT trajectory's volume (fragmentation: 1 is ideal).
@@ -616,6 +618,12 @@ def _pixel_recall(conf: np.ndarray) -> float:
     return float(conf[0, 0] / total) if total else float("nan")
 
 
+def _aq(aq: float, n_tracks: int) -> float:
+    """AQ where there is a ground-truth trajectory to associate; NaN where there is none (deeplab2 divides by an
+    epsilon and says 0, which reads as a bad score beside the NaN of STQ and SQ)."""
+    return aq if n_tracks else float("nan")
+
+
 def evaluate_sequences(pairs: Iterable[tuple[Any, Any]] | Mapping[Any, tuple[Any, Any]],
                        window_sizes: Sequence[int] = WINDOW_SIZES) -> dict[str, Any]:
     """Class-agnostic evaluation of trajectory id maps.
@@ -669,7 +677,8 @@ def evaluate_sequences(pairs: Iterable[tuple[Any, Any]] | Mapping[Any, tuple[Any
         veq_s = _pq_summary(pq, 1, None, "VEQ")["VEQ"]
         n_pred = 0 if p is None else int(np.count_nonzero(_compact(p)[0]))
         per_seq.append({"id": sid, "frames": int(g.shape[0]), "n_gt_trajectories": int(len(best)),
-                        "n_pred_trajectories": n_pred, "STQ": srow["STQ"], "AQ": srow["AQ"], "SQ": srow["IoU"],
+                        "n_pred_trajectories": n_pred, "STQ": srow["STQ"], "AQ": _aq(srow["AQ"], s["n_tubes"]),
+                        "SQ": srow["IoU"],
                         "pixel_recall": _pixel_recall(s["conf"]), "VEQ": veq_s, "VPQ": veq_s, **_recall_summary(best),
                         **_fragmentation_summary(cov, gl, pl)})
     res = _stq_result(stq_stats, _AGNOSTIC_INCLUDE)
@@ -679,7 +688,7 @@ def evaluate_sequences(pairs: Iterable[tuple[Any, Any]] | Mapping[Any, tuple[Any
         veq_v = _pq_summary(pq_total, 1, None, "VEQ")["VEQ"]
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
     best = cat(best_all)
-    return {"STQ": res["STQ"], "AQ": res["AQ"], "SQ": res["IoU"],
+    return {"STQ": res["STQ"], "AQ": _aq(res["AQ"], sum(s["n_tubes"] for _, s in stq_stats)), "SQ": res["IoU"],
             "pixel_recall": float("nan") if conf_total is None else _pixel_recall(conf_total), "VEQ": veq_v, "VPQ": veq_v,
             **_recall_summary(best), **_fragmentation_summary(cat(cov_all), cat(gl_all), cat(pl_all)),
             "sequences": len(per_seq), "per_sequence": per_seq}

@@ -18,13 +18,17 @@ Frames
     The prediction's ``frame_indices`` (indices into the decoded source video)
     select the GT frames with the same indices; the GT may annotate every
     frame of the video.  Predicted frames the GT does not annotate are left out
-    (counted in ``frames_without_gt``).  A prediction sharing no frame with its
-    GT is scored as missing.
+    (counted in ``frames_without_gt``); a frame index the prediction repeats is
+    scored once.  GT trajectories present only in frames the prediction does not
+    annotate are not scored (counted in ``gt_outside_pred_frames``: a prediction
+    cut short shows there).  A prediction sharing no frame with its GT is scored
+    as missing.
 
 Resolution
     When the GT masks differ in size from the predicted masks, the GT label
     maps are resized to the prediction's size with nearest neighbour
-    (``cv2.INTER_NEAREST``).
+    (``cv2.INTER_NEAREST``).  A prediction of another aspect ratio (beyond the
+    rounding of a resize: a crop, a stretch) is scored as missing.
 
 Videos and images
     When the ground truth holds both (its samples' ``media_type``), the
@@ -90,24 +94,44 @@ def prediction_grid(size: tuple[int, int], pred_area: float | None) -> tuple[int
     return max(1, round(H * f)), max(1, round(W * f))
 
 
-def _align(gt_traj: dict[str, Any], pred_traj: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None, int]:
+def same_shape(gt_size: tuple[int, int], pred_size: tuple[int, int]) -> bool:
+    """Whether two (height, width) are one picture at two sizes: equal aspect ratios up to the rounding of a
+    resize to whole pixels (a cropped or stretched prediction is not)."""
+    (H, W), (h, w) = gt_size, pred_size
+    return abs(h * W - H * w) <= W + H
+
+
+def _align(gt_traj: dict[str, Any], pred_traj: dict[str, Any]) -> dict[str, Any]:
     """GT and prediction label maps on the prediction's frames and resolution.
 
-    Returns ``(gt, pred, frames_without_gt)``; ``pred`` is None when no
-    predicted frame is annotated in the GT.
+    Returns ``gt``, ``pred`` (None when no predicted frame is annotated in the GT, or the two differ in
+    aspect ratio: ``problem`` says which), ``frames_without_gt`` and ``gt_outside_pred_frames`` (GT
+    trajectories present only in frames the prediction does not annotate: not scored). A frame index the
+    prediction repeats is scored once (its first map).
     """
-    gt_pos = {}
+    gt_pos: dict[int, int] = {}
     for i, f in enumerate(gt_traj["frame_indices"]):
         gt_pos.setdefault(int(f), i)
-    sel_pred = [j for j, f in enumerate(pred_traj["frame_indices"]) if int(f) in gt_pos]
-    without = len(pred_traj["frame_indices"]) - len(sel_pred)
+    seen: set[int] = set()
+    sel_pred = []
+    for j, f in enumerate(pred_traj["frame_indices"]):
+        if int(f) in gt_pos and int(f) not in seen:
+            sel_pred.append(j)
+        seen.add(int(f))
+    out = {"frames_without_gt": len(pred_traj["frame_indices"]) - len(sel_pred), "problem": None,
+           "gt_outside_pred_frames": 0}
     if not sel_pred:
-        return trajformat.traj_to_labels(gt_traj), None, without
+        return {**out, "gt": trajformat.traj_to_labels(gt_traj), "pred": None, "problem": "no shared frame"}
+    gt_size, pred_size = (gt_traj["height"], gt_traj["width"]), (pred_traj["height"], pred_traj["width"])
+    if not same_shape(gt_size, pred_size):
+        return {**out, "gt": trajformat.traj_to_labels(gt_traj), "pred": None,
+                "problem": f"other aspect ratio ({pred_size[0]}x{pred_size[1]} vs GT {gt_size[0]}x{gt_size[1]})"}
     sel_gt = [gt_pos[int(pred_traj["frame_indices"][j])] for j in sel_pred]
+    areas = [t.get("area") or [] for t in gt_traj["trajectories"]]
+    out["gt_outside_pred_frames"] = sum(1 for a in areas if any(a) and not any(a[i] for i in sel_gt if i < len(a)))
     gt = trajformat.labels_at(gt_traj, sel_gt)
     pred = trajformat.labels_at(pred_traj, sel_pred)
-    gt = resize_nearest(gt, pred.shape[1], pred.shape[2])
-    return gt, pred, without
+    return {**out, "gt": resize_nearest(gt, pred.shape[1], pred.shape[2]), "pred": pred}
 
 
 def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
@@ -125,8 +149,8 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
     ``missing_pred`` (GT samples without a prediction, or whose prediction shares no frame with
     them: scored as all missed, at the predictions' median size), ``unmatched_pred`` and ``per_sample``
     (one row per GT sample: ``key``, ``pred_key``, ``matched_by`` ('key' | 'address' | None), ``scored``
-    (False: scored as missing),
-    ``frames``, ``frames_without_gt``, ``n_gt_trajectories``,
+    (False: scored as missing, ``problem`` says why when it has a prediction),
+    ``frames``, ``frames_without_gt``, ``gt_outside_pred_frames``, ``n_gt_trajectories``,
     ``n_pred_trajectories`` and the per-sample metrics).
     """
     for d in (pred_dir, gt_dir):
@@ -158,16 +182,17 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
                 addr = source_address(g.meta)
                 if addr is not None and addr in by_address:
                     pred_key, how = by_address[addr], "address"
-            without = 0
             if pred_key is None:
-                gt, pred = g.labels, None
+                a = {"gt": g.labels, "pred": None, "frames_without_gt": 0, "problem": None,
+                     "gt_outside_pred_frames": 0}
             else:
                 used.add(pred_key)
-                gt, pred, without = _align(g.traj, preds[pred_key])
+                a = _align(g.traj, preds[pred_key])
+            gt, pred = a.pop("gt"), a.pop("pred")
             if pred is None:    # scored as missing: on the grid the predictions use, not on the GT's storage size
                 gt = resize_nearest(gt, *prediction_grid(gt.shape[1:], pred_area))
             rows.append({"key": g.key, "media_type": g.meta.get("media_type", "video"), "pred_key": pred_key,
-                         "matched_by": how, "scored": pred is not None, "frames_without_gt": without})
+                         "matched_by": how, "scored": pred is not None, **a})
             yield gt, pred
 
     res = metrics.evaluate_sequences(pairs(), window_sizes=window_sizes)
@@ -183,6 +208,7 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
                matched=sum(1 for r in per_sample if r["scored"]),
                missing_pred=sum(1 for r in per_sample if not r["scored"]),
                unmatched_pred=len(set(preds) - used),
+               gt_outside_pred_frames=sum(r["gt_outside_pred_frames"] for r in per_sample),
                per_sample=per_sample)
     media = sorted({r["media_type"] for r in per_sample})
     if len(media) > 1:
@@ -237,7 +263,9 @@ def format_table(result: dict[str, Any], max_rows: int = 30) -> Table:
     """A rich table of ``evaluate_dirs``'s result: the pooled row, then up to ``max_rows`` samples."""
     table = Table(title=(f"trajdata eval: {result['samples']} GT samples, {result['matched']} matched, "
                          f"{result['missing_pred']} without prediction, "
-                         f"{result['unmatched_pred']} predictions without GT"))
+                         f"{result['unmatched_pred']} predictions without GT"
+                         + (f"; {result['gt_outside_pred_frames']} GT trajectories only in frames no prediction "
+                            f"annotates (not scored)" if result.get("gt_outside_pred_frames") else "")))
     table.add_column("sample")
     table.add_column("match")
     table.add_column("frames", justify="right")
@@ -257,7 +285,7 @@ def format_table(result: dict[str, Any], max_rows: int = 30) -> Table:
                       *(_fmt(pooled[k]) if k in POOLED_KEYS else "" for k in keys),
                       style="bold", end_section=i == len(result["by_media"]) - 1)
     for r in rows[:max_rows]:
-        match = "missing" if r["matched_by"] is None else r["matched_by"] if r["scored"] else "no shared frame"
+        match = "missing" if r["matched_by"] is None else r["matched_by"] if r["scored"] else r["problem"]
         table.add_row(r["key"], match, str(r["frames"]), str(r["n_gt_trajectories"]),
                       str(r["n_pred_trajectories"]), *(_fmt(r[k]) for k in keys))
     if len(rows) > max_rows:
