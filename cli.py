@@ -97,11 +97,11 @@ def trajtok_options(version: bool = version_option("trajtok")):
 
 
 @contextlib.contextmanager
-def progress() -> Iterator[Progress]:
+def progress(disable: bool = False) -> Iterator[Progress]:
     """Bars that stay on screen when the work is done, and vanish when it fails: a user error is then the one line
-    left on the terminal."""
+    left on the terminal. ``disable``: no bar (e.g. on the other ranks of a torchrun job)."""
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=False)
+                   console=console, transient=False, disable=disable)
     with bar:
         try:
             yield bar
@@ -169,7 +169,7 @@ def annotate(source: str = typer.Option("local", help="Source recipe name in man
                                                                       "(default: 384)."),
              samples_per_shard: Optional[int] = typer.Option(None, min=1, help="Input samples per output shard "
                                                                                "(default: 64)."),
-             limit: Optional[int] = typer.Option(None, help="Stop after this many input samples."),
+             limit: Optional[int] = typer.Option(None, min=1, help="Stop after this many input samples."),
              resume: bool = typer.Option(False, help="Skip finished shards, retry errors."),
              ray: bool = typer.Option(True, help="--no-ray runs in-process (debugging)."),
              preset: str = typer.Option("cpu", help="Config preset (cpu | gpu)."),
@@ -310,7 +310,20 @@ def validate(directory: str = typer.Argument(..., help="A shard + manifest direc
     if problems:
         console.print(f"{len(problems)} problems in {directory}")
         raise typer.Exit(1)
-    console.print(f"{directory}: valid")
+    console.print(f"{directory}: valid{unfinished_note(directory)}")
+
+
+def unfinished_note(directory: str) -> str:
+    """'' unless the output's run.json says its annotate run has not finished (valid, but not all inputs yet)."""
+    from dataengine.format.outputfs import Output
+
+    try:
+        run = json.loads(Output(str(directory)).read_bytes("run.json"))
+    except (OSError, ValueError):
+        return ""
+    if isinstance(run, dict) and run.get("status") == "running":
+        return " (run.json: the annotate run has not finished; what is there is sound, resume it with --resume)"
+    return ""
 
 
 @trajdata.command()
@@ -396,11 +409,15 @@ def train_segmenter_cmd(data: str = typer.Option(..., help="Trajectory shards: d
     """Train the TrajTok segmenter on trajectory shards (CPU, or GPUs under torchrun)."""
     from trajtok.train import train_segmenter
 
-    summary = train_segmenter(data, output, preset=preset, resume=resume, max_steps=max_steps,
-                              batch_size=batch_size, image_batch_size=image_batch_size, lr=lr,
-                              num_workers=workers, seed=seed,
-                              backbone_checkpoint=backbone_checkpoint, no_object=no_object,
-                              grouping_weight=grouping_weight)
+    # one bar, from rank 0 (under torchrun every rank runs this command)
+    with progress(disable=int(os.environ.get("RANK", "0")) != 0) as bar:
+        task = bar.add_task("training segmenter", total=max_steps)
+        summary = train_segmenter(data, output, preset=preset, resume=resume, max_steps=max_steps,
+                                  batch_size=batch_size, image_batch_size=image_batch_size, lr=lr,
+                                  num_workers=workers, seed=seed,
+                                  backbone_checkpoint=backbone_checkpoint, no_object=no_object,
+                                  grouping_weight=grouping_weight,
+                                  on_step=lambda n, total: bar.update(task, completed=n, total=total))
     if summary.get("rank", 0) == 0:
         console.print(f"trained to step {summary['step']} -> {summary['checkpoint']}")
 

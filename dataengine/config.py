@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def _update(obj: Any, values: dict[str, Any], where: str) -> None:
     names = {f.name: f for f in dataclasses.fields(obj)}
+    hints = typing.get_type_hints(type(obj))
     for k, v in values.items():
         if k not in names:
             raise ConfigError(f"unknown config key {where}{k!r} (expected one of {sorted(names)})")
@@ -235,7 +237,28 @@ def _update(obj: Any, values: dict[str, Any], where: str) -> None:
                 raise ConfigError(f"config key {where}{k} must be a mapping")
             _update(cur, v, f"{where}{k}.")
         else:
-            setattr(obj, k, v)
+            setattr(obj, k, _typed(v, hints[k], f"{where}{k}"))
+
+
+def _typed(value: Any, hint: Any, name: str) -> Any:
+    """``value`` as the config field's type (int, float, bool, str, or one of them or None): a YAML value of another
+    type is one clear line here, not a TypeError in every sample (``max_gap: eight``)."""
+    kinds = [t for t in (typing.get_args(hint) or (hint,)) if t is not type(None)]
+    if value is None and len(kinds) < len(typing.get_args(hint) or (hint,)):
+        return None
+    for kind in kinds:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+        if kind not in (bool, int, float, str):
+            return value
+    expected = " or ".join(getattr(k, "__name__", str(k)) for k in kinds)
+    raise ConfigError(f"config key {name} must be {expected}, got {value!r}")
 
 
 def from_dict(cls: type, values: dict[str, Any]) -> Any:
@@ -264,7 +287,10 @@ def build_annotate_config(preset: str = "cpu", config_file: str | Path | None = 
         raise ConfigError(f"unknown preset {preset!r} (choose from {sorted(PRESETS)})")
     cfg = from_dict(AnnotateConfig, PRESETS[preset])
     if config_file:
-        data = yaml.safe_load(Path(config_file).read_text()) or {}
+        try:
+            data = yaml.safe_load(Path(config_file).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {config_file} is not valid YAML: {' '.join(str(e).split())}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {config_file} is not a mapping")
         _update(cfg, data, "")
@@ -324,7 +350,10 @@ def load_source(name_or_path: str, input_path: str | None = None) -> SourceConfi
         if not found:
             raise ConfigError(f"unknown source {name_or_path!r} (available: {', '.join(available_sources())})")
         path = found[0]
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} is not a mapping")
     data.setdefault("name", path.stem)

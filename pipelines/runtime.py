@@ -21,6 +21,7 @@ def init_ray(address: str | None = None, cpus: int | None = None, gpus: float | 
 
     if not ray.is_initialized():
         if address:
+            check_reachable(address)
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
             # A local Ray: capped object store (by default it takes 30 % of RAM), no dashboard,
@@ -39,6 +40,25 @@ def init_ray(address: str | None = None, cpus: int | None = None, gpus: float | 
     # Each row is a whole chunk already written by its worker: the driver keeps no buffer,
     # so rows may come back in any order and a slow chunk never stalls the others.
     ctx.execution_options.preserve_order = False
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) head that nothing answers on is one line here: Ray itself retries
+    the connection for many minutes, printing only C++ warnings (``auto`` and other forms are Ray's to resolve)."""
+    import socket
+
+    from dataengine.errors import UserError
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"--address {address}: no Ray head answers there ({e.strerror or e}); start one with "
+                        f"`ray start --head`, or give its HOST:PORT (`--address auto` on a node of the cluster)"
+                        ) from None
 
 
 def shutdown_ray() -> None:

@@ -344,7 +344,7 @@ def test_directsam_checkpoints_load_strictly_in_fp32_or_fail_in_one_line(checkpo
     import json
     from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerModel
 
-    good = SegformerForSemanticSegmentation.from_pretrained(checkpoints["directsam"])
+    good = SegformerForSemanticSegmentation.from_pretrained(checkpoints["directsam"], local_files_only=True)
     half = tmp_path / "half"
     good.to(torch.float16).save_pretrained(half)
     seg = build_segmenter(SegmenterConfig(name="directsam", checkpoint=str(half), resolution=64), "cpu")
@@ -353,7 +353,8 @@ def test_directsam_checkpoints_load_strictly_in_fp32_or_fail_in_one_line(checkpo
     assert labels.shape == (48, 64)
 
     encoder_only = tmp_path / "encoder_only"
-    SegformerModel(SegformerConfig.from_pretrained(checkpoints["directsam"])).save_pretrained(encoder_only)
+    SegformerModel(SegformerConfig.from_pretrained(checkpoints["directsam"], local_files_only=True)
+                   ).save_pretrained(encoder_only)
     config = json.loads((encoder_only / "config.json").read_text())
     (encoder_only / "config.json").write_text(json.dumps({**config, "num_labels": 1, "id2label": {"0": "boundary"},
                                                           "label2id": {"boundary": 0}}))

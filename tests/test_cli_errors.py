@@ -58,6 +58,9 @@ def inputs(tmp_path_factory):
     torch.manual_seed(0)
     save_segmenter(build_segmenter(toy_preset().model), d / "seg.safetensors")
     (d / "junk.safetensors").write_bytes(b"a download that stopped early")
+    (d / "empty.pt").write_bytes(b"")
+    (d / "broken.yaml").write_text("keyframes: [\n")
+    (d / "badtype.yaml").write_text("keyframes: {max_gap: eight}\n")
     (d / "empty").mkdir()
     (d / "exported").mkdir()
     (d / "annotated" / "manifest").mkdir(parents=True)     # what the writer reads as finished work
@@ -130,6 +133,28 @@ MISTAKES = [
     ("trajtok", ["probe", "--data", "{d}/syn/gt", "--eval-data", "{d}/syn/gt", "--label-key", "motion",
                  "--segmenter", "{d}/seg.safetensors", "--backbone", "resnet"], "unknown backbone 'resnet'"),
     ("trajtok", ["info", "--preset", "nope"], "unknown preset 'nope'"),
+    # found by a new-user walk-through: these wrote into the wrong place, scored a typo as zeros, lost the sample,
+    # hung, or printed a traceback (or only "Aborted.")
+    ("trajdata", ["filter", "{d}/syn/gt", "--output", "{d}/trained"], "--output {d}/trained is not empty"),
+    ("trajdata", ["filter", "{d}/syn/gt", "--output", "{o}", "--min-coverage", "80"], "--min-coverage is a share"),
+    ("trajdata", ["eval", "--pred", "{d}/empty", "--gt", "{d}/syn/gt"], "predictions {d}/empty holds neither"),
+    ("trajdata", ["annotate", "--no-ray", "--input", "{d}/junk.safetensors", "--output", "{o}"],
+     "source 'local': --input must be a folder of media; {d}/junk.safetensors is a file"),
+    ("trajdata", ["annotate", "--no-ray", "--input", "{d}/syn/media", "--output", "{o}", "--config", "{d}/broken.yaml"],
+     "config file {d}/broken.yaml is not valid YAML"),
+    ("trajdata", ["annotate", "--no-ray", "--input", "{d}/syn/media", "--output", "{o}", "--config", "{d}/badtype.yaml"],
+     "config key keyframes.max_gap must be int, got 'eight'"),
+    ("trajdata", ["annotate", "--input", "{d}/syn/media", "--output", "{o}", "--address", "127.0.0.1:1"],
+     "--address 127.0.0.1:1: no Ray head answers there"),
+    ("trajdata", ["annotate", "--no-ray", "--input", "{d}/syn/media", "--output", "{o}", "--segmenter", "trajtok",
+                  "--checkpoint", "{d}/empty"], "trajtok checkpoint not found: {d}/empty is a folder without"),
+    ("trajdata", ["export", "{d}/syn/gt", "{d}/syn", "--overwrite"], "--output {d}/syn would replace the dataset"),
+    ("trajtok", ["train-segmenter", "--data", "{d}/syn/gt", "--output", "{o}", "--backbone-checkpoint", "{d}/empty.pt"],
+     "checkpoint {d}/empty.pt cannot be read: EOFError"),
+    ("trajtok", ["train-segmenter", "--data", "{d}/syn/gt", "--output", "{o}", "--backbone-checkpoint",
+                 "{d}/junk.safetensors"], "checkpoint {d}/junk.safetensors cannot be read"),
+    ("trajtok", ["train-trajvit2", "--data", "{d}/syn/gt", "--output", "{o}", "--text-model", "{d}/syn"],
+     "text model {d}/syn cannot be loaded as a transformers model"),
 ]
 
 

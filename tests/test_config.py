@@ -70,7 +70,7 @@ def test_config_file_layers_between_preset_and_flags(tmp_path):
 
 @pytest.mark.parametrize("output, message", [
     ({"samples_per_shard": 0}, "samples_per_shard must be an integer >= 1"),
-    ({"samples_per_shard": 2.5}, "samples_per_shard must be an integer >= 1"),
+    ({"samples_per_shard": 2.5}, "config key output.samples_per_shard must be int, got 2.5"),
     ({"prefix": "a/b"}, "output.prefix must be letters"),
     ({"prefix": ""}, "output.prefix must be letters"),
 ])

@@ -117,10 +117,16 @@ def test_missing_sample_lowers_recall(tmp_path, gt_dir):
     assert missing["key"] == "vid_b" and missing["matched_by"] is None
     assert missing["recall_at_0.5"] == 0.0 and missing["VEQ"] == 0.0 and missing["n_pred_trajectories"] == 0
     assert r["per_sample"][0]["recall_at_0.5"] == 1.0
-    # an empty prediction directory: everything missed
-    (tmp_path / "empty").mkdir()
-    r0 = evaluate_dirs(tmp_path / "empty", gt_dir)
+    # an annotate output whose every sample failed (a manifest, no shard): everything missed
+    empty = tmp_path / "empty"
+    manifest.write_part(empty, 0, [{"key": "vid_a", "source": "test", "source_uri": "", "status": "error",
+                                    "reason": "decode failed", "shard": ""}])
+    r0 = evaluate_dirs(empty, gt_dir)
     assert r0["recall_at_0.5"] == 0.0 and r0["STQ"] == 0.0 and r0["missing_pred"] == 2
+    # a folder that is no dataset at all (a mistyped --pred that exists): refused, not scored as all missed
+    (tmp_path / "typo").mkdir()
+    with pytest.raises(ValueError, match="predictions .* holds neither trajectory shards nor a manifest"):
+        evaluate_dirs(tmp_path / "typo", gt_dir)
 
 
 def test_format_table(tmp_path, gt_dir):

@@ -148,7 +148,13 @@ def trajtok_checkpoint(cfg) -> Found:
     if not cfg.checkpoint:
         raise CheckpointError("segmenter 'trajtok' needs --checkpoint PATH (a `trajtok train-segmenter` "
                               ".safetensors)")
-    if not Path(cfg.checkpoint).is_file():
+    path = Path(cfg.checkpoint)
+    if path.is_dir():           # a train-segmenter run folder: its last checkpoint
+        if not (path / "last.safetensors").is_file():
+            raise CheckpointNotFound(f"trajtok checkpoint not found: {cfg.checkpoint} is a folder without "
+                                     f"last.safetensors (give a `trajtok train-segmenter` run folder or its file)")
+        return Found(str(path / "last.safetensors"), "given (the run folder's last.safetensors)")
+    if not path.is_file():
         raise CheckpointNotFound(f"trajtok checkpoint not found: {cfg.checkpoint}")
     if not cfg.checkpoint.endswith(".safetensors"):
         raise CheckpointError(f"trajtok checkpoint {cfg.checkpoint} is not a `trajtok train-segmenter` .safetensors")

@@ -50,7 +50,7 @@ from dataclasses import replace
 from typing import Callable, Iterator
 
 from dataengine.config import SOURCE_FORMATS, SourceConfig
-from dataengine.errors import ConfigError, InputNotFound
+from dataengine.errors import ConfigError, InputError, InputNotFound
 from .common import (IMAGE_EXTS, VIDEO_EXTS, MediaError, SampleRef, SeenKeys, media_type_of,
                      safe_key)
 from .folder import list_folder
@@ -82,6 +82,9 @@ def list_samples(src: SourceConfig, limit: int | None = None) -> Iterator[Sample
             raise InputNotFound(f"source {src.name!r}: clip folder not found: {clips}")
     elif not src.path or not os.path.exists(src.path):
         raise InputNotFound(f"source {src.name!r}: input path not found: {src.path!r}")
+    elif src.format == "folder" and not os.path.isdir(src.path):
+        raise InputError(f"source {src.name!r}: --input must be a folder of media; {src.path} is a file "
+                         f"(give the folder that holds it)")
     lister: Callable[[SourceConfig], Iterator[tuple[SampleRef, bool]]] = _LISTERS[src.format]
     return _numbered(lister(src), limit)
 

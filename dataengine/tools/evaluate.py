@@ -156,10 +156,12 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
     for d in (pred_dir, gt_dir):
         if not Output(str(d)).exists(""):     # a directory or a URL, as annotate writes
             raise InputNotFound(f"no such dataset: {d}")
-    # Predictions may be empty (everything counts as missed); ground truth without shards is the wrong folder.
-    if not list_shards(gt_dir) and not done_parts(gt_dir):
-        raise InputError(f"ground truth {gt_dir} holds neither trajectory shards nor a manifest (is it a synth gt/ "
-                         f"or an annotate output?)")
+    # Predictions may hold no sample (an annotate run whose every sample failed still has its manifest: everything
+    # counts as missed), but a folder with neither is the wrong folder, for either side.
+    for what, d in (("ground truth", gt_dir), ("predictions", pred_dir)):
+        if not list_shards(d) and not done_parts(d):
+            raise InputError(f"{what} {d} holds neither trajectory shards nor a manifest (is it a synth gt/ "
+                             f"or an annotate output?)")
     preds: dict[str, dict[str, Any]] = {}
     by_address: dict[str, str] = {}
     for s in read_dataset(pred_dir, with_media=False):

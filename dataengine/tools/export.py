@@ -287,6 +287,14 @@ def export_dataset(directory: str | Path, out: str | Path, cfg: ExportConfig | N
         raise InputNotFound(f"no trajectory shards in {src}")
     if out.exists() and not overwrite:
         raise OutputExists(f"{out} exists; remove it or pass --overwrite")
+    # --overwrite replaces the output folder whole: never one that is, or holds, the dataset read
+    source, target = src.resolve(), out.resolve()
+    if target == source or target in source.parents:
+        raise ConfigError(f"--output {out} would replace the dataset it exports ({src}); choose another folder")
+    here = Path.cwd().resolve()
+    if target == here or target in here.parents:
+        raise ConfigError(f"--output {out} would replace the folder you are in; choose another folder")
+    out = target
     ann_every = cfg.ann_every or (1 if cfg.frame_names == "position" else
                                   default_ann_every(src if src.is_dir() else src.parent))
     if ann_every < 1:

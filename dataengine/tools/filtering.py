@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from dataengine import ENGINE_VERSION
 from dataengine.config import FilterConfig, to_dict
-from dataengine.errors import ConfigError, InputError, first_line
+from dataengine.errors import ConfigError, InputError, OutputExists, first_line
 from dataengine.format import manifest
 from dataengine.format.outputfs import Output
 from dataengine.format.shards import CARD, ShardSample, dataset_card, read_shard, write_shard_stream
@@ -49,6 +49,13 @@ def filter_dataset(input_dir: str | Path, output_dir: str | Path, cfg: FilterCon
             src.uri.split("://", 1)[0] == out.uri.split("://", 1)[0] and src.root == out.root)
     if same:
         raise ConfigError("--output must differ from the input directory")
+    if not 0.0 <= cfg.min_coverage <= 1.0:
+        raise ConfigError(f"--min-coverage is a share of the frame from 0 to 1, got {cfg.min_coverage:g}")
+    if cfg.min_objects < 0:
+        raise ConfigError(f"--min-objects must be >= 0, got {cfg.min_objects}")
+    # New parts and shards written among another dataset's would mix the two (and its parts past ours stay)
+    if out.exists("") and _holds_anything(out):
+        raise OutputExists(f"--output {out} is not empty; filter into a new folder (or remove this one first)")
     out.makedirs()
     counts = {"ok": 0, "filtered": 0, "error": 0}
     # Parts are independent and the work is reading and writing files (object storage: round trips), so a few
@@ -126,3 +133,11 @@ def _kept_samples(src: Output, shard: str, wanted: set[str], found: set[str]) ->
                     yield s
     except Exception as e:    # reading only: a failure writing the output is not the input's and ends the run
         raise _Unreadable() from e
+
+
+def _holds_anything(out: Output) -> bool:
+    from pyarrow import fs as pafs
+
+    if out.fs.get_file_info(out.root).type == pafs.FileType.File:
+        raise OutputExists(f"--output {out} is a file, not a directory")
+    return bool(out.fs.get_file_info(pafs.FileSelector(out.root, allow_not_found=True, recursive=False)))

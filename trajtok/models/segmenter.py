@@ -189,10 +189,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFound(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:    # damaged, empty, not a checkpoint (EOFError too: click would print only "Aborted.")
+        text = " ".join(str(e).split())
+        raise CheckpointError(f"checkpoint {path} cannot be read: {type(e).__name__}"
+                              f"{': ' + text[:200] if text else ''}") from None
     for key in ("state_dict", "model"):  # common wrappers of a bare state dict
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -211,7 +216,10 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     state = read_state_dict(path)
     state = {re.sub(r"^(stem|stages)\.(\d+)", r"\1_\2", k): v for k, v in state.items()
              if not k.startswith(("head.", "fc.", "classifier."))}
-    result = backbone.load_state_dict(state, strict=False)
+    try:
+        result = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as e:     # shapes of another architecture
+        raise CheckpointError(f"{path}: does not fit the backbone: {' '.join(str(e).split())[:200]}") from None
     if result.missing_keys:
         raise CheckpointError(f"{path}: backbone keys missing from checkpoint: {result.missing_keys[:5]}"
                               f"{' ...' if len(result.missing_keys) > 5 else ''}")

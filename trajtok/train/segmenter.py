@@ -22,7 +22,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -209,7 +209,8 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
                     warmup_steps: int | None = None, num_workers: int | None = None,
                     save_every: int | None = None, log_every: int | None = None, seed: int = 0,
                     backbone_checkpoint: str | Path | None = None, stop_after: int | None = None,
-                    no_object: bool | None = None, grouping_weight: float | None = None) -> dict[str, Any]:
+                    no_object: bool | None = None, grouping_weight: float | None = None,
+                    on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Train the TrajTok segmenter on trajectory shards; returns a summary dict.
 
     ``data``: dataset dir, tar, glob or list. ``max_steps`` sets the schedule
@@ -220,7 +221,8 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
     (``SegmenterConfig.no_object``; None: the preset's, or on ``resume`` the checkpoint's), for
     labels whose 0 means "no object here" (ground truth of objects only), not "unknown".
     ``grouping_weight``: weight of the pixel-grouping term (``LossConfig.grouping_weight``; None: the
-    preset's, 0: the paper's loss alone).
+    preset's, 0: the paper's loss alone). ``on_step(step, max_steps)``: called on rank 0 after every step
+    (and once at the start), for a progress bar.
     """
     P = get_preset(preset)
     t = P.train
@@ -306,6 +308,8 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
 
     losses: list[float] = []
     start_step, t0 = step, time.time()
+    if on_step is not None and rank == 0:
+        on_step(step, t.max_steps)
     model.train()
     for batch in loader:
         if step >= t.max_steps or (stop_after is not None and step - start_step >= stop_after):
@@ -345,6 +349,8 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
                 f.write(json.dumps(rec) + "\n")
             for k in ("loss", "focal", "dice", "empty", "grouping", "lr", "grad_norm", "temperature"):
                 writer.add_scalar(f"train/{k}", rec[k], step)
+        if on_step is not None and rank == 0:
+            on_step(step, t.max_steps)
         if step % t.save_every == 0:
             save()
     save()
