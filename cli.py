@@ -429,14 +429,18 @@ def eval_segmenter_cmd(checkpoint: Path = typer.Option(..., help="A segmenter .s
                        limit: Optional[int] = typer.Option(None, min=1, help="Evaluate at most this many samples."),
                        json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON.")):
     """Score a trained segmenter against the shards' masks (same metrics as `trajdata eval`)."""
-    from dataengine.tools.evaluate import json_safe
+    from dataengine.tools.evaluate import format_table, json_safe
     from trajtok.evaluate import score_segmenter
 
     with progress() as bar:
         task = bar.add_task("segmenting", total=limit)
         result = score_segmenter(checkpoint, data, limit=limit, on_sample=lambda: bar.advance(task))
+    # trajdata eval's table: every sample has its prediction here (the model's own)
+    view = {**result, "per_sample": [{**r, "matched_by": "model", "scored": True} for r in result["per_sample"]]}
+    Console().print(format_table(view, title=f"trajtok eval-segmenter: {result['samples']} samples scored, "
+                                             f"{result['errors']} not decodable"))
     Console().print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in result["summary"].items()))
+                              for k, v in result["summary"].items()), soft_wrap=True)
     if json_out:
         json_out.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))   # NaN -> null: strict JSON
     return result
@@ -448,8 +452,9 @@ def train_trajvit2_cmd(data: str = typer.Option(..., help="Captioned trajectory 
                                                          "URL, or a mixture recipe .yaml."),
                        output: Path = typer.Option(..., help="Run directory (checkpoints, log.jsonl, config.json)."),
                        preset: str = typer.Option("cpu", help="cpu (one CPU core, minutes) | paper (ViT-L, 224 px, 16 frames)."),
-                       video_model: str = typer.Option("trajvit2", help="trajvit2 (trajectory tokens) | vit3d "
-                                                                       "(2x16x16 tubelets, the baseline)."),
+                       video_model: Optional[str] = typer.Option(None, help="trajvit2 (trajectory tokens, the "
+                                                                                "default) | vit3d (2x16x16 tubelets, "
+                                                                                "the baseline); --resume: the run's."),
                        segmenter: Optional[Path] = typer.Option(None, help="Warm-start TrajViT2's segmenter from a "
                                                                           "train-segmenter RUN/last.safetensors."),
                        text_model: Optional[Path] = typer.Option(None, help="Local transformers encoder directory "
@@ -466,7 +471,7 @@ def train_trajvit2_cmd(data: str = typer.Option(..., help="Captioned trajectory 
     from trajtok.train import train_video_text
 
     with progress() as bar:
-        task = bar.add_task(f"training {video_model}", total=max_steps)
+        task = bar.add_task(f"training {video_model or ('the run' if resume else 'trajvit2')}", total=max_steps)
         summary = train_video_text(data, output, preset=preset, video_model=video_model, text_model=text_model,
                                    segmenter=segmenter, resume=resume, max_steps=max_steps, batch_size=batch_size,
                                    lr=lr, num_workers=workers, seed=seed, shuffle_captions=shuffle_captions,

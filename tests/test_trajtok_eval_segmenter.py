@@ -22,7 +22,7 @@ def test_eval_segmenter_scores_every_sample_and_the_command_prints_the_same(tmp_
     seen = []
     result = score_segmenter(ckpt, tmp_path / "shards", on_sample=lambda: seen.append(1))
     assert len(seen) == 3 and result["samples"] == 3 and result["errors"] == 0
-    assert sorted(row["key"] for row in result["per_sequence"]) == ["img0000", "vid0000", "vid0001"]
+    assert sorted(row["key"] for row in result["per_sample"]) == ["img0000", "vid0000", "vid0001"]
     assert list(result["summary"]) == list(SUMMARY_KEYS) and 0.0 <= result["summary"]["STQ"] <= 1.0
 
     out = CliRunner().invoke(cli.trajtok_app, ["eval-segmenter", "--checkpoint", str(ckpt),
@@ -31,3 +31,6 @@ def test_eval_segmenter_scores_every_sample_and_the_command_prints_the_same(tmp_
     written = json.loads((tmp_path / "r.json").read_text())
     assert written["summary"] == json.loads(json.dumps(result["summary"]))   # same model, same numbers
     assert f"STQ {result['summary']['STQ']:.4f}" in out.stdout
+    # as trajdata eval: a table, and videos and images pooled apart (by_media in the JSON)
+    assert sorted(written["by_media"]) == ["image", "video"] and written["by_media"]["image"]["samples"] == 1
+    assert "trajtok eval-segmenter: 3 samples scored, 0 not decodable" in out.stdout and "ALL" in out.stdout

@@ -168,7 +168,8 @@ def test_train_resume_and_checkpoint_keep_the_choice(data, tmp_path):
     # Resumed without saying: the checkpoint's choice; saying the opposite is a clear error.
     res = train_segmenter(data, out, preset=toy_preset(), max_steps=4, resume=True)
     assert res["step"] == 4
-    with pytest.raises(CheckpointError, match="different model config"):
+    with pytest.raises(CheckpointError, match=r"another model config: no_object: True -> False \(--no-object / "
+                                              r"--every-pixel must be the run's\)"):
         train_segmenter(data, out, preset=toy_preset(), max_steps=6, resume=True, no_object=False)
 
 

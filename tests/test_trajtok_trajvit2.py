@@ -261,6 +261,12 @@ def test_resume_keeps_the_runs_schedule_and_refuses_another_preset(tmp_path, cor
     other.name = "paper"
     with pytest.raises(ValueError, match="trained with preset 'cpu'.*--preset cpu"):
         train_video_text(corpus, run, preset=other, max_steps=8, resume=True, seed=1)
+    # another video model, or the real captions for a control run: another experiment, refused (both were taken)
+    with pytest.raises(ValueError, match="trains trajvit2; resume it without --video-model"):
+        train_video_text(corpus, run, preset=tiny_preset(), video_model="vit3d", max_steps=8, resume=True, seed=1)
+    with pytest.raises(ValueError, match="is a real-caption run; resume it without --shuffle-captions"):
+        train_video_text(corpus, run, preset=tiny_preset(), max_steps=8, resume=True, seed=1, shuffle_captions=True)
+    assert json.loads((run / "config.json").read_text())["shuffle_captions"] is False
 
 
 def test_probe_cache_key_follows_the_backbone_checkpoint(tmp_path, corpus):

@@ -17,7 +17,7 @@ import torch
 from dataengine.errors import InputError
 from dataengine.format import shards as shard_io
 from dataengine.metrics.matching import matched_ious
-from dataengine.metrics.scores import evaluate_sequences
+from dataengine.metrics.scores import evaluate_sequences, pooled_by_trajectory
 
 from .checkpoint import load_segmenter
 from .data import decode_sample, frame_positions, is_video, resolve_shards
@@ -26,14 +26,16 @@ from .models.segmenter import Segmenter, segment
 
 @torch.no_grad()
 def predict_samples(checkpoint: str | Path | Segmenter, data: Any, limit: int | None = None,
-                    device: str = "cpu") -> Iterator[tuple[str, np.ndarray | None, np.ndarray | None]]:
+                    device: str = "cpu", with_media_type: bool = False
+                    ) -> Iterator[tuple[str, np.ndarray | None, np.ndarray | None]]:
     """``(key, gt ids [T,H,W], predicted ids [T,H,W])`` of each sample: the model's clip (T evenly spaced
     annotated frames, as the loader takes them without augmentation); a video with fewer annotated frames
     is fed with repeats, as in training, and scored on each of its frames once.
 
     A sample whose media cannot be decoded yields ``(key, None, None)`` so callers can
     count it. Scoring is left to the caller (``trajtok eval-segmenter`` uses the same
-    metrics as ``trajdata eval``).
+    metrics as ``trajdata eval``). ``with_media_type``: 4-tuples, the sample's kind
+    ("video" / "image") last.
     """
     model = checkpoint if isinstance(checkpoint, Segmenter) else load_segmenter(checkpoint, device)
     n = 0
@@ -43,17 +45,18 @@ def predict_samples(checkpoint: str | Path | Segmenter, data: Any, limit: int | 
                 return
             n += 1
             T = model.cfg.frames if is_video(sample) else 1
+            kind = ("video" if is_video(sample) else "image",) if with_media_type else ()
             try:
                 rgb, gt = decode_sample(sample, T)
             except Exception:
-                yield sample.key, None, None
+                yield (sample.key, None, None) + kind
                 continue
             pred = segment(model, rgb)
             n_annotated = len(sample.traj["frame_indices"])
             if T > 1 and n_annotated < T:    # repeated frames would weigh twice in the scores
                 _, first = np.unique(frame_positions(n_annotated, T, None), return_index=True)
                 gt, pred = gt[np.sort(first)], pred[np.sort(first)]
-            yield sample.key, gt, pred
+            yield (sample.key, gt, pred) + kind
 
 
 def evaluate_segmenter(checkpoint: str | Path | Segmenter, data: Any, limit: int | None = None,
@@ -83,22 +86,30 @@ def score_segmenter(checkpoint: str | Path | Segmenter, data: Any, limit: int | 
     """``trajtok eval-segmenter``: the metrics of ``trajdata eval`` for a segmenter against the shards' masks.
 
     Returns ``evaluate_sequences``' result plus ``samples`` (scored), ``errors`` (not decodable),
-    the sample ``key`` on each per-sequence row, and ``summary`` (the headline numbers).
+    ``per_sample`` (its per-sequence rows with the sample's ``key`` and ``media_type``, as ``trajdata eval``
+    names them), ``by_media`` when the data holds videos and images (the trajectory figures pooled per kind,
+    as ``trajdata eval``), and ``summary`` (the headline numbers).
     """
-    keys, pairs, errors = [], [], 0
-    for key, gt, pred in predict_samples(checkpoint, data, limit=limit, device=device):
+    keys, kinds, pairs, errors = [], [], [], 0
+    for key, gt, pred, kind in predict_samples(checkpoint, data, limit=limit, device=device, with_media_type=True):
         if on_sample:
             on_sample()
         if gt is None:
             errors += 1
             continue
         keys.append(key)
+        kinds.append(kind)
         pairs.append((gt, pred))
     if not pairs:
         raise InputError(f"no decodable samples in {data}")
     result = evaluate_sequences(pairs)
     result["samples"], result["errors"] = len(pairs), errors
-    for row, key in zip(result.get("per_sequence", []), keys):
-        row["key"] = key
+    result["per_sample"] = result.pop("per_sequence")
+    for row, key, kind in zip(result["per_sample"], keys, kinds):
+        row.pop("id", None)
+        row["key"], row["media_type"] = key, kind
+    if len(set(kinds)) > 1:
+        result["by_media"] = {m: pooled_by_trajectory([r for r in result["per_sample"] if r["media_type"] == m])
+                              for m in sorted(set(kinds))}
     result["summary"] = {k: result[k] for k in SUMMARY_KEYS}
     return result

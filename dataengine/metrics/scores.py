@@ -692,3 +692,26 @@ def evaluate_sequences(pairs: Iterable[tuple[Any, Any]] | Mapping[Any, tuple[Any
             "pixel_recall": float("nan") if conf_total is None else _pixel_recall(conf_total), "VEQ": veq_v, "VPQ": veq_v,
             **_recall_summary(best), **_fragmentation_summary(cat(cov_all), cat(gl_all), cat(pl_all)),
             "sequences": len(per_seq), "per_sequence": per_seq}
+
+
+# The figures that pool exactly from the per-sample rows (weighted by their trajectory counts).
+POOLED_KEYS = ("recall_at_0.5", "mean_best_iou", "ids_per_gt_trajectory", "length_ratio")
+
+
+def pooled_by_trajectory(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Strict recall, mean best IoU, ids per GT trajectory and length ratio of a subset of ``per_sample``
+    rows, pooled over their GT trajectories as the whole run's are (mean lengths weighted by their
+    trajectory counts); also ``samples`` and ``n_gt_trajectories``."""
+    n_gt = np.array([r["n_gt_trajectories"] for r in rows], float)
+    n_pred = np.array([r["n_pred_trajectories"] for r in rows], float)
+    out: dict[str, Any] = {"samples": len(rows), "n_gt_trajectories": int(n_gt.sum())}
+    if n_gt.sum() == 0:
+        return {**out, **dict.fromkeys(POOLED_KEYS, float("nan"))}
+    for k in ("recall_at_0.5", "mean_best_iou", "ids_per_gt_trajectory"):
+        v = np.array([r[k] for r in rows], float)
+        out[k] = float(np.sum(np.where(n_gt > 0, v, 0.0) * n_gt) / n_gt.sum())
+    g_len = float(np.sum([r["mean_gt_length"] * n for r, n in zip(rows, n_gt) if n > 0]) / n_gt.sum())
+    p_len = (float(np.sum([r["mean_pred_length"] * n for r, n in zip(rows, n_pred) if n > 0]) / n_pred.sum())
+             if n_pred.sum() else 0.0)
+    out["length_ratio"] = p_len / g_len
+    return out

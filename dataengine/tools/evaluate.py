@@ -218,27 +218,7 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
     return out
 
 
-# The figures that pool exactly from the per-sample rows (weighted by their trajectory counts).
-POOLED_KEYS = ("recall_at_0.5", "mean_best_iou") + FRAGMENTATION_KEYS
-
-
-def pooled_by_trajectory(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Strict recall, mean best IoU, ids per GT trajectory and length ratio of a subset of ``per_sample``
-    rows, pooled over their GT trajectories as the whole run's are (mean lengths weighted by their
-    trajectory counts); also ``samples`` and ``n_gt_trajectories``."""
-    n_gt = np.array([r["n_gt_trajectories"] for r in rows], float)
-    n_pred = np.array([r["n_pred_trajectories"] for r in rows], float)
-    out: dict[str, Any] = {"samples": len(rows), "n_gt_trajectories": int(n_gt.sum())}
-    if n_gt.sum() == 0:
-        return {**out, **dict.fromkeys(POOLED_KEYS, float("nan"))}
-    for k in ("recall_at_0.5", "mean_best_iou", "ids_per_gt_trajectory"):
-        v = np.array([r[k] for r in rows], float)
-        out[k] = float(np.sum(np.where(n_gt > 0, v, 0.0) * n_gt) / n_gt.sum())
-    g_len = float(np.sum([r["mean_gt_length"] * n for r, n in zip(rows, n_gt) if n > 0]) / n_gt.sum())
-    p_len = (float(np.sum([r["mean_pred_length"] * n for r, n in zip(rows, n_pred) if n > 0]) / n_pred.sum())
-             if n_pred.sum() else 0.0)
-    out["length_ratio"] = p_len / g_len
-    return out
+POOLED_KEYS, pooled_by_trajectory = metrics.POOLED_KEYS, metrics.pooled_by_trajectory
 
 
 def json_safe(value: Any) -> Any:
@@ -261,9 +241,9 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def format_table(result: dict[str, Any], max_rows: int = 30) -> Table:
+def format_table(result: dict[str, Any], max_rows: int = 30, title: str | None = None) -> Table:
     """A rich table of ``evaluate_dirs``'s result: the pooled row, then up to ``max_rows`` samples."""
-    table = Table(title=(f"trajdata eval: {result['samples']} GT samples, {result['matched']} matched, "
+    table = Table(title=title or (f"trajdata eval: {result['samples']} GT samples, {result['matched']} matched, "
                          f"{result['missing_pred']} without prediction, "
                          f"{result['unmatched_pred']} predictions without GT"
                          + (f"; {result['gt_outside_pred_frames']} GT trajectories only in frames no prediction "

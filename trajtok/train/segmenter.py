@@ -261,8 +261,13 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         if not last.exists():
             raise CheckpointNotFound(f"resume requested but {last} does not exist")
         saved_cfg = json.loads(read_metadata(last)["config"])
-        if saved_cfg != json.loads(json.dumps(P.model.to_dict())):
-            raise CheckpointError(f"{last} was trained with a different model config: {saved_cfg}")
+        mine = json.loads(json.dumps(P.model.to_dict()))
+        if saved_cfg != mine:
+            changed = [f"{k}: {saved_cfg.get(k, '(absent)')!r} -> {mine.get(k, '(absent)')!r}"
+                       for k in sorted(set(saved_cfg) | set(mine)) if saved_cfg.get(k) != mine.get(k)]
+            hint = (" (--no-object / --every-pixel must be the run's)"
+                    if any(c.startswith("no_object") for c in changed) else "")
+            raise CheckpointError(f"{last} was trained with another model config: {'; '.join(changed[:6])}{hint}")
         model.load_state_dict(load_segmenter(last).state_dict())
         state, chosen = matching_train_state(last_state, int(read_metadata(last)["step"]), last)
         if world > 1:

@@ -118,6 +118,21 @@ def resolve_preset(preset: str | VideoTextPreset, video_model: str | None, text_
     return P.sync()
 
 
+def refuse_another_run(out: Path, run_model: str, video_model: str | None, shuffle_captions: bool) -> None:
+    """On ``--resume``: another video model, or the real captions for a shuffled-caption control run (or the
+    reverse), would be another experiment under the run's name (config.json then said the control run was
+    one, after it had trained on real captions)."""
+    if video_model and video_model != run_model:
+        raise ConfigError(f"{out} trains {run_model}; resume it without --video-model (or start a new --output)")
+    try:
+        saved = json.loads((out / "config.json").read_text()).get("shuffle_captions")
+    except (OSError, ValueError):
+        return
+    if isinstance(saved, bool) and saved != shuffle_captions:
+        raise ConfigError(f"{out} is a {'shuffled-caption control' if saved else 'real-caption'} run; resume it "
+                          f"{'with' if saved else 'without'} --shuffle-captions")
+
+
 def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPreset = "cpu",
                      video_model: str | None = None, text_model: str | Path | None = None,
                      segmenter: str | Path | None = None, resume: bool = False, max_steps: int | None = None,
@@ -144,6 +159,7 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
         P.model = VideoTextConfig.from_dict(json.loads(read_video_text_metadata(last)["config"]))
         P.sync()
         restore_train_settings(P, out, lr=lr, warmup_steps=warmup_steps, max_steps=max_steps)
+        refuse_another_run(out, P.model.video_model, video_model, shuffle_captions)
     else:
         P = resolve_preset(preset, video_model, text_model, captions)
     t = P.train
