@@ -267,6 +267,8 @@ def stats(directory: str = typer.Argument(..., help="An annotate or filter outpu
     result = collect(directory)
     for table in tables(result):
         Console().print(table)
+    if unfinished_note(directory):
+        console.print(f"note: {unfinished_note(directory)}")
     if plot:
         plot_stats(result, plot)
         console.print(f"wrote {plot}")
@@ -310,7 +312,8 @@ def validate(directory: str = typer.Argument(..., help="A shard + manifest direc
     if problems:
         console.print(f"{len(problems)} problems in {directory}")
         raise typer.Exit(1)
-    console.print(f"{directory}: valid{unfinished_note(directory)}")
+    note = unfinished_note(directory)
+    console.print(f"{directory}: valid" + (f" ({note}; what is there is sound)" if note else ""))
 
 
 def unfinished_note(directory: str) -> str:
@@ -322,7 +325,7 @@ def unfinished_note(directory: str) -> str:
     except (OSError, ValueError):
         return ""
     if isinstance(run, dict) and run.get("status") == "running":
-        return " (run.json: the annotate run has not finished; what is there is sound, resume it with --resume)"
+        return "run.json: the annotate run has not finished, so not every input is there yet; continue it with --resume"
     return ""
 
 

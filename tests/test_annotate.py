@@ -453,3 +453,24 @@ def test_a_changed_input_is_refused_before_a_gap_between_finished_chunks_is_labe
     with pytest.raises(RuntimeError, match=r"the input changed since this output was written: input 3 \(chunk 1\)"):
         annotate(config(media), str(copy), use_ray=False, resume=True)
     assert not (copy / "manifest" / "part-000000.parquet").exists()
+
+
+def test_validate_and_stats_say_when_the_annotate_run_has_not_finished(local_run, tmp_path):
+    """A run killed part way is valid as far as it goes; validate said only "valid" and stats counted its
+    samples as if they were all."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import cli
+
+    out, _ = local_run
+    copy = tmp_path / "killed"
+    shutil.copytree(out, copy)
+    run = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**run, "status": "running"}))
+    for args in (["validate", str(copy)], ["stats", str(copy)], ["validate", str(out)]):
+        result = CliRunner().invoke(cli.trajdata, args)
+        assert result.exit_code == 0, result.output
+        said = "the annotate run has not finished" in " ".join(result.output.split())
+        assert said == (args[1] == str(copy)), result.output
