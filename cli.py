@@ -110,6 +110,17 @@ def progress(disable: bool = False) -> Iterator[Progress]:
             raise
 
 
+def table_console() -> Console:
+    """Wide enough for every column of a score table when printed to a file or CI log."""
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def check_writable(path: Optional[Path]) -> None:
+    """A --json / --out file whose folder does not exist fails before the work, not after it."""
+    if path is not None and not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path.parent))
+
+
 # ------------------------------------------------------------------ trajdata
 @trajdata.command()
 @friendly
@@ -372,10 +383,10 @@ def eval_cmd(pred: str = typer.Option(..., help="Predicted trajectory shards (an
     length ratio) of predictions against ground truth."""
     from dataengine.tools.evaluate import evaluate_dirs, format_table, json_safe
 
+    check_writable(json_out)
     with console.status("evaluating"):
         result = evaluate_dirs(pred, gt)
-    # Wide enough for every column when printed to a file or CI log.
-    Console(width=None if sys.stdout.isatty() else 160).print(format_table(result))
+    table_console().print(format_table(result))
     if json_out:
         json_out.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
         console.print(f"wrote {json_out}")
@@ -435,13 +446,14 @@ def eval_segmenter_cmd(checkpoint: Path = typer.Option(..., help="A segmenter .s
     from dataengine.tools.evaluate import format_table, json_safe
     from trajtok.evaluate import score_segmenter
 
+    check_writable(json_out)
     with progress() as bar:
         task = bar.add_task("segmenting", total=limit)
         result = score_segmenter(checkpoint, data, limit=limit, on_sample=lambda: bar.advance(task))
     # trajdata eval's table: every sample has its prediction here (the model's own)
     view = {**result, "per_sample": [{**r, "matched_by": "model", "scored": True} for r in result["per_sample"]]}
-    Console().print(format_table(view, title=f"trajtok eval-segmenter: {result['samples']} samples scored, "
-                                             f"{result['errors']} not decodable"))
+    table_console().print(format_table(view, title=f"trajtok eval-segmenter: {result['samples']} samples scored, "
+                                                  f"{result['errors']} not decodable"))
     Console().print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                               for k, v in result["summary"].items()), soft_wrap=True)
     if json_out:

@@ -136,6 +136,8 @@ MISTAKES = [
     # found by a new-user walk-through: these wrote into the wrong place, scored a typo as zeros, lost the sample,
     # hung, or printed a traceback (or only "Aborted.")
     ("trajdata", ["filter", "{d}/syn/gt", "--output", "{d}/trained"], "--output {d}/trained is not empty"),
+    ("trajdata", ["eval", "--pred", "{d}/syn/gt", "--gt", "{d}/syn/gt", "--json", "{d}/no/such/dir/e.json"],
+     "No such file or directory: {d}/no/such/dir"),
     ("trajdata", ["filter", "{d}/syn/gt", "--output", "{o}", "--min-coverage", "80"], "--min-coverage is a share"),
     ("trajdata", ["eval", "--pred", "{d}/empty", "--gt", "{d}/syn/gt"], "predictions {d}/empty holds neither"),
     ("trajdata", ["annotate", "--no-ray", "--input", "{d}/junk.safetensors", "--output", "{o}"],

@@ -33,4 +33,5 @@ def test_eval_segmenter_scores_every_sample_and_the_command_prints_the_same(tmp_
     assert f"STQ {result['summary']['STQ']:.4f}" in out.stdout
     # as trajdata eval: a table, and videos and images pooled apart (by_media in the JSON)
     assert sorted(written["by_media"]) == ["image", "video"] and written["by_media"]["image"]["samples"] == 1
-    assert "trajtok eval-segmenter: 3 samples scored, 0 not decodable" in out.stdout and "ALL" in out.stdout
+    assert "trajtok eval-segmenter: 3 samples scored, 0 not decodable" in out.stdout
+    assert "ALL videos" in out.stdout and "ALL images" in out.stdout and "vid0001" in out.stdout
