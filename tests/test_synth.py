@@ -407,3 +407,25 @@ def test_cli_styles_and_one_line_errors(tmp_path):
     for bad in (["--style", "sketch"], ["--photos", "c"]):
         r = runner.invoke(trajdata, ["synth", str(tmp_path / "g"), "--videos", "1", *bad])
         assert r.exit_code == 2 and "error:" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_motion_blur_kernels_are_centred_and_as_long_as_the_motion():
+    """filter2D anchors a kernel at its centre: a kernel whose mass sits elsewhere shifts the blurred object off
+    its sharp ground truth (cv2.line's whole-pixel runs did, by up to 0.7 px, and ran ~1.4 px long)."""
+    from dataengine.tools.synth.photo import _blur_kernel
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        angle, length, shutter = rng.uniform(0, 2 * np.pi), rng.uniform(1.5, 10), rng.uniform(0.3, 1.0)
+        u = np.array([np.cos(angle), np.sin(angle)])
+        k = _blur_kernel(u * length / shutter, shutter)
+        n = k.shape[0]
+        c = (n - 1) / 2
+        ys, xs = np.mgrid[:n, :n]
+        assert k.sum() == pytest.approx(1.0, abs=1e-5)
+        assert abs((k * xs).sum() - c) < 1e-4 and abs((k * ys).sum() - c) < 1e-4
+        along = (xs - c) * u[0] + (ys - c) * u[1]
+        # a box of the motion's length has std length / sqrt(12); sharing a point among its taps adds <= 1/4 px^2
+        spread = np.sqrt((k * along ** 2).sum())
+        assert length / np.sqrt(12) <= spread <= np.sqrt(1.01 * length ** 2 / 12 + 1 / 4)
+    assert _blur_kernel(np.array([1.0, 0.0]), 1.0) is None    # under 1.5 px: no blur

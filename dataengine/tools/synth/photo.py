@@ -261,19 +261,27 @@ def _make_scene(rng: np.random.Generator, pool: tuple[photos.Photo, ...], width:
 
 # --------------------------------------------------------------- rendering
 def _blur_kernel(v: np.ndarray, shutter: float) -> np.ndarray | None:
-    """Normalised line kernel of the motion during the open shutter; None when under 1.5 px."""
+    """Normalised line kernel of the motion during the open shutter; None when under 1.5 px.
+
+    Points evenly spaced along the segment, each shared among its four nearest taps (bilinear): the kernel's
+    centre of mass is its centre, where ``filter2D`` anchors it, and its length is the motion's. (A line drawn
+    by ``cv2.line`` on so small a kernel has whole-pixel runs: blurred objects sat up to 0.7 px off their sharp
+    ground truth, and blurs came out ~1.4 px longer than set.)"""
     length = float(np.hypot(*v)) * shutter
     if length < 1.5:
         return None
-    k = int(math.ceil(length)) | 1
-    ker = np.zeros((k, k), dtype=np.float32)
-    d = v / np.hypot(*v) * length / 2
-    c = (k - 1) / 2
-    p1 = np.round((np.array([c, c]) - d) * 16).astype(int)
-    p2 = np.round((np.array([c, c]) + d) * 16).astype(int)
-    cv2.line(ker, (int(p1[0]), int(p1[1])), (int(p2[0]), int(p2[1])), 1.0, 1, cv2.LINE_AA, shift=4)
-    s = ker.sum()
-    return ker / s if s > 0 else None
+    k = (int(math.ceil(length)) | 1) + 2                # odd, and a tap to spare at each end: every point's
+    c = (k - 1) / 2                                      # four taps lie inside (points span c +- length / 2)
+    half = v / np.hypot(*v) * length / 2
+    s = np.linspace(-1.0, 1.0, 257)[:, None]
+    pts = c + s * half[None, :]                          # (x, y) along the segment, symmetric about the centre
+    base = np.floor(pts).astype(int)
+    frac = pts - base
+    ker = np.zeros((k, k), dtype=np.float64)
+    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        w = (frac[:, 0] if dx else 1 - frac[:, 0]) * (frac[:, 1] if dy else 1 - frac[:, 1])
+        np.add.at(ker, (base[:, 1] + dy, base[:, 0] + dx), w)
+    return (ker / ker.sum()).astype(np.float32)
 
 
 def _render(scene: PhotoScene, t: float) -> tuple[np.ndarray, np.ndarray]:
