@@ -278,8 +278,9 @@ def stats(directory: str = typer.Argument(..., help="An annotate or filter outpu
     result = collect(directory)
     for table in tables(result):
         Console().print(table)
-    if unfinished_note(directory):
-        console.print(f"note: {unfinished_note(directory)}")
+    note = unfinished_note(directory)
+    if note:
+        console.print(f"note: {note}")
     if plot:
         plot_stats(result, plot)
         console.print(f"wrote {plot}")

@@ -16,6 +16,13 @@ def first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def described(e: BaseException, limit: int = 200) -> str:
+    """``Type: message`` with the message's lines joined and cut at ``limit`` characters (``Type`` alone when it
+    has none): for errors whose first line says too little (a loader's multi-line report)."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
+
+
 class UserError(Exception):
     """A mistake in the command, its options or its input, explained in one line."""
 

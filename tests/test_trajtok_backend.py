@@ -48,19 +48,30 @@ def test_missing_trajtok_checkpoint_is_one_clear_line(tmp_path):
     assert "trajtok checkpoint not found" in result.output and "Traceback" not in result.output
 
 
-def test_joint_linking_keeps_ids_of_overlapping_regions():
-    class Fake:
-        name, clip_frames = "fake", 2
+class RenumberingSegmenter:
+    """A video segmenter stand-in: two regions (left and right), renumbered in every clip of the frames it is
+    given."""
+    name = "fake"
 
-        def segment_video(self, frames):  # the same two regions, renumbered in every clip
-            out = np.zeros(frames.shape[:3], np.int32)
-            for s in range(0, len(frames), 2):
-                out[s:s + 2, :, :5] = 10 + s
-                out[s:s + 2, :, 5:] = 11 + s
-            return out
+    def __init__(self, clip_frames: int):
+        self.clip_frames = clip_frames
 
+    def segment_video(self, frames):
+        out = np.zeros(frames.shape[:3], np.int32)
+        for s in range(0, len(frames), self.clip_frames):
+            out[s:s + self.clip_frames, :, :5] = 10 + s
+            out[s:s + self.clip_frames, :, 5:] = 11 + s
+        return out
+
+
+def joint_labeller(segmenter) -> Labeller:
     lab = Labeller.__new__(Labeller)
-    lab.cfg, lab.segmenter, lab.joint, lab.tracker = AnnotateConfig(), Fake(), True, None
+    lab.cfg, lab.segmenter, lab.joint, lab.tracker = AnnotateConfig(), segmenter, True, None
+    return lab
+
+
+def test_joint_linking_keeps_ids_of_overlapping_regions():
+    lab = joint_labeller(RenumberingSegmenter(2))
     res = lab.label(np.zeros((6, 4, 10, 3), np.uint8), [0], [4])
     assert res.keyframes == [0, 2, 4]
     assert (res.labels[:4, :, :5] == 1).all() and (res.labels[:4, :, 5:] == 2).all()  # linked across clip 0 -> 1
@@ -70,18 +81,7 @@ def test_joint_linking_keeps_ids_of_overlapping_regions():
 def test_joint_linking_after_a_cut_off_the_clip_grid():
     """The model's clips start at each shot's start: after a cut at 5 with 4-frame clips, the clips
     starting at 8 and 12 (counted from frame 0) were never merged, so every object took a new id there."""
-    class Fake:
-        name, clip_frames = "fake", 4
-
-        def segment_video(self, frames):  # two regions, renumbered in every clip of the frames it is given
-            out = np.zeros(frames.shape[:3], np.int32)
-            for s in range(0, len(frames), 4):
-                out[s:s + 4, :, :5] = 10 + s
-                out[s:s + 4, :, 5:] = 11 + s
-            return out
-
-    lab = Labeller.__new__(Labeller)
-    lab.cfg, lab.segmenter, lab.joint, lab.tracker = AnnotateConfig(), Fake(), True, None
+    lab = joint_labeller(RenumberingSegmenter(4))
     res = lab.label(np.zeros((14, 4, 10, 3), np.uint8), [0], [5])
     assert res.keyframes == [0, 4, 5, 9, 13]
     assert (res.labels[:5, :, :5] == 1).all() and (res.labels[:5, :, 5:] == 2).all()
@@ -100,8 +100,7 @@ def test_joint_linking_writes_one_id_per_clip_region_and_records_what_it_wrote()
             out[:2, :, :5], out[:2, :, 5:], out[2:] = 1, 2, 7
             return out
 
-    lab = Labeller.__new__(Labeller)
-    lab.cfg, lab.segmenter, lab.joint, lab.tracker = AnnotateConfig(), Fake(), True, None
+    lab = joint_labeller(Fake())
     lab.cfg.merge.fate_tolerance, lab.cfg.merge.min_track_frames = 0.0, 1     # no grouping after the merge
     res = lab.label(np.zeros((4, 4, 10, 3), np.uint8), [0], [])
     assert (res.labels[:2, :, :5] == 1).all() and (res.labels[:2, :, 5:] == 2).all()

@@ -47,8 +47,8 @@ Departures from the reference scripts, all in degenerate cases only:
 ``trajectory_recall`` and ``evaluate_sequences`` are this project's own:
 class-agnostic trajectory id maps where 0 means "no trajectory" (void in GT).
 Their trajectory IoU is strict: a predicted trajectory's pixels on GT void
-count in its union (STQ / VEQ / VPQ keep their published void rules). AQ is NaN, not deeplab2's 0, where a
-sequence has no GT trajectory. Their
+count in its union (STQ / VEQ / VPQ keep their published void rules). AQ is
+NaN, not deeplab2's 0, where a sequence has no GT trajectory. Their
 ``recall_at_0.5`` is best-IoU recall (each GT trajectory scored with its best
 prediction, shared or not); the one-to-one matcher is ``matching``.
 """

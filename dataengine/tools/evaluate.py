@@ -48,6 +48,7 @@ from rich.table import Table
 
 from dataengine.errors import InputError, InputNotFound
 from dataengine.metrics import scores as metrics
+from dataengine.metrics.scores import POOLED_KEYS, pooled_by_trajectory
 
 from dataengine.format import trajformat
 from dataengine.format.manifest import done_parts
@@ -101,6 +102,10 @@ def same_shape(gt_size: tuple[int, int], pred_size: tuple[int, int]) -> bool:
     return abs(h * W - H * w) <= W + H
 
 
+# A GT sample's alignment figures before (or without) a prediction.
+UNALIGNED = {"frames_without_gt": 0, "problem": None, "gt_outside_pred_frames": 0}
+
+
 def _align(gt_traj: dict[str, Any], pred_traj: dict[str, Any]) -> dict[str, Any]:
     """GT and prediction label maps on the prediction's frames and resolution.
 
@@ -118,8 +123,7 @@ def _align(gt_traj: dict[str, Any], pred_traj: dict[str, Any]) -> dict[str, Any]
         if int(f) in gt_pos and int(f) not in seen:
             sel_pred.append(j)
         seen.add(int(f))
-    out = {"frames_without_gt": len(pred_traj["frame_indices"]) - len(sel_pred), "problem": None,
-           "gt_outside_pred_frames": 0}
+    out = {**UNALIGNED, "frames_without_gt": len(pred_traj["frame_indices"]) - len(sel_pred)}
     if not sel_pred:
         return {**out, "gt": trajformat.traj_to_labels(gt_traj), "pred": None, "problem": "no shared frame"}
     gt_size, pred_size = (gt_traj["height"], gt_traj["width"]), (pred_traj["height"], pred_traj["width"])
@@ -185,8 +189,7 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
                 if addr is not None and addr in by_address:
                     pred_key, how = by_address[addr], "address"
             if pred_key is None:
-                a = {"gt": g.labels, "pred": None, "frames_without_gt": 0, "problem": None,
-                     "gt_outside_pred_frames": 0}
+                a = {**UNALIGNED, "gt": g.labels, "pred": None}
             else:
                 used.add(pred_key)
                 a = _align(g.traj, preds[pred_key])
@@ -216,9 +219,6 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
     if len(media) > 1:
         out["by_media"] = {m: pooled_by_trajectory([r for r in per_sample if r["media_type"] == m]) for m in media}
     return out
-
-
-POOLED_KEYS, pooled_by_trajectory = metrics.POOLED_KEYS, metrics.pooled_by_trajectory
 
 
 def json_safe(value: Any) -> Any:

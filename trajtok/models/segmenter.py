@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import nn
 
-from dataengine.errors import CheckpointError, CheckpointNotFound
+from dataengine.errors import CheckpointError, CheckpointNotFound, described
 from .layers import PerceiverLayer, check_config_keys, rope_angles
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -195,9 +195,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:    # damaged, empty, not a checkpoint (EOFError too: click would print only "Aborted.")
-        text = " ".join(str(e).split())
-        raise CheckpointError(f"checkpoint {path} cannot be read: {type(e).__name__}"
-                              f"{': ' + text[:200] if text else ''}") from None
+        raise CheckpointError(f"checkpoint {path} cannot be read: {described(e)}") from None
     for key in ("state_dict", "model"):  # common wrappers of a bare state dict
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

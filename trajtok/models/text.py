@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError
+from dataengine.errors import CheckpointError, CheckpointNotFound, ConfigError, described
 from .layers import check_config_keys
 from .video import Block
 
@@ -103,9 +103,8 @@ class HFTextTower(nn.Module):
             else:   # a checkpoint supplies the weights
                 self.model = AutoModel.from_config(AutoConfig.from_pretrained(cfg.model_dir, local_files_only=True))
         except Exception as e:    # a folder that is not a saved transformers model (and tokenizer)
-            text = " ".join(str(e).split())
             raise CheckpointError(f"text model {cfg.model_dir} cannot be loaded as a transformers model and "
-                                  f"tokenizer: {type(e).__name__}{': ' + text[:200] if text else ''}") from None
+                                  f"tokenizer: {described(e)}") from None
         self.width = int(self.model.config.hidden_size)
 
     def forward(self, texts: list[str]) -> torch.Tensor:

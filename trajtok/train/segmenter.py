@@ -98,6 +98,13 @@ def restore_train_settings(P: Any, out: Path, *, lr: float | None, warmup_steps:
                           "differs from the run's")
 
 
+def config_changes(saved: dict[str, Any], mine: dict[str, Any]) -> list[str]:
+    """``key: saved -> mine`` for each model setting that differs (compared as JSON holds them: tuples as lists)."""
+    mine = json.loads(json.dumps(mine))
+    return [f"{k}: {saved.get(k, '(absent)')!r} -> {mine.get(k, '(absent)')!r}"
+            for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
+
+
 def auto_workers() -> int:
     """Loader workers for one training process: the CPUs it may use, shared with the other processes
     torchrun started on this node, less one for the process itself. A GPU step is far faster than
@@ -261,10 +268,8 @@ def train_segmenter(data: Any, output: str | Path, preset: str | Preset = "tiny"
         if not last.exists():
             raise CheckpointNotFound(f"resume requested but {last} does not exist")
         saved_cfg = json.loads(read_metadata(last)["config"])
-        mine = json.loads(json.dumps(P.model.to_dict()))
-        if saved_cfg != mine:
-            changed = [f"{k}: {saved_cfg.get(k, '(absent)')!r} -> {mine.get(k, '(absent)')!r}"
-                       for k in sorted(set(saved_cfg) | set(mine)) if saved_cfg.get(k) != mine.get(k)]
+        changed = config_changes(saved_cfg, P.model.to_dict())
+        if changed:
             hint = (" (--no-object / --every-pixel must be the run's)"
                     if any(c.startswith("no_object") for c in changed) else "")
             raise CheckpointError(f"{last} was trained with another model config: {'; '.join(changed[:6])}{hint}")

@@ -42,7 +42,7 @@ from ..models.text import build_word_vocab
 from ..models.video_text import VideoTextConfig, VideoTextModel
 from ..presets import VideoTextPreset, get_video_text_preset
 from .segmenter import (Checkpointer, _setup_distributed, _truncate_log, apply_train_overrides, bf16_autocast,
-                        data_positions, restore_train_settings, resume_position)
+                        config_changes, data_positions, restore_train_settings, resume_position)
 
 # Module/parameter names kept out of weight decay: position tables, learned slots and queries,
 # the temperature and the word embedding (decay would pull them toward 0 for no regularising gain).
@@ -181,9 +181,10 @@ def train_video_text(data: Any, output: str | Path, preset: str | VideoTextPrese
     if warm is not None:
         if model.segmenter is None:
             raise ConfigError("--segmenter warm-starts TrajViT2's tokenizer; vit3d has no segmenter")
-        as_json = lambda cfg: json.loads(json.dumps(cfg.to_dict()))   # noqa: E731 (tuples vs lists)
-        if as_json(warm.cfg) != as_json(P.model.segmenter):
-            raise CheckpointError(f"{segmenter}: segmenter config differs from preset {P.name}'s: {warm.cfg.to_dict()}")
+        changed = config_changes(json.loads(json.dumps(warm.cfg.to_dict())), P.model.segmenter.to_dict())
+        if changed:
+            raise CheckpointError(f"{segmenter}: segmenter config differs from preset {P.name}'s: "
+                                  f"{'; '.join(changed[:6])}")
         model.segmenter.load_state_dict(warm.state_dict())
     optimizer = torch.optim.AdamW(_param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
     step = 0
